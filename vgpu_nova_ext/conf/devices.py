@@ -1,0 +1,271 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The options this project shares with Nova: ``[devices]`` and the groups
+of each enabled type.
+
+Nova registers these names on its global ``CONF``, and oslo.config refuses a
+second registration of an option that differs in any attribute (help text
+included). So they are registered here on a *private* ``cfg.ConfigOpts``
+that reads the same files; nothing of this module touches ``cfg.CONF``.
+"""
+
+import configparser
+import contextlib
+import dataclasses
+import logging
+import re
+
+from oslo_config import cfg
+
+from vgpu_nova_ext import exception
+
+DEVICES_GROUP = 'devices'
+_TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]*$')
+MDEV_CLASS_RE = r'^(VGPU|CUSTOM_[A-Z0-9_]+)$'
+
+devices_group = cfg.OptGroup(
+    name=DEVICES_GROUP,
+    title='Mediated device types (shared with Nova)',
+    help='Read from the same nova.conf as nova-compute reads, with the '
+         'same meanings, so a configuration written for Nova\'s in-tree '
+         'vGPU support works unchanged.')
+
+devices_opts = [
+    cfg.ListOpt(
+        'enabled_mdev_types',
+        default=[],
+        deprecated_name='enabled_vgpu_types',
+        help='The mediated device (mdev) types that this compute node '
+             'offers, as their sysfs ids (``nvidia-35``, ``mtty-1``: the '
+             'directory names under '
+             '``/sys/class/mdev_bus/*/mdev_supported_types``). Each physical '
+             'GPU serves one type. When more than one type is enabled, give '
+             'each its own ``[mdev_<type>]`` group with ``device_addresses``; '
+             'a type without ``device_addresses`` is the default for every '
+             'GPU not listed under another type. The old name '
+             '``enabled_vgpu_types`` is read too. Run ``vgpu-nova-ext '
+             'check`` after a change to see which GPU serves which type.'),
+]
+
+# The options of each enabled type, in the dynamic group [mdev_<type>] (old
+# name [vgpu_<type>]). They are registered per type once the enabled types
+# are known; this list documents them in the sample configuration.
+_TYPE_GROUP_HELP = (
+    'One group per type listed in ``[devices] enabled_mdev_types``, named '
+    '``[mdev_<type>]`` (for example ``[mdev_nvidia-35]``); the old name '
+    '``[vgpu_<type>]`` is read too.')
+
+
+def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
+    return [
+        cfg.ListOpt(
+            'device_addresses',
+            default=[],
+            item_type=cfg.types.String(),
+            deprecated_group=old_group,
+            help='The physical GPUs that serve this type: PCI addresses '
+                 '(``0000:84:00.0``; the domain may be left out and case '
+                 'does not matter) or, for virtual parents such as the '
+                 'kernel\'s mtty sample, the libvirt name (``mtty_mtty``). '
+                 'For an SR-IOV GPU, the physical function\'s address takes '
+                 'all its virtual functions; a virtual function\'s address '
+                 'takes only that one. Leave it unset to make this type the '
+                 'default for every GPU not listed under another type (only '
+                 'one type may be the default). A GPU listed under two types '
+                 'is a configuration error.'),
+        cfg.StrOpt(
+            'mdev_class',
+            default='VGPU',
+            regex=MDEV_CLASS_RE,
+            deprecated_group=old_group,
+            max_length=255,
+            help='The Placement resource class of this type\'s inventory: '
+                 '``VGPU``, or a custom class ``CUSTOM_<NAME>`` (upper case '
+                 'letters, digits and underscores) so that flavors can ask '
+                 'for this type by resource class instead of by trait.'),
+        cfg.IntOpt(
+            'max_instances',
+            default=None,
+            min=1,
+            deprecated_group=old_group,
+            help='The most mediated devices of this type on the whole host, '
+                 'as in Nova. Unset: as many as the GPUs can hold. The cap '
+                 'is spread over the GPUs of the type in address order, '
+                 'never below the devices that already exist; '
+                 '``vgpu-nova-ext check`` shows how it was spread.'),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeConfig:
+    """The configuration of one enabled mdev type."""
+
+    type_id: str
+    group: str
+    """The group as the operator wrote it (``mdev_x`` or ``vgpu_x``)."""
+    device_addresses: tuple[str, ...]
+    mdev_class: str = 'VGPU'
+    max_instances: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceConfig:
+    """``[devices]`` and the type groups, read and checked."""
+
+    types: tuple[TypeConfig, ...]
+    option: str = 'enabled_mdev_types'
+    """The option name as the operator wrote it."""
+    duplicates: tuple[str, ...] = ()
+    """Types listed more than once (kept once)."""
+
+    @property
+    def type_ids(self) -> tuple[str, ...]:
+        return tuple(t.type_id for t in self.types)
+
+
+def _sections(config_files: list[str]) -> dict[str, set[str]]:
+    """{section: option names} as written, to name things as the operator
+    wrote them in messages (oslo.config does not say which alias it read).
+    """
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    found: dict[str, set[str]] = {}
+    for path in config_files:
+        try:
+            parser.read(path)
+        except configparser.Error:
+            # oslo.config reports unparsable files itself.
+            continue
+    for section in parser.sections():
+        found[section] = set(parser.options(section))
+    return found
+
+
+_EXPECTED = {
+    'mdev_class': 'expected VGPU or CUSTOM_<NAME> in upper case',
+    'max_instances': 'expected a whole number of at least 1, or unset',
+    'device_addresses': 'expected a comma-separated list of addresses',
+    'enabled_mdev_types': 'expected a comma-separated list of type ids',
+}
+
+
+class _Values:
+    """Reads option values, collecting every bad one before failing."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        self.errors: list[str] = []
+
+    def get(self, group: str, name: str, shown: str, default=None):
+        try:
+            return self.conf[group][name]
+        except ValueError as exc:
+            # oslo.config says "Value for option X from <location> is not
+            # valid: <why>"; keep the why and name the option ourselves.
+            why = str(exc).rsplit('is not valid: ', 1)[-1]
+            self.errors.append('[%s] %s: %s (%s)' % (
+                shown, name, why, _EXPECTED.get(name, 'see the sample')))
+            return default
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise exception.ConfigError(
+                'invalid configuration: %s; fix these values in the '
+                'configuration file' % '; '.join(self.errors))
+
+
+@contextlib.contextmanager
+def _quiet_deprecations():
+    """The old names are part of the compatibility promise: reading them is
+    not worth a warning on every command (``check`` mentions them once).
+    """
+    logger = logging.getLogger('oslo_config.cfg')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_device_config(config_files: list[str]) -> DeviceConfig:
+    with _quiet_deprecations():
+        return _load(config_files)
+
+
+def _load(config_files: list[str]) -> DeviceConfig:
+    """Read the Nova-compatible options from ``config_files``.
+
+    :raises ConfigError: a file is missing or unparsable, or a value has
+        the wrong form; the message names the file or option and the fix.
+    """
+    conf = cfg.ConfigOpts()
+    conf.register_group(devices_group)
+    conf.register_opts(devices_opts, group=devices_group)
+    try:
+        conf(args=[], project='nova', default_config_files=config_files,
+             use_env=False)
+    except cfg.ConfigFilesNotFoundError as exc:
+        raise exception.ConfigError(
+            'configuration file(s) not found or not readable: %s; check the '
+            '--config-file paths and their permissions' % ', '.join(
+                exc.config_files))
+    except cfg.ConfigFileParseError as exc:
+        raise exception.ConfigError(
+            'cannot parse configuration file %s: %s; it must be an ini file '
+            'as nova.conf is' % (exc.config_file, exc.msg))
+    sections = _sections(config_files)
+    devices = sections.get(DEVICES_GROUP, set())
+    option = ('enabled_vgpu_types' if 'enabled_vgpu_types' in devices
+              and 'enabled_mdev_types' not in devices
+              else 'enabled_mdev_types')
+    values = _Values(conf)
+    raw = values.get(DEVICES_GROUP, 'enabled_mdev_types', DEVICES_GROUP, [])
+    values.raise_if_any()
+    type_ids: list[str] = []
+    duplicates: list[str] = []
+    for item in raw:
+        item = item.strip()
+        if not _TYPE_ID_RE.match(item):
+            raise exception.ConfigError(
+                '[devices] %s: %r is not an mdev type id; write the type '
+                'directory names from /sys/class/mdev_bus/*/'
+                'mdev_supported_types, separated by commas (for example '
+                '"nvidia-35, nvidia-36")' % (option, item))
+        if item in type_ids:
+            duplicates.append(item)
+            continue
+        type_ids.append(item)
+
+    types = []
+    for type_id in type_ids:
+        group = 'mdev_%s' % type_id
+        old = 'vgpu_%s' % type_id
+        shown = old if old in sections and group not in sections else group
+        conf.register_opts(_type_opts(old), group=group)
+        types.append(TypeConfig(
+            type_id=type_id, group=shown,
+            device_addresses=tuple(
+                a.strip() for a in values.get(group, 'device_addresses',
+                                              shown, [])),
+            mdev_class=values.get(group, 'mdev_class', shown, 'VGPU'),
+            max_instances=values.get(group, 'max_instances', shown)))
+    values.raise_if_any()
+    return DeviceConfig(types=tuple(types), option=option,
+                        duplicates=tuple(duplicates))
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """For the sample: ``[devices]`` and the options of a type group."""
+    type_group = cfg.OptGroup(name='mdev_$(MDEV_TYPE)',
+                              title='Options of one enabled mdev type',
+                              help=_TYPE_GROUP_HELP)
+    return [(devices_group, devices_opts), (type_group, _type_opts())]

@@ -1,0 +1,54 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Errors of vgpu-nova-ext.
+
+Every error carries a stable ``code`` (as Placement's errors do) so that
+scripts and tests can tell them apart without parsing the message, and a
+message that names the thing, the value and the fix.
+"""
+
+
+class VGPUNovaExtError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    code = 'vgpu_nova_ext.error'
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(VGPUNovaExtError):
+    """A configuration file or option is unreadable or invalid."""
+
+    code = 'vgpu_nova_ext.config'
+
+
+class ProfileError(VGPUNovaExtError):
+    """A simulated-host profile is missing or malformed."""
+
+    code = 'vgpu_nova_ext.profile'
+
+
+class HostReadError(VGPUNovaExtError):
+    """The host's device tree could not be read or makes no sense."""
+
+    code = 'vgpu_nova_ext.host_read'
+
+
+class PluginNotFound(VGPUNovaExtError):
+    """No plugin is installed under the requested name."""
+
+    code = 'vgpu_nova_ext.plugin_not_found'

@@ -1,0 +1,167 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Write a directory tree laid out exactly as the kernel lays out sysfs.
+
+The simulated host backend and the tests build hosts with this, and the
+sysfs reader reads them back: the read side has one code path whatever the
+host. The layout follows the kernel's:
+
+- devices live under ``sys/devices`` (PCI devices below their root port
+  and bridges, virtual ones under ``sys/devices/virtual``);
+- ``sys/bus/pci/devices/<addr>``, ``sys/class/mdev_bus/<name>`` and
+  ``sys/bus/mdev/devices/<uuid>`` are *relative* symbolic links into
+  ``sys/devices``;
+- an mdev parent has ``mdev_supported_types/<type>/{name,
+  available_instances, device_api, description, create, devices/}``;
+- an mdev is a directory below its parent, with a relative ``mdev_type``
+  link to its type and a ``remove`` file;
+- a virtual function is a sibling of its physical function, linked to it
+  by ``physfn`` (and from it by ``virtfnN``).
+"""
+
+import os
+
+from vgpu_nova_ext.host import model
+
+
+class SysfsTree:
+    """Builds a kernel-style sysfs tree below ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.sys = os.path.join(root, 'sys')
+
+    # -- helpers ---------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.sys, *parts)
+
+    @staticmethod
+    def _write(path: str, content: str, mode: int = 0o444) -> None:
+        if os.path.lexists(path):
+            # Files are read-only as in sysfs; replace rather than rewrite so
+            # that a non-root test run can change them too.
+            os.unlink(path)
+        with open(path, 'w') as f:
+            f.write(content)
+        os.chmod(path, mode)
+
+    @staticmethod
+    def _link(link: str, target: str) -> None:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+
+    def device_dir(self, name: str) -> str:
+        """The real directory of a PCI address or an mdev_bus name."""
+        for candidate in (self._path('bus', 'pci', 'devices', name),
+                          self._path('class', 'mdev_bus', name)):
+            if os.path.lexists(candidate):
+                return os.path.realpath(candidate)
+        raise KeyError(name)
+
+    # -- devices ---------------------------------------------------------
+    def add_pci_device(self, address: str, vendor_id: str = '0x10de',
+                       device_id: str = '0x0000',
+                       pci_class: str = '0x030200',
+                       path: str | None = None,
+                       driver: str | None = 'nvidia') -> str:
+        """Add a PCI function; ``path`` is its place below sys/devices."""
+        if path is None:
+            domain, bus = address.split(':')[:2]
+            path = 'pci%s:%s/%s:%s:00.0/%s' % (domain, bus, domain, bus,
+                                               address)
+        dev = self._path('devices', path)
+        os.makedirs(dev, exist_ok=True)
+        self._write(os.path.join(dev, 'vendor'), vendor_id + '\n')
+        self._write(os.path.join(dev, 'device'), device_id + '\n')
+        self._write(os.path.join(dev, 'class'), pci_class + '\n')
+        self._link(os.path.join(dev, 'subsystem'), self._path('bus', 'pci'))
+        if driver:
+            drv = self._path('bus', 'pci', 'drivers', driver)
+            os.makedirs(drv, exist_ok=True)
+            self._link(os.path.join(dev, 'driver'), drv)
+            self._link(os.path.join(drv, address), dev)
+        self._link(self._path('bus', 'pci', 'devices', address), dev)
+        return dev
+
+    def add_virtual_functions(self, pf_address: str, vf_addresses: list[str],
+                              total_vfs: int | None = None) -> list[str]:
+        """Add VFs beside their PF, linked as the kernel links them."""
+        pf = self.device_dir(pf_address)
+        with open(os.path.join(pf, 'vendor')) as f:
+            vendor_id = f.read().strip()
+        vf_dirs = []
+        for index, vf_address in enumerate(vf_addresses):
+            path = os.path.relpath(
+                os.path.join(os.path.dirname(pf), vf_address),
+                self._path('devices'))
+            vf = self.add_pci_device(vf_address, vendor_id=vendor_id,
+                                     path=path)
+            self._link(os.path.join(vf, 'physfn'), pf)
+            self._link(os.path.join(pf, 'virtfn%d' % index), vf)
+            vf_dirs.append(vf)
+        total = total_vfs if total_vfs is not None else len(vf_addresses)
+        self._write(os.path.join(pf, 'sriov_totalvfs'), '%d\n' % total)
+        self._write(os.path.join(pf, 'sriov_numvfs'),
+                    '%d\n' % len(vf_addresses), 0o644)
+        return vf_dirs
+
+    def add_sriov_capability(self, pf_address: str, total_vfs: int) -> None:
+        """An SR-IOV capable PF whose VFs are not enabled (numvfs 0)."""
+        pf = self.device_dir(pf_address)
+        self._write(os.path.join(pf, 'sriov_totalvfs'), '%d\n' % total_vfs)
+        self._write(os.path.join(pf, 'sriov_numvfs'), '0\n', 0o644)
+
+    def add_virtual_device(self, path_below_virtual: str) -> str:
+        dev = self._path('devices', 'virtual', path_below_virtual)
+        os.makedirs(dev, exist_ok=True)
+        return dev
+
+    def make_mdev_parent(self, device: str, class_name: str,
+                         types: list[model.VGPUType]) -> None:
+        """Give ``device`` (a directory) mdev_supported_types."""
+        for vgpu_type in types:
+            self.write_type(device, vgpu_type)
+        self._link(self._path('class', 'mdev_bus', class_name), device)
+
+    def write_type(self, device: str, vgpu_type: model.VGPUType) -> None:
+        tdir = os.path.join(device, 'mdev_supported_types', vgpu_type.id)
+        os.makedirs(os.path.join(tdir, 'devices'), exist_ok=True)
+        if vgpu_type.name is not None:
+            self._write(os.path.join(tdir, 'name'), vgpu_type.name + '\n')
+        self._write(os.path.join(tdir, 'available_instances'),
+                    '%d\n' % vgpu_type.available_instances)
+        self._write(os.path.join(tdir, 'device_api'),
+                    vgpu_type.device_api + '\n')
+        if vgpu_type.description is not None:
+            self._write(os.path.join(tdir, 'description'),
+                        vgpu_type.description + '\n')
+        self._write(os.path.join(tdir, 'create'), '', 0o200)
+
+    def set_available_instances(self, device: str, type_id: str,
+                                count: int) -> None:
+        path = os.path.join(device, 'mdev_supported_types', type_id,
+                            'available_instances')
+        self._write(path, '%d\n' % count)
+
+    def add_mdev(self, device: str, uuid: str, type_id: str) -> str:
+        """Create mdev ``uuid`` of ``type_id`` below parent ``device``."""
+        mdev = os.path.join(device, uuid)
+        os.makedirs(mdev, exist_ok=True)
+        tdir = os.path.join(device, 'mdev_supported_types', type_id)
+        self._link(os.path.join(mdev, 'mdev_type'), tdir)
+        self._link(os.path.join(tdir, 'devices', uuid), mdev)
+        self._link(os.path.join(mdev, 'subsystem'), self._path('bus', 'mdev'))
+        self._write(os.path.join(mdev, 'remove'), '', 0o200)
+        self._link(self._path('bus', 'mdev', 'devices', uuid), mdev)
+        return mdev

@@ -1,0 +1,130 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The host as data: what a backend's ``scan()`` returns.
+
+These frozen dataclasses are the only thing the planning modules (mapping,
+inventory) know of the host, whichever backend read it.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class VGPUType:
+    """A mediated device type as one parent device offers it."""
+
+    id: str
+    """The sysfs type id, as in ``enabled_mdev_types`` (``nvidia-35``)."""
+    name: str | None
+    """The human name from the type's ``name`` file (``GRID M60-2Q``)."""
+    available_instances: int
+    device_api: str
+    description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ParentDevice:
+    """A device that mediated devices are created on.
+
+    For a time-sliced GPU it is the GPU itself; for an SR-IOV GPU each of
+    its virtual functions is one; for the mtty sample it is a virtual device.
+    """
+
+    name: str
+    """libvirt's node device name (``pci_0000_84_00_0``, ``mtty_mtty``)."""
+    address: str
+    """``0000:84:00.0``; for a virtual parent, the same as ``name``."""
+    types: tuple[VGPUType, ...]
+
+    def type(self, type_id: str) -> VGPUType | None:
+        for vgpu_type in self.types:
+            if vgpu_type.id == type_id:
+                return vgpu_type
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalGPU:
+    """One physical GPU (or virtual mdev-capable device) of the host.
+
+    The unit that a Placement child provider stands for.
+    """
+
+    name: str
+    """libvirt name of the physical device; of the PF for SR-IOV GPUs."""
+    address: str
+    vendor_id: str | None
+    device_id: str | None
+    parents: tuple[ParentDevice, ...]
+    virtual: bool = False
+    sriov_total_vfs: int = 0
+    """How many VFs the device can have (0: no SR-IOV)."""
+    sriov_num_vfs: int = 0
+    """How many VFs are enabled now."""
+
+    @property
+    def sriov(self) -> bool:
+        return self.sriov_total_vfs > 0
+
+    @property
+    def supported_type_ids(self) -> tuple[str, ...]:
+        ids = {t.id for parent in self.parents for t in parent.types}
+        return tuple(sorted(ids, key=_natural_key))
+
+    def type_name(self, type_id: str) -> str | None:
+        for parent in self.parents:
+            found = parent.type(type_id)
+            if found is not None and found.name:
+                return found.name
+        return None
+
+    def type_description(self, type_id: str) -> str | None:
+        for parent in self.parents:
+            found = parent.type(type_id)
+            if found is not None and found.description:
+                return found.description
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class MediatedDevice:
+    """A mediated device that exists on the host now."""
+
+    uuid: str
+    parent: str
+    """Name of the parent device it was created on."""
+    type_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSnapshot:
+    """Everything a backend saw in one scan."""
+
+    gpus: tuple[PhysicalGPU, ...]
+    mediated_devices: tuple[MediatedDevice, ...] = ()
+
+    def gpu_of_parent(self, parent_name: str) -> PhysicalGPU | None:
+        for gpu in self.gpus:
+            if any(p.name == parent_name for p in gpu.parents):
+                return gpu
+        return None
+
+    @property
+    def offered_type_ids(self) -> tuple[str, ...]:
+        ids = {t for gpu in self.gpus for t in gpu.supported_type_ids}
+        return tuple(sorted(ids, key=_natural_key))
+
+
+def _natural_key(text: str) -> tuple:
+    """Sort ``nvidia-9`` before ``nvidia-10``."""
+    head, _, tail = text.rpartition('-')
+    return (head, int(tail)) if tail.isdigit() else (text, -1)

@@ -1,0 +1,458 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""A simulated host, described by a profile file (YAML).
+
+The simulated backend lays the profile out as a kernel-style sysfs tree in a
+private temporary directory (see :mod:`vgpu_nova_ext.host.layout`) and reads
+it back with the sysfs reader, so the simulated host and a real one share
+the read path. Available instances follow the kernel's rules:
+
+- ``time-sliced`` GPUs hold one vGPU type at a time; a type's available
+  instances are its per-GPU maximum less the devices of it;
+- ``sriov`` GPUs have one mdev parent per virtual function; a free VF shows
+  1 for a type while the GPU can take one more device of it, 0 otherwise;
+- ``pooled`` devices (the mtty sample) share a pool of units across types.
+"""
+
+import dataclasses
+import importlib.resources
+import os
+import re
+import shutil
+import tempfile
+import uuid as uuidlib
+
+import yaml
+
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import base
+from vgpu_nova_ext.host import layout
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import sysfs
+
+TIME_SLICED = 'time-sliced'
+SRIOV = 'sriov'
+POOLED = 'pooled'
+SHARING_MODES = (TIME_SLICED, SRIOV, POOLED)
+# Row form of a type: id, name, framebuffer MiB, display heads, frame rate
+# limit, max resolution, max instances per GPU (optional).
+_ROW_FIELDS = ('id', 'name', 'framebuffer_mb', 'num_heads', 'frl_config',
+               'max_resolution', 'max_instance')
+_PROFILE_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9-]*$')
+_PROFILE_PACKAGE = 'vgpu_nova_ext.host.profiles'
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeSpec:
+    id: str
+    name: str
+    max_instance: int
+    device_api: str = 'vfio-pci'
+    framebuffer_mb: int | None = None
+    num_heads: int | None = None
+    frl_config: int | None = None
+    max_resolution: str | None = None
+    units: int = 1
+
+    @property
+    def description(self) -> str | None:
+        if self.framebuffer_mb is None:
+            return None
+        # The fields and their order are those of NVIDIA's vGPU manager.
+        return ('num_heads=%s, frl_config=%s, framebuffer=%dM, '
+                'max_resolution=%s, max_instance=%d' % (
+                    self.num_heads, self.frl_config, self.framebuffer_mb,
+                    self.max_resolution, self.max_instance))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    sharing: str
+    types: tuple[TypeSpec, ...]
+    vendor_id: str = '0x10de'
+    device_id: str = '0x0000'
+    sriov_vfs: int = 0
+    pool_units: int = 0
+
+    def type(self, type_id: str) -> TypeSpec | None:
+        return next((t for t in self.types if t.id == type_id), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPUSpec:
+    model: ModelSpec
+    address: str | None = None
+    """PCI address; None for a virtual device."""
+    virtual_path: str | None = None
+    """Path below /sys/devices/virtual, for virtual devices."""
+    sysfs_path: str | None = None
+    """Path below /sys/devices, to mimic a real host's bridges."""
+
+    @property
+    def name(self) -> str:
+        if self.virtual_path:
+            return address.virtual_name(self.virtual_path)
+        return address.libvirt_name(self.address)
+
+    def vf_addresses(self) -> list[str]:
+        """VF addresses as NVIDIA GPUs place them: offset 4, stride 1."""
+        domain, bus, rest = self.address.split(':')
+        slot = int(rest.split('.')[0], 16)
+        out = []
+        for index in range(self.model.sriov_vfs):
+            routing_id = slot * 8 + 4 + index
+            out.append('%s:%s:%02x.%d' % (domain, bus, routing_id // 8,
+                                          routing_id % 8))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    gpus: tuple[GPUSpec, ...]
+    mediated_devices: tuple[model.MediatedDevice, ...] = ()
+    example_config: str | None = None
+    source: str | None = None
+
+
+def builtin_profiles() -> list[str]:
+    files = importlib.resources.files(_PROFILE_PACKAGE)
+    return sorted(f.name[:-5] for f in files.iterdir()
+                  if f.name.endswith('.yaml'))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load a built-in profile by name, or a profile file by path."""
+    if _PROFILE_NAME_RE.match(name_or_path) and not os.path.exists(
+            name_or_path):
+        if name_or_path not in builtin_profiles():
+            raise exception.ProfileError(
+                'no built-in simulated host profile named %r; the built-in '
+                'ones are: %s (or give the path of a YAML profile)' % (
+                    name_or_path, ', '.join(builtin_profiles())))
+        resource = importlib.resources.files(_PROFILE_PACKAGE).joinpath(
+            name_or_path + '.yaml')
+        return parse_profile(resource.read_text(), name_or_path)
+    try:
+        with open(name_or_path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise exception.ProfileError(
+            'cannot read the simulated host profile %s: %s' % (
+                name_or_path, exc.strerror or exc))
+    return parse_profile(text, name_or_path)
+
+
+class _Reader:
+    """Typed access to a YAML mapping, naming the key on every error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> exception.ProfileError:
+        return exception.ProfileError(
+            'simulated host profile %s: %s: %s' % (self.source, where,
+                                                   problem))
+
+    def mapping(self, value, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(where, 'expected a mapping, got %r' % (value,))
+        return value
+
+    def get(self, data: dict, key: str, kind: type, where: str,
+            default=dataclasses.MISSING):
+        if key not in data or data[key] is None:
+            if default is dataclasses.MISSING:
+                raise self.fail('%s.%s' % (where, key), 'is required')
+            return default
+        value = data[key]
+        if kind is int and (isinstance(value, bool)
+                            or not isinstance(value, int) or value < 0):
+            raise self.fail('%s.%s' % (where, key),
+                            'expected a whole number >= 0, got %r' % (value,))
+        if kind is str:
+            value = str(value) if isinstance(value, (int, float)) else value
+        if not isinstance(value, kind):
+            raise self.fail('%s.%s' % (where, key), 'expected %s, got %r' % (
+                kind.__name__, value))
+        return value
+
+
+def parse_profile(text: str, source: str) -> Profile:
+    r = _Reader(source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise exception.ProfileError(
+            'simulated host profile %s is not valid YAML: %s' % (
+                source, str(exc).replace('\n', ' ')))
+    data = r.mapping(data, 'top level')
+    models = {name: _parse_model(r, name, spec) for name, spec in
+              r.get(data, 'models', dict, 'top level').items()}
+    gpus = []
+    for index, item in enumerate(r.get(data, 'gpus', list, 'top level')):
+        where = 'gpus[%d]' % index
+        item = r.mapping(item, where)
+        model_name = r.get(item, 'model', str, where)
+        if model_name not in models:
+            raise r.fail(where + '.model', '%r is not one of the models '
+                         'defined under "models" (%s)' % (
+                             model_name, ', '.join(sorted(models))))
+        virtual = r.get(item, 'virtual', str, where, None)
+        pci = None
+        if virtual is None:
+            raw = r.get(item, 'address', str, where)
+            pci = address.normalize_pci_address(raw)
+            if pci is None:
+                raise r.fail(where + '.address', '%r is not a PCI address '
+                             '(DDDD:BB:SS.F)' % raw)
+        gpus.append(GPUSpec(model=models[model_name], address=pci,
+                            virtual_path=virtual,
+                            sysfs_path=r.get(item, 'sysfs_path', str, where,
+                                             None)))
+    if not gpus:
+        raise r.fail('gpus', 'a host needs at least one GPU')
+    names = [g.name for g in gpus]
+    if len(set(names)) != len(names):
+        raise r.fail('gpus', 'the same device is listed twice')
+    profile = Profile(
+        name=os.path.basename(source).rsplit('.', 1)[0],
+        description=r.get(data, 'description', str, 'top level', ''),
+        gpus=tuple(gpus),
+        mediated_devices=tuple(_parse_mdevs(r, data, gpus)),
+        example_config=r.get(data, 'example_config', str, 'top level', None),
+        source=r.get(data, 'source', str, 'top level', None))
+    # Lay out once to check the devices against the kernel's rules.
+    KernelModel(profile).available()
+    return profile
+
+
+def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
+    where = 'models.%s' % name
+    spec = r.mapping(spec, where)
+    sharing = r.get(spec, 'sharing', str, where)
+    if sharing not in SHARING_MODES:
+        raise r.fail(where + '.sharing', '%r is not one of %s' % (
+            sharing, ', '.join(SHARING_MODES)))
+    framebuffer = r.get(spec, 'framebuffer_mb', int, where, None)
+    types = []
+    for index, row in enumerate(r.get(spec, 'types', list, where)):
+        twhere = '%s.types[%d]' % (where, index)
+        if isinstance(row, list):
+            if not 3 <= len(row) <= len(_ROW_FIELDS):
+                raise r.fail(twhere, 'a row is [%s], got %r' % (
+                    ', '.join(_ROW_FIELDS), row))
+            row = dict(zip(_ROW_FIELDS, row))
+        row = r.mapping(row, twhere)
+        type_fb = r.get(row, 'framebuffer_mb', int, twhere, None)
+        max_instance = r.get(row, 'max_instance', int, twhere, None)
+        if max_instance is None:
+            if sharing == POOLED:
+                max_instance = (r.get(spec, 'pool_units', int, where)
+                                // r.get(row, 'units', int, twhere, 1))
+            elif framebuffer and type_fb:
+                max_instance = framebuffer // type_fb
+            else:
+                raise r.fail(twhere, 'give max_instance, or framebuffer_mb '
+                             'both here and on the model')
+        types.append(TypeSpec(
+            id=r.get(row, 'id', str, twhere),
+            name=r.get(row, 'name', str, twhere),
+            max_instance=max_instance,
+            device_api=r.get(row, 'device_api', str, twhere, 'vfio-pci'),
+            framebuffer_mb=type_fb,
+            num_heads=r.get(row, 'num_heads', int, twhere, None),
+            frl_config=r.get(row, 'frl_config', int, twhere, None),
+            max_resolution=r.get(row, 'max_resolution', str, twhere, None),
+            units=r.get(row, 'units', int, twhere, 1)))
+    if not types:
+        raise r.fail(where + '.types', 'a model needs at least one type')
+    vfs = r.get(spec, 'sriov_vfs', int, where, 0)
+    if (sharing == SRIOV) != (vfs > 0):
+        raise r.fail(where + '.sriov_vfs',
+                     'set it (> 0) exactly when sharing is sriov')
+    return ModelSpec(name=name, sharing=sharing, types=tuple(types),
+                     vendor_id=r.get(spec, 'vendor_id', str, where, '0x10de'),
+                     device_id=r.get(spec, 'device_id', str, where, '0x0000'),
+                     sriov_vfs=vfs,
+                     pool_units=r.get(spec, 'pool_units', int, where, 0))
+
+
+def _parse_mdevs(r: _Reader, data: dict, gpus: list[GPUSpec]):
+    parents = {}
+    for gpu in gpus:
+        if gpu.model.sharing == SRIOV:
+            for vf in gpu.vf_addresses():
+                parents[vf] = (address.libvirt_name(vf), gpu)
+        else:
+            parents[gpu.address or gpu.name] = (gpu.name, gpu)
+    for index, item in enumerate(
+            r.get(data, 'mediated_devices', list, 'top level', [])):
+        where = 'mediated_devices[%d]' % index
+        item = r.mapping(item, where)
+        raw_uuid = r.get(item, 'uuid', str, where)
+        try:
+            uuid = str(uuidlib.UUID(raw_uuid))
+        except ValueError:
+            raise r.fail(where + '.uuid', '%r is not a UUID' % raw_uuid)
+        raw_parent = r.get(item, 'parent', str, where)
+        key = address.normalize_pci_address(raw_parent) or raw_parent
+        if key not in parents:
+            raise r.fail(where + '.parent', '%r is not a parent device of '
+                         'this host (%s)' % (raw_parent,
+                                             ', '.join(sorted(parents))))
+        parent_name, gpu = parents[key]
+        type_id = r.get(item, 'type', str, where)
+        if gpu.model.type(type_id) is None:
+            raise r.fail(where + '.type', '%r is not a type of model %s' % (
+                type_id, gpu.model.name))
+        yield model.MediatedDevice(uuid=uuid, parent=parent_name,
+                                   type_id=type_id)
+
+
+class KernelModel:
+    """Computes ``available_instances`` as the kernel and driver would."""
+
+    def __init__(self, profile: Profile,
+                 devices: tuple[model.MediatedDevice, ...] | None = None):
+        self.profile = profile
+        self.devices = (profile.mediated_devices if devices is None
+                        else devices)
+
+    def _parents(self, gpu: GPUSpec) -> list[tuple[str, str | None]]:
+        """(parent name, PCI address or None) of each mdev parent."""
+        if gpu.model.sharing == SRIOV:
+            return [(address.libvirt_name(vf), vf)
+                    for vf in gpu.vf_addresses()]
+        return [(gpu.name, gpu.address)]
+
+    def available(self) -> dict[str, dict[str, int]]:
+        """{parent name: {type id: available instances}}."""
+        result = {}
+        for gpu in self.profile.gpus:
+            parents = [name for name, _ in self._parents(gpu)]
+            on_gpu = [d for d in self.devices if d.parent in parents]
+            counts: dict[str, int] = {}
+            for dev in on_gpu:
+                counts[dev.type_id] = counts.get(dev.type_id, 0) + 1
+            self._check(gpu, counts)
+            for parent in parents:
+                busy = any(d.parent == parent for d in on_gpu)
+                result[parent] = {
+                    t.id: self._available(gpu.model, t, counts, busy)
+                    for t in gpu.model.types}
+        return result
+
+    def _check(self, gpu: GPUSpec, counts: dict[str, int]) -> None:
+        where = 'simulated host profile %s: GPU %s' % (self.profile.name,
+                                                        gpu.name)
+        if gpu.model.sharing == POOLED:
+            used = sum(gpu.model.type(t).units * n for t, n in counts.items())
+            if used > gpu.model.pool_units:
+                raise exception.ProfileError(
+                    '%s: its devices take %d units of %d' % (
+                        where, used, gpu.model.pool_units))
+            return
+        if len(counts) > 1:
+            raise exception.ProfileError(
+                '%s: holds devices of types %s, but a time-sliced GPU holds '
+                'one type at a time' % (where, ', '.join(sorted(counts))))
+        for type_id, count in counts.items():
+            if count > gpu.model.type(type_id).max_instance:
+                raise exception.ProfileError(
+                    '%s: %d devices of %s, more than its max_instance %d' % (
+                        where, count, type_id,
+                        gpu.model.type(type_id).max_instance))
+
+    @staticmethod
+    def _available(spec: ModelSpec, vgpu_type: TypeSpec,
+                   counts: dict[str, int], busy: bool) -> int:
+        if spec.sharing == POOLED:
+            used = sum(spec.type(t).units * n for t, n in counts.items())
+            return (spec.pool_units - used) // vgpu_type.units
+        if any(t != vgpu_type.id for t in counts):
+            return 0
+        left = vgpu_type.max_instance - counts.get(vgpu_type.id, 0)
+        if spec.sharing == SRIOV:
+            return 1 if (left > 0 and not busy) else 0
+        return left
+
+
+def lay_out(profile: Profile, root: str,
+            devices: tuple[model.MediatedDevice, ...] | None = None) -> None:
+    """Write ``profile`` below ``root`` as a kernel-style sysfs tree."""
+    kernel = KernelModel(profile, devices)
+    available = kernel.available()
+    tree = layout.SysfsTree(root)
+    parent_dirs = {}
+    for gpu in profile.gpus:
+        spec = gpu.model
+
+        def types_for(parent: str) -> list[model.VGPUType]:
+            return [model.VGPUType(
+                id=t.id, name=t.name,
+                available_instances=available[parent][t.id],
+                device_api=t.device_api, description=t.description)
+                for t in spec.types]
+
+        if gpu.virtual_path:
+            dev = tree.add_virtual_device(gpu.virtual_path)
+            tree.make_mdev_parent(dev, os.path.basename(gpu.virtual_path),
+                                  types_for(gpu.name))
+            parent_dirs[gpu.name] = dev
+            continue
+        dev = tree.add_pci_device(gpu.address, vendor_id=spec.vendor_id,
+                                  device_id=spec.device_id,
+                                  path=gpu.sysfs_path)
+        if spec.sharing == SRIOV:
+            vfs = gpu.vf_addresses()
+            for vf, vf_dir in zip(vfs, tree.add_virtual_functions(
+                    gpu.address, vfs)):
+                name = address.libvirt_name(vf)
+                tree.make_mdev_parent(vf_dir, vf, types_for(name))
+                parent_dirs[name] = vf_dir
+        else:
+            tree.make_mdev_parent(dev, gpu.address, types_for(gpu.name))
+            parent_dirs[gpu.name] = dev
+    for dev in kernel.devices:
+        tree.add_mdev(parent_dirs[dev.parent], dev.uuid, dev.type_id)
+
+
+class SimulatedBackend(base.HostBackend):
+    """Host backend on a simulated host described by a profile."""
+
+    def __init__(self, profile: str = 'v100x8', **kwargs) -> None:
+        self.profile = load_profile(profile)
+        self._root = tempfile.mkdtemp(prefix='vgpu-nova-ext-sim-')
+        try:
+            lay_out(self.profile, self._root)
+        except BaseException:
+            shutil.rmtree(self._root, ignore_errors=True)
+            raise
+        self.reader = sysfs.SysfsReader(self._root)
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    def describe(self) -> str:
+        return 'simulated host %r (%s)' % (self.profile.name,
+                                            self.profile.description)
+
+    def scan(self) -> model.HostSnapshot:
+        return self.reader.scan()
+
+    def close(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)

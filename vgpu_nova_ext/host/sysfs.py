@@ -1,0 +1,251 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Read (and, later, change) the host through the kernel's sysfs.
+
+The reader follows the links exactly as the kernel lays them out (see
+:mod:`vgpu_nova_ext.host.layout`) and never assumes how deep a device sits
+below its root port. Every path is taken below a configurable root, so a
+test or a dry run can point it at a tree of files.
+"""
+
+import os
+import re
+import uuid as uuidlib
+
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import base
+from vgpu_nova_ext.host import model
+
+NVIDIA_VENDOR_ID = '0x10de'
+# PCI base class 0x03 is "display controller" (VGA 0x0300, 3D 0x0302).
+_DISPLAY_CLASS_RE = re.compile(r'^0x03[0-9a-f]{4}$', re.IGNORECASE)
+_HEX_ID_RE = re.compile(r'^0x[0-9a-f]{4}$', re.IGNORECASE)
+
+
+class SysfsReader:
+    """Builds a :class:`model.HostSnapshot` from a sysfs tree."""
+
+    def __init__(self, root: str = '/') -> None:
+        self.root = os.path.abspath(root)
+        self.sys = os.path.join(self.root, 'sys')
+
+    # -- low level -------------------------------------------------------
+    def _show(self, path: str) -> str:
+        """A path as the operator knows it (below the real root)."""
+        rel = os.path.relpath(path, self.root)
+        return '/' + rel if self.root != '/' else path
+
+    def _resolve(self, link: str) -> str:
+        """Follow a link, keeping absolute targets inside the root."""
+        seen = 0
+        path = link
+        while os.path.islink(path):
+            seen += 1
+            if seen > 40:
+                raise exception.HostReadError(
+                    '%s: too many levels of symbolic links' % self._show(link))
+            target = os.readlink(path)
+            if os.path.isabs(target):
+                path = os.path.join(self.root, target.lstrip('/'))
+            else:
+                path = os.path.join(os.path.dirname(path), target)
+            path = os.path.normpath(path)
+        real = os.path.realpath(path)
+        if not os.path.isdir(real):
+            raise exception.HostReadError(
+                '%s points to %s, which does not exist: the device went away '
+                'while it was being read (run the command again) or the '
+                'tree is not a sysfs tree' % (self._show(link),
+                                              self._show(real)))
+        return real
+
+    def _read(self, path: str, required: bool = True) -> str | None:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            if required:
+                raise exception.HostReadError(
+                    '%s is missing: the vendor driver did not expose it; '
+                    'check that the vGPU manager is loaded' % self._show(path))
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise exception.HostReadError(
+                'cannot read %s: %s; run as a user that can read sysfs '
+                '(root or the nova user)' % (self._show(path), exc))
+
+    def _read_int(self, path: str, required: bool = True) -> int | None:
+        text = self._read(path, required)
+        if text is None:
+            return None
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise exception.HostReadError(
+                '%s reads %r where the kernel writes a whole number >= 0; '
+                'the file is not a sysfs attribute or the driver is broken '
+                '(see dmesg)' % (self._show(path), text))
+        return value
+
+    def _listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise exception.HostReadError(
+                'cannot list %s: %s' % (self._show(path), exc))
+
+    # -- naming ----------------------------------------------------------
+    def _parent_identity(self, device_dir: str) -> tuple[str, str, bool]:
+        """(libvirt name, address, virtual?) of a device directory."""
+        virtual_root = os.path.join(self.sys, 'devices', 'virtual')
+        if device_dir.startswith(virtual_root + os.sep):
+            name = address.virtual_name(
+                os.path.relpath(device_dir, virtual_root))
+            return name, name, True
+        pci = address.normalize_pci_address(os.path.basename(device_dir))
+        if pci is None or ':' not in os.path.basename(device_dir):
+            raise exception.HostReadError(
+                '%s is an mdev parent that is neither a PCI device nor below '
+                '/sys/devices/virtual; this project does not know how to '
+                'name it' % self._show(device_dir))
+        return address.libvirt_name(pci), pci, False
+
+    # -- types -----------------------------------------------------------
+    def _read_types(self, device_dir: str) -> tuple[model.VGPUType, ...]:
+        types_dir = os.path.join(device_dir, 'mdev_supported_types')
+        types = []
+        for type_id in self._listdir(types_dir):
+            tdir = os.path.join(types_dir, type_id)
+            if not os.path.isdir(tdir):
+                continue
+            types.append(model.VGPUType(
+                id=type_id,
+                name=self._read(os.path.join(tdir, 'name'), False) or None,
+                available_instances=self._read_int(
+                    os.path.join(tdir, 'available_instances')),
+                device_api=self._read(os.path.join(tdir, 'device_api')),
+                description=self._read(
+                    os.path.join(tdir, 'description'), False) or None))
+        return tuple(types)
+
+    def _pci_id(self, device_dir: str, attr: str) -> str | None:
+        path = os.path.join(device_dir, attr)
+        text = self._read(path, required=False)
+        if text is None:
+            return None
+        if not _HEX_ID_RE.match(text):
+            raise exception.HostReadError(
+                '%s reads %r where the kernel writes a PCI id such as '
+                '0x10de' % (self._show(path), text))
+        return text.lower()
+
+    # -- scan ------------------------------------------------------------
+    def scan(self) -> model.HostSnapshot:
+        parents_by_gpu: dict[str, list[model.ParentDevice]] = {}
+        gpu_dirs: dict[str, tuple[str, bool]] = {}
+        mdev_bus = os.path.join(self.sys, 'class', 'mdev_bus')
+        for entry in self._listdir(mdev_bus):
+            device_dir = self._resolve(os.path.join(mdev_bus, entry))
+            name, addr, virtual = self._parent_identity(device_dir)
+            parent = model.ParentDevice(name=name, address=addr,
+                                        types=self._read_types(device_dir))
+            gpu_dir = device_dir
+            physfn = os.path.join(device_dir, 'physfn')
+            if not virtual and os.path.islink(physfn):
+                gpu_dir = self._resolve(physfn)
+            gpu_name = self._parent_identity(gpu_dir)[0]
+            parents_by_gpu.setdefault(gpu_name, []).append(parent)
+            gpu_dirs[gpu_name] = (gpu_dir, virtual)
+
+        gpus = [self._gpu(name, *gpu_dirs[name], tuple(parents))
+                for name, parents in parents_by_gpu.items()]
+        gpus.extend(self._idle_gpus(set(parents_by_gpu)))
+        gpus.sort(key=lambda g: (g.virtual, g.address))
+        return model.HostSnapshot(gpus=tuple(gpus),
+                                  mediated_devices=self._mdevs())
+
+    def _gpu(self, name: str, gpu_dir: str, virtual: bool,
+             parents: tuple[model.ParentDevice, ...]) -> model.PhysicalGPU:
+        if virtual:
+            return model.PhysicalGPU(name=name, address=name, vendor_id=None,
+                                     device_id=None, parents=parents,
+                                     virtual=True)
+        return model.PhysicalGPU(
+            name=name, address=self._parent_identity(gpu_dir)[1],
+            vendor_id=self._pci_id(gpu_dir, 'vendor'),
+            device_id=self._pci_id(gpu_dir, 'device'),
+            parents=tuple(sorted(parents, key=lambda p: p.address)),
+            sriov_total_vfs=self._read_int(
+                os.path.join(gpu_dir, 'sriov_totalvfs'), False) or 0,
+            sriov_num_vfs=self._read_int(
+                os.path.join(gpu_dir, 'sriov_numvfs'), False) or 0)
+
+    def _idle_gpus(self, known: set[str]) -> list[model.PhysicalGPU]:
+        """NVIDIA display controllers that offer no mdev types now.
+
+        An SR-IOV GPU whose VFs are not enabled, or a GPU whose vGPU manager
+        is not loaded, shows up here so that ``check`` can say so instead of
+        the host silently reporting nothing.
+        """
+        pci_devices = os.path.join(self.sys, 'bus', 'pci', 'devices')
+        idle = []
+        for entry in self._listdir(pci_devices):
+            pci = address.normalize_pci_address(entry)
+            if pci is None or address.libvirt_name(pci) in known:
+                continue
+            dev = self._resolve(os.path.join(pci_devices, entry))
+            if os.path.islink(os.path.join(dev, 'physfn')):
+                continue
+            if self._pci_id(dev, 'vendor') != NVIDIA_VENDOR_ID:
+                continue
+            pci_class = self._read(os.path.join(dev, 'class'), False) or ''
+            if not _DISPLAY_CLASS_RE.match(pci_class):
+                continue
+            idle.append(self._gpu(address.libvirt_name(pci), dev, False, ()))
+        return idle
+
+    def _mdevs(self) -> tuple[model.MediatedDevice, ...]:
+        devices_dir = os.path.join(self.sys, 'bus', 'mdev', 'devices')
+        mdevs = []
+        for entry in self._listdir(devices_dir):
+            link = os.path.join(devices_dir, entry)
+            try:
+                uuid = str(uuidlib.UUID(entry))
+            except ValueError:
+                raise exception.HostReadError(
+                    '%s: %r is not a UUID, but every mediated device is '
+                    'named by one' % (self._show(link), entry))
+            mdev_dir = self._resolve(link)
+            type_dir = self._resolve(os.path.join(mdev_dir, 'mdev_type'))
+            parent_name = self._parent_identity(os.path.dirname(mdev_dir))[0]
+            mdevs.append(model.MediatedDevice(
+                uuid=uuid, parent=parent_name,
+                type_id=os.path.basename(type_dir)))
+        return tuple(mdevs)
+
+
+class SysfsBackend(base.HostBackend):
+    """Host backend on the kernel's mdev bus in sysfs."""
+
+    def __init__(self, sysfs_root: str = '/', **kwargs) -> None:
+        self.reader = SysfsReader(sysfs_root)
+
+    def describe(self) -> str:
+        return 'sysfs at %s' % self.reader.root
+
+    def scan(self) -> model.HostSnapshot:
+        return self.reader.scan()

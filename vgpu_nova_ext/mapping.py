@@ -1,0 +1,350 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Which vGPU type each physical GPU serves: configuration x host snapshot.
+
+Nova's semantics, with its silent failures turned into problems that name
+the option, the value and the fix:
+
+- a type with ``device_addresses`` serves the GPUs listed; the first type
+  without them is the default for every GPU not listed elsewhere (Nova
+  ignores any further type without addresses: so do we, with a warning);
+- a GPU's capacity is the ``available_instances`` of its type plus the
+  devices of that type that exist on it;
+- an SR-IOV GPU's virtual functions are one unit: each free VF shows 1
+  until the GPU is full, so the capacity is the VFs that can host the type
+  plus the existing devices, capped by the type's per-GPU maximum;
+- ``max_instances`` caps a type across the whole host, as in Nova; it is
+  spread over the type's GPUs in address order instead of dropping whole
+  GPUs as Nova does.
+
+Pure: no I/O. All problems are collected before returning.
+"""
+
+import dataclasses
+
+from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.host import address as addr
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext.vendors import base as vendors_base
+
+ERROR = 'error'
+WARNING = 'warning'
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    severity: str
+    code: str
+    option: str
+    """Where the operator acts: ``[mdev_nvidia-35] device_addresses``, or
+    the host thing (``host GPU 0000:84:00.0``)."""
+    value: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return '%s = %s: %s. Fix: %s' % (self.option, self.value,
+                                         self.message, self.fix)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPUAssignment:
+    """One physical GPU serving one type."""
+
+    gpu: model.PhysicalGPU
+    type_id: str
+    type_name: str | None
+    type_info: vendors_base.TypeInfo
+    resource_class: str
+    capacity: int
+    used: int
+    """Devices of the type that exist on the GPU now."""
+    parents: tuple[str, ...]
+    """The parent devices in use (the GPU, or the VFs in scope)."""
+    source: str
+    """``device_addresses`` or ``default``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    gpus: tuple[GPUAssignment, ...]
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == ERROR)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == WARNING)
+
+
+@dataclasses.dataclass
+class _Claim:
+    type_config: devices_conf.TypeConfig
+    parents: set[str]
+    source: str
+
+
+def _list(items) -> str:
+    items = list(items)
+    return ', '.join(items) if items else 'none'
+
+
+class _Mapper:
+
+    def __init__(self, config: devices_conf.DeviceConfig,
+                 snapshot: model.HostSnapshot,
+                 vendors: vendors_base.Vendors) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        self.vendors = vendors
+        self.problems: list[Problem] = []
+        self.notes: list[str] = []
+        self.claims: dict[str, _Claim] = {}
+        self.by_address: dict[str, tuple[model.PhysicalGPU,
+                                         model.ParentDevice | None]] = {}
+        for gpu in snapshot.gpus:
+            self.by_address[gpu.address] = (gpu, None)
+            if gpu.sriov:
+                for parent in gpu.parents:
+                    self.by_address[parent.address] = (gpu, parent)
+
+    def problem(self, severity, code, option, value, message, fix) -> None:
+        self.problems.append(Problem(severity, code, option, str(value),
+                                     message, fix))
+
+    # -- the steps -------------------------------------------------------
+    def run(self) -> Assignment:
+        self.check_enabled()
+        offered = self.snapshot.offered_type_ids
+        for tconf in self.config.types:
+            if tconf.type_id not in offered:
+                self.problem(
+                    ERROR, 'type.not_offered',
+                    '[devices] %s' % self.config.option, tconf.type_id,
+                    'no GPU on this host offers type %s; the host offers: %s'
+                    % (tconf.type_id, _list(offered)),
+                    'enable a type the host offers, or load the vGPU '
+                    'manager that provides %s' % tconf.type_id)
+        for tconf in self.config.types:
+            if tconf.device_addresses:
+                self.claim_listed(tconf, tconf.type_id in offered)
+        self.claim_default(
+            [t for t in self.config.types if not t.device_addresses])
+        self.check_idle_gpus()
+        assigned = [self.assign(gpu_name, claim)
+                    for gpu_name, claim in sorted(self.claims.items())]
+        assigned = self.apply_max_instances(assigned)
+        return Assignment(gpus=tuple(sorted(
+            assigned, key=lambda a: (a.gpu.virtual, a.gpu.address))),
+            problems=tuple(self.problems), notes=tuple(self.notes))
+
+    def check_enabled(self) -> None:
+        option = '[devices] %s' % self.config.option
+        for dup in self.config.duplicates:
+            self.problem(WARNING, 'type.duplicate', option, dup,
+                         'type %s is listed more than once; it is used once'
+                         % dup, 'list each type once')
+        if not self.config.types and any(
+                g.parents for g in self.snapshot.gpus):
+            self.problem(
+                WARNING, 'type.none_enabled', option, '',
+                'no mdev type is enabled, so this host offers no vGPU '
+                'although its GPUs offer: %s'
+                % _list(self.snapshot.offered_type_ids),
+                'set [devices] enabled_mdev_types to the types to offer')
+
+    def claim_listed(self, tconf: devices_conf.TypeConfig,
+                     offered: bool) -> None:
+        option = '[%s] device_addresses' % tconf.group
+        for raw in tconf.device_addresses:
+            try:
+                parsed = addr.parse_device_address(raw)
+            except ValueError as exc:
+                self.problem(ERROR, 'address.malformed', option, raw,
+                             str(exc), 'correct the address; lspci -D '
+                             'prints the addresses of the host\'s devices')
+                continue
+            found = self.by_address.get(parsed.value)
+            if found is None:
+                self.problem(
+                    WARNING, 'address.absent', option, raw,
+                    'no mdev-capable device %s on this host (it has: %s); '
+                    'it serves nothing' % (parsed.value, _list(
+                        g.address for g in self.snapshot.gpus)),
+                    'correct the address, or check that the GPU is seated '
+                    'and its driver loaded (lspci -D, dmesg)')
+                continue
+            gpu, parent = found
+            scope = [parent] if parent else list(gpu.parents)
+            if not offered:
+                continue
+            if not any(p.type(tconf.type_id) for p in scope):
+                supported = sorted({t.id for p in scope for t in p.types})
+                self.problem(
+                    ERROR, 'address.type_unsupported', option, raw,
+                    '%s does not offer type %s; it offers: %s' % (
+                        parsed.value, tconf.type_id, _list(supported)),
+                    'list this GPU under one of the types it offers, or '
+                    'remove it from [%s]' % tconf.group)
+                continue
+            self.add_claim(gpu, {p.name for p in scope}, tconf,
+                           'device_addresses', option, raw)
+
+    def add_claim(self, gpu, parents, tconf, source, option, raw) -> None:
+        existing = self.claims.get(gpu.name)
+        if existing is None:
+            self.claims[gpu.name] = _Claim(tconf, set(parents), source)
+            return
+        if existing.type_config.type_id == tconf.type_id:
+            existing.parents |= parents
+            return
+        self.problem(
+            ERROR, 'address.two_types', option, raw,
+            'GPU %s is already listed under type %s ([%s]); a physical GPU '
+            'serves one type' % (gpu.address, existing.type_config.type_id,
+                                 existing.type_config.group),
+            'list the GPU (or its virtual functions) under one type only')
+
+    def claim_default(self, defaults: list[devices_conf.TypeConfig]) -> None:
+        if not defaults:
+            return
+        default = defaults[0]
+        for other in defaults[1:]:
+            self.problem(
+                WARNING, 'type.second_default',
+                '[%s] device_addresses' % other.group, '(unset)',
+                'type %s has no device_addresses, but %s is already the '
+                'default type; as in Nova, %s is not used' % (
+                    other.type_id, default.type_id, other.type_id),
+                'give [%s] device_addresses, or remove %s from '
+                '[devices] %s' % (other.group, other.type_id,
+                                  self.config.option))
+        for gpu in self.snapshot.gpus:
+            if gpu.name in self.claims or not gpu.parents:
+                continue
+            parents = {p.name for p in gpu.parents
+                       if p.type(default.type_id)}
+            if not parents:
+                self.problem(
+                    WARNING, 'gpu.default_unsupported',
+                    'host GPU %s' % gpu.address, default.type_id,
+                    'this GPU does not offer the default type %s, so it '
+                    'serves nothing; it offers: %s' % (
+                        default.type_id, _list(gpu.supported_type_ids)),
+                    'list it under a type it offers in device_addresses')
+                continue
+            self.claims[gpu.name] = _Claim(default, parents, 'default')
+
+    def check_idle_gpus(self) -> None:
+        for gpu in self.snapshot.gpus:
+            if gpu.parents:
+                continue
+            where = 'host GPU %s' % gpu.address
+            if gpu.sriov and gpu.sriov_num_vfs == 0:
+                self.problem(
+                    WARNING, 'gpu.sriov_disabled', where,
+                    'sriov_numvfs=0',
+                    'this SR-IOV GPU has no virtual functions enabled, so '
+                    'it offers no vGPU type (it can have %d)'
+                    % gpu.sriov_total_vfs,
+                    'enable them with "/usr/lib/nvidia/sriov-manage -e %s" '
+                    '(at every boot, e.g. from the nvidia-sriov systemd '
+                    'unit)' % gpu.address)
+            else:
+                self.problem(
+                    WARNING, 'gpu.no_mdev', where, 'no mdev_supported_types',
+                    'this NVIDIA GPU offers no vGPU type',
+                    'install and load the NVIDIA vGPU manager for KVM '
+                    '(nvidia-vgpu-mgr), or ignore this GPU if it is meant '
+                    'for PCI passthrough')
+
+    def assign(self, gpu_name: str, claim: _Claim) -> GPUAssignment:
+        gpu = next(g for g in self.snapshot.gpus if g.name == gpu_name)
+        type_id = claim.type_config.type_id
+        scope = [p for p in gpu.parents if p.name in claim.parents]
+        all_parents = {p.name for p in gpu.parents}
+        on_gpu = [d for d in self.snapshot.mediated_devices
+                  if d.parent in all_parents]
+        used = sum(1 for d in on_gpu
+                   if d.type_id == type_id and d.parent in claim.parents)
+        foreign: dict[str, int] = {}
+        for dev in on_gpu:
+            if dev.type_id != type_id:
+                foreign[dev.type_id] = foreign.get(dev.type_id, 0) + 1
+        if foreign:
+            self.problem(
+                WARNING, 'gpu.foreign_devices', 'host GPU %s' % gpu.address,
+                type_id,
+                'this GPU serves %s but holds devices of %s; a time-sliced '
+                'GPU holds one type at a time, so it can take no %s until '
+                'they are gone' % (type_id, ', '.join(
+                    '%s (%d)' % kv for kv in sorted(foreign.items())),
+                    type_id),
+                'remove the stale devices (vgpu-nova-ext devices lists '
+                'them), or serve their type on this GPU')
+        name = gpu.type_name(type_id)
+        info = self.vendors.describe_type(
+            type_id, gpu.vendor_id, name, gpu.type_description(type_id))
+        if gpu.sriov:
+            free_vfs = sum(1 for p in scope if p.type(type_id)
+                           and p.type(type_id).available_instances > 0)
+            capacity = free_vfs + used
+            if info.max_per_gpu is not None:
+                capacity = min(capacity, max(info.max_per_gpu, used))
+        else:
+            available = sum(p.type(type_id).available_instances
+                            for p in scope if p.type(type_id))
+            capacity = available + used
+        return GPUAssignment(
+            gpu=gpu, type_id=type_id, type_name=name, type_info=info,
+            resource_class=claim.type_config.mdev_class, capacity=capacity,
+            used=used, parents=tuple(sorted(claim.parents)),
+            source=claim.source)
+
+    def apply_max_instances(self, assigned: list[GPUAssignment]):
+        out = {a.gpu.name: a for a in assigned}
+        for tconf in self.config.types:
+            cap = tconf.max_instances
+            mine = sorted((a for a in assigned if a.type_id == tconf.type_id),
+                          key=lambda a: a.gpu.address)
+            if cap is None or not mine:
+                continue
+            budget = cap - sum(a.used for a in mine)
+            if budget < 0:
+                self.problem(
+                    WARNING, 'type.max_instances_exceeded',
+                    '[%s] max_instances' % tconf.group, cap,
+                    '%d devices of %s already exist, more than the cap; no '
+                    'more will be offered' % (sum(a.used for a in mine),
+                                              tconf.type_id),
+                    'raise max_instances, or free devices of this type')
+                budget = 0
+            spread = []
+            for a in mine:
+                extra = min(a.capacity - a.used, budget)
+                budget -= extra
+                out[a.gpu.name] = dataclasses.replace(
+                    a, capacity=a.used + extra)
+                spread.append('%s=%d' % (a.gpu.address, a.used + extra))
+            self.notes.append(
+                '[%s] max_instances = %d spread over %d GPU(s) in address '
+                'order: %s' % (tconf.group, cap, len(mine), ', '.join(spread)))
+        return list(out.values())
+
+
+def assign(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
+           vendors: vendors_base.Vendors | None = None) -> Assignment:
+    """Decide which type each GPU serves, with capacity and problems."""
+    return _Mapper(config, snapshot, vendors or vendors_base.Vendors()).run()

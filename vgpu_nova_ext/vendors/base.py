@@ -1,0 +1,76 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""What is particular to a GPU vendor, behind one small plugin interface.
+
+The core never parses a vendor's type names itself: it asks the vendor
+plugin (stevedore namespace ``vgpu_nova_ext.vendors``) that claims the type.
+"""
+
+import abc
+import dataclasses
+
+from stevedore import extension
+
+NAMESPACE = 'vgpu_nova_ext.vendors'
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeInfo:
+    """What a vendor plugin knows of one vGPU type."""
+
+    short_name: str
+    """The type's name without the vendor's prefix (``M60-2Q``), the base
+    of its Placement trait."""
+    series: str | None = None
+    """The vendor's series or profile class (``Q``, ``B``, ``A``, ``C``)."""
+    framebuffer_mb: int | None = None
+    max_per_gpu: int | None = None
+    """How many devices of the type one physical GPU holds at most, where
+    the vendor says so (NVIDIA's ``max_instance=`` in ``description``)."""
+
+
+class VendorPlugin(abc.ABC):
+    """One GPU vendor's knowledge."""
+
+    #: Lower runs first; the generic plugin, which claims everything, last.
+    priority = 50
+
+    @abc.abstractmethod
+    def claims(self, type_id: str, vendor_id: str | None) -> bool:
+        """Whether this plugin speaks for type ``type_id`` on a device of
+        PCI vendor ``vendor_id`` (None for virtual devices)."""
+
+    @abc.abstractmethod
+    def describe_type(self, type_id: str, name: str | None,
+                      description: str | None) -> TypeInfo:
+        """What the type's sysfs ``name`` and ``description`` say."""
+
+
+class Vendors:
+    """The installed vendor plugins, asked in priority order."""
+
+    def __init__(self, plugins: list[VendorPlugin] | None = None) -> None:
+        if plugins is None:
+            mgr = extension.ExtensionManager(NAMESPACE, invoke_on_load=True)
+            plugins = [ext.obj for ext in mgr]
+        self.plugins = sorted(plugins, key=lambda p: p.priority)
+
+    def for_type(self, type_id: str, vendor_id: str | None) -> VendorPlugin:
+        for plugin in self.plugins:
+            if plugin.claims(type_id, vendor_id):
+                return plugin
+        raise LookupError('no vendor plugin claims type %s' % type_id)
+
+    def describe_type(self, type_id: str, vendor_id: str | None,
+                      name: str | None, description: str | None) -> TypeInfo:
+        return self.for_type(type_id, vendor_id).describe_type(
+            type_id, name, description)
