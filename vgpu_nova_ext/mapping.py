@@ -96,9 +96,14 @@ class _Claim:
     source: str
 
 
-def _list(items) -> str:
+def _list(items, limit: int = 8) -> str:
     items = list(items)
-    return ', '.join(items) if items else 'none'
+    if not items:
+        return 'none'
+    if len(items) > limit:
+        return '%s and %d more' % (', '.join(items[:limit]),
+                                   len(items) - limit)
+    return ', '.join(items)
 
 
 class _Mapper:
@@ -221,6 +226,7 @@ class _Mapper:
         if not defaults:
             return
         default = defaults[0]
+        offered = default.type_id in self.snapshot.offered_type_ids
         for other in defaults[1:]:
             self.problem(
                 WARNING, 'type.second_default',
@@ -237,6 +243,9 @@ class _Mapper:
             parents = {p.name for p in gpu.parents
                        if p.type(default.type_id)}
             if not parents:
+                if not offered:
+                    # Already an error: the type is nowhere on the host.
+                    continue
                 self.problem(
                     WARNING, 'gpu.default_unsupported',
                     'host GPU %s' % gpu.address, default.type_id,

@@ -433,8 +433,10 @@ def lay_out(profile: Profile, root: str,
 class SimulatedBackend(base.HostBackend):
     """Host backend on a simulated host described by a profile."""
 
-    def __init__(self, profile: str = 'v100x8', **kwargs) -> None:
-        self.profile = load_profile(profile)
+    def __init__(self, profile: 'str | Profile' = 'v100x8',
+                 **kwargs) -> None:
+        self.profile = (profile if isinstance(profile, Profile)
+                        else load_profile(profile))
         self._root = tempfile.mkdtemp(prefix='vgpu-nova-ext-sim-')
         try:
             lay_out(self.profile, self._root)

@@ -1,0 +1,68 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``vgpu-nova-ext check``: the configuration against the host.
+
+In the manner of oslo.upgradecheck (``nova-status upgrade check``): every
+finding on a line of its own with its fix, and the exit code of the worst
+finding: 0 all good, 1 warnings, 2 errors.
+"""
+
+from oslo_upgradecheck import upgradecheck
+
+from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext import exception
+from vgpu_nova_ext import mapping
+
+_CODES = {mapping.ERROR: upgradecheck.Code.FAILURE,
+          mapping.WARNING: upgradecheck.Code.WARNING}
+_LABELS = {upgradecheck.Code.SUCCESS: 'OK',
+           upgradecheck.Code.WARNING: 'WARNING',
+           upgradecheck.Code.FAILURE: 'ERROR'}
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        'check', help='check the configuration against the host',
+        description='Check [devices] and the per-type groups against the '
+                    'GPUs of this host. Exit 0: all good; 1: warnings; '
+                    '2: errors (nova-compute would refuse to start).')
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        plan = common.build_plan(args)
+    except exception.VGPUNovaExtError as exc:
+        print('ERROR    %s' % exc)
+        print('Result: cannot check until this is fixed (exit 2)')
+        return int(upgradecheck.Code.FAILURE)
+    results = [upgradecheck.Result(_CODES[p.severity], str(p))
+               for p in plan.assignment.problems]
+    print('Host %s: %s' % (plan.host, plan.backend))
+    if plan.config_note:
+        print('(%s)' % plan.config_note)
+    for result in results:
+        print('%-8s %s' % (_LABELS[result.code], result.details))
+    for note in plan.assignment.notes:
+        print('NOTE     %s' % note)
+    for gpu in plan.assignment.gpus:
+        print('OK       %s (%s) serves %s%s: %d of %d in use, %s' % (
+            gpu.gpu.address, gpu.gpu.name, gpu.type_id,
+            ' (%s)' % gpu.type_name if gpu.type_name else '', gpu.used,
+            gpu.capacity, 'listed in device_addresses'
+            if gpu.source == 'device_addresses' else 'default type'))
+    worst = max((r.code for r in results),
+                default=upgradecheck.Code.SUCCESS)
+    errors = sum(1 for r in results if r.code == upgradecheck.Code.FAILURE)
+    print('Result: %d error(s), %d warning(s) (exit %d)' % (
+        errors, len(results) - errors, int(worst)))
+    return int(worst)

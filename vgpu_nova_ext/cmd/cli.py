@@ -1,0 +1,75 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The ``vgpu-nova-ext`` command line.
+
+Global options come before the sub-command::
+
+    vgpu-nova-ext [--config-file FILE]... [--sysfs-root DIR | --simulate P]
+                  [--host NAME] {inventory,check} ...
+"""
+
+import argparse
+import sys
+
+from vgpu_nova_ext.cmd import check
+from vgpu_nova_ext.cmd import inventory
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import simulated
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='vgpu-nova-ext',
+        description='NVIDIA vGPU for OpenStack Nova: see what this compute '
+                    'node offers and check its configuration.')
+    parser.add_argument(
+        '--config-file', action='append', metavar='FILE',
+        help='a nova.conf to read (repeatable, later files win); default: '
+             '/etc/nova/nova.conf, or with --simulate the profile\'s '
+             'example configuration')
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        '--sysfs-root', metavar='DIR',
+        help='read the host from DIR/sys instead of /sys (a copy of a '
+             'host\'s tree, for a dry run)')
+    source.add_argument(
+        '--simulate', metavar='PROFILE',
+        help='use a simulated host: a built-in profile (%s) or a YAML '
+             'profile path' % ', '.join(simulated.builtin_profiles()))
+    parser.add_argument(
+        '--host', metavar='NAME',
+        help='the compute node provider\'s name (default: this host\'s '
+             'hypervisor host name, as Nova names it)')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    inventory.add_parser(sub)
+    check.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except exception.VGPUNovaExtError as exc:
+        print('vgpu-nova-ext %s: error: %s' % (args.command, exc),
+              file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

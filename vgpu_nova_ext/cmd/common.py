@@ -1,0 +1,137 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""What every command needs: configuration, the host backend, the plan."""
+
+import contextlib
+import dataclasses
+import os
+import socket
+import tempfile
+
+from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import base as host_base
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import mapping
+
+CONF = conf_pkg.CONF
+DEFAULT_CONFIG_FILES = ('/etc/nova/nova.conf',)
+
+
+def default_host() -> str:
+    """The name Nova gives this host's compute node provider.
+
+    For libvirt that is the hypervisor host name, which libvirt takes from
+    gethostname() and, for a short name, the canonical name of the
+    resolver (as ``virsh hostname`` prints it).
+    """
+    name = socket.gethostname()
+    if '.' in name:
+        return name
+    try:
+        info = socket.getaddrinfo(name, None, flags=socket.AI_CANONNAME)
+    except OSError:
+        return name
+    for entry in info:
+        canonical = entry[3]
+        if canonical and not canonical.startswith('localhost'):
+            return canonical
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """One run's view: where it read, what it found, what it decided."""
+
+    host: str
+    backend: str
+    config_files: tuple[str, ...]
+    config_note: str | None
+    device_config: devices_conf.DeviceConfig
+    snapshot: model.HostSnapshot
+    assignment: mapping.Assignment
+    providers: tuple[inventory.ProviderSpec, ...]
+
+
+@contextlib.contextmanager
+def _config_files(args, profile: simulated.Profile | None):
+    """The files to read, and a note saying where they came from."""
+    if args.config_file:
+        yield list(args.config_file), None
+        return
+    if profile is not None and profile.example_config:
+        with tempfile.TemporaryDirectory(prefix='vgpu-nova-ext-') as tmp:
+            path = os.path.join(tmp, 'nova.conf')
+            with open(path, 'w') as f:
+                f.write(profile.example_config)
+            yield [path], ('no --config-file given: using the example '
+                           'configuration of profile %r' % profile.name)
+        return
+    found = [f for f in DEFAULT_CONFIG_FILES if os.path.exists(f)]
+    yield found, (None if found else
+                  'no --config-file given and no %s: no type is enabled'
+                  % ', '.join(DEFAULT_CONFIG_FILES))
+
+
+def _backend(args, profile: simulated.Profile | None
+             ) -> host_base.HostBackend:
+    if profile is not None:
+        return simulated.SimulatedBackend(profile=profile)
+    if args.sysfs_root:
+        if not os.path.isdir(os.path.join(args.sysfs_root, 'sys')):
+            raise exception.HostReadError(
+                '--sysfs-root %s has no sys/ directory; give the directory '
+                'that contains sys/ (/ on a real host)' % args.sysfs_root)
+        return host_base.load_backend('sysfs', sysfs_root=args.sysfs_root)
+    group = CONF.vgpu_nova_ext
+    return host_base.load_backend(group.host_backend,
+                                  sysfs_root=group.sysfs_root,
+                                  profile=group.simulated_profile)
+
+
+def build_plan(args) -> Plan:
+    """Read configuration and host, and plan. Raises VGPUNovaExtError."""
+    profile = simulated.load_profile(args.simulate) if args.simulate else None
+    with _config_files(args, profile) as (files, note):
+        device_config = devices_conf.load_device_config(files)
+        try:
+            CONF(args=[], project='nova', default_config_files=files,
+                 use_env=False)
+        except Exception as exc:
+            raise exception.ConfigError(
+                'cannot read %s: %s' % (', '.join(files), exc))
+    backend = _backend(args, profile)
+    try:
+        snapshot = backend.scan()
+        description = backend.describe()
+    finally:
+        backend.close()
+    assignment = mapping.assign(device_config, snapshot)
+    host = args.host or default_host()
+    return Plan(host=host, backend=description, config_files=tuple(
+        args.config_file or ()), config_note=note,
+        device_config=device_config, snapshot=snapshot,
+        assignment=assignment,
+        providers=inventory.provider_tree(host, assignment))
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned to their widest cell, for people to read."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    lines = []
+    for row in [headers] + rows:
+        lines.append('  '.join(str(c).ljust(w) for c, w in
+                               zip(row, widths)).rstrip())
+    return '\n'.join(lines)

@@ -1,0 +1,85 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``vgpu-nova-ext inventory``: what this host would report to Placement."""
+
+import dataclasses
+import json
+import sys
+
+from vgpu_nova_ext.cmd import common
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        'inventory', help='show the GPU providers this host would report',
+        description='Show the GPU resource providers, inventories and '
+                    'traits this compute node would report to Placement.')
+    parser.add_argument('--format', choices=('table', 'json'),
+                        default='table')
+    parser.set_defaults(func=run)
+
+
+def as_dict(plan: common.Plan) -> dict:
+    return {
+        'host': plan.host,
+        'providers': [{
+            'name': p.name,
+            'uuid': p.uuid,
+            'parent': p.parent,
+            'device_address': p.device_address,
+            'mdev_type': p.mdev_type,
+            'type_name': p.type_name,
+            'resource_class': p.resource_class,
+            'total': p.total,
+            'used': p.used,
+            'traits': list(p.traits),
+        } for p in plan.providers],
+        'problems': [dataclasses.asdict(p)
+                     for p in plan.assignment.problems],
+    }
+
+
+def run(args) -> int:
+    plan = common.build_plan(args)
+    if args.format == 'json':
+        json.dump(as_dict(plan), sys.stdout, indent=2)
+        print()
+    else:
+        print(render_table(plan))
+    return 2 if plan.assignment.errors else 0
+
+
+def render_table(plan: common.Plan) -> str:
+    lines = ['Host %s: %s' % (plan.host, plan.backend)]
+    if plan.config_note:
+        lines.append('(%s)' % plan.config_note)
+    totals: dict[str, int] = {}
+    for p in plan.providers:
+        totals[p.resource_class] = totals.get(p.resource_class, 0) + p.total
+    lines.append('%d GPU provider(s): %s' % (len(plan.providers), ', '.join(
+        '%d %s' % (n, rc) for rc, n in sorted(totals.items())) or 'nothing'))
+    if plan.providers:
+        lines.append('')
+        lines.append(common.format_table(
+            ['PROVIDER', 'ADDRESS', 'TYPE', 'NAME', 'CLASS', 'TOTAL', 'USED',
+             'TRAITS'],
+            [[p.name, p.device_address, p.mdev_type, p.type_name or '-',
+              p.resource_class, str(p.total), str(p.used),
+              ' '.join(t for t in p.traits if t.startswith('CUSTOM_'))]
+             for p in plan.providers]))
+    if plan.assignment.problems:
+        lines.append('')
+        lines.append('Problems (run "check" for the fixes):')
+        for problem in plan.assignment.problems:
+            lines.append('  %-7s %s' % (problem.severity.upper(),
+                                        problem.message))
+    return '\n'.join(lines)
