@@ -157,6 +157,15 @@ class _Mapper:
 
     def check_enabled(self) -> None:
         option = '[devices] %s' % self.config.option
+        old = [t.group for t in self.config.types
+               if t.group.startswith('vgpu_')]
+        if self.config.option == 'enabled_vgpu_types' or old:
+            self.notes.append(
+                'old option names in use (%s): they keep working, as in '
+                'Nova; the current names are [devices] enabled_mdev_types '
+                'and [mdev_<type>]' % ', '.join(
+                    ([option] if self.config.option == 'enabled_vgpu_types'
+                     else []) + ['[%s]' % g for g in old]))
         for dup in self.config.duplicates:
             self.problem(WARNING, 'type.duplicate', option, dup,
                          'type %s is listed more than once; it is used once'

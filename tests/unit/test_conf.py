@@ -13,10 +13,10 @@ import os
 
 from oslo_config import cfg
 
+from tests.unit import base
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import opts
 from vgpu_nova_ext import exception
-from tests.unit import base
 
 
 class TestDeviceConfig(base.TestCase):

@@ -381,3 +381,16 @@ class TestVirtualParents(TestAssignment):
             config({'type_id': 'nvidia-18', 'device_addresses': ['mtty_x']}),
             host(gpu('0000:84:00.0')))
         self.assertEqual(['address.absent'], self.codes(result))
+
+
+class TestNotes(TestAssignment):
+
+    def test_old_names_are_noted_not_warned(self):
+        result = mapping.assign(
+            config({'type_id': 'nvidia-18', 'group': 'vgpu_nvidia-18'},
+                   option='enabled_vgpu_types'),
+            host(gpu('0000:84:00.0')))
+        self.assertEqual([], self.codes(result))
+        (note,) = result.notes
+        self.assertIn('[devices] enabled_vgpu_types', note)
+        self.assertIn('[vgpu_nvidia-18]', note)

@@ -13,10 +13,10 @@ import os
 
 import testtools
 
+from tests.unit import base
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import simulated
-from tests.unit import base
 
 PROFILE = """
 description: two GPUs

@@ -19,9 +19,9 @@ uses; the other tests use that writer.
 
 import os
 
+from tests.unit import base
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import sysfs
-from tests.unit import base
 
 UUID = 'd878445d-df99-4510-b467-c67a4c1a7c34'
 GPU5 = 'devices/pci0000:85/0000:85:00.0/0000:86:00.0/0000:87:08.0/0000:89:00.0'

@@ -133,8 +133,10 @@ class DeviceConfig:
 
 
 def _sections(config_files: list[str]) -> dict[str, set[str]]:
-    """{section: option names} as written, to name things as the operator
-    wrote them in messages (oslo.config does not say which alias it read).
+    """{section: option names} as the operator wrote them.
+
+    Only to name things as written in messages: oslo.config does not say
+    which alias it read.
     """
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     found: dict[str, set[str]] = {}
@@ -184,8 +186,10 @@ class _Values:
 
 @contextlib.contextmanager
 def _quiet_deprecations():
-    """The old names are part of the compatibility promise: reading them is
-    not worth a warning on every command (``check`` mentions them once).
+    """Silence oslo.config's warnings about the old option names.
+
+    The old names are part of the compatibility promise: reading them is
+    not worth a warning on every command (``check`` notes them once).
     """
     logger = logging.getLogger('oslo_config.cfg')
     level = logger.level
@@ -265,7 +269,7 @@ def _load(config_files: list[str]) -> DeviceConfig:
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """For the sample: ``[devices]`` and the options of a type group."""
-    type_group = cfg.OptGroup(name='mdev_$(MDEV_TYPE)',
+    type_group = cfg.OptGroup(name='mdev_<type>',
                               title='Options of one enabled mdev type',
                               help=_TYPE_GROUP_HELP)
     return [(devices_group, devices_opts), (type_group, _type_opts())]

@@ -356,8 +356,8 @@ class KernelModel:
         return result
 
     def _check(self, gpu: GPUSpec, counts: dict[str, int]) -> None:
-        where = 'simulated host profile %s: GPU %s' % (self.profile.name,
-                                                        gpu.name)
+        where = 'simulated host profile %s: GPU %s' % (
+            self.profile.name, gpu.name)
         if gpu.model.sharing == POOLED:
             used = sum(gpu.model.type(t).units * n for t, n in counts.items())
             if used > gpu.model.pool_units:
@@ -450,8 +450,8 @@ class SimulatedBackend(base.HostBackend):
         return self._root
 
     def describe(self) -> str:
-        return 'simulated host %r (%s)' % (self.profile.name,
-                                            self.profile.description)
+        return 'simulated host %r (%s)' % (
+            self.profile.name, self.profile.description)
 
     def scan(self) -> model.HostSnapshot:
         return self.reader.scan()

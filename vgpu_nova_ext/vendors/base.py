@@ -28,14 +28,15 @@ class TypeInfo:
     """What a vendor plugin knows of one vGPU type."""
 
     short_name: str
-    """The type's name without the vendor's prefix (``M60-2Q``), the base
-    of its Placement trait."""
+    """The name without the vendor's prefix (``M60-2Q``): trait base."""
     series: str | None = None
     """The vendor's series or profile class (``Q``, ``B``, ``A``, ``C``)."""
     framebuffer_mb: int | None = None
     max_per_gpu: int | None = None
-    """How many devices of the type one physical GPU holds at most, where
-    the vendor says so (NVIDIA's ``max_instance=`` in ``description``)."""
+    """Most devices of the type on one GPU, where the vendor says so.
+
+    NVIDIA says it in ``max_instance=`` of the type's ``description``.
+    """
 
 
 class VendorPlugin(abc.ABC):
@@ -46,8 +47,11 @@ class VendorPlugin(abc.ABC):
 
     @abc.abstractmethod
     def claims(self, type_id: str, vendor_id: str | None) -> bool:
-        """Whether this plugin speaks for type ``type_id`` on a device of
-        PCI vendor ``vendor_id`` (None for virtual devices)."""
+        """Whether this plugin speaks for type ``type_id``.
+
+        ``vendor_id`` is the PCI vendor of the device offering it (None
+        for virtual devices).
+        """
 
     @abc.abstractmethod
     def describe_type(self, type_id: str, name: str | None,

@@ -1,0 +1,274 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+from tests.unit import base
+from tests.unit import test_sysfs
+from vgpu_nova_ext.cmd import cli
+from vgpu_nova_ext.host import simulated
+
+PROVIDER_KEYS = {'name', 'uuid', 'parent', 'device_address', 'mdev_type',
+                 'type_name', 'resource_class', 'total', 'used', 'traits'}
+
+
+class CLITestCase(base.TestCase):
+
+    def run_cli(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(argv))
+            except SystemExit as exc:
+                code = exc.code
+        return code, out.getvalue(), err.getvalue()
+
+    def assertNoTraceback(self, *texts):
+        for text in texts:
+            self.assertNotIn('Traceback', text)
+
+
+class TestInventory(CLITestCase):
+
+    def test_json_for_every_builtin_profile(self):
+        for name in simulated.builtin_profiles():
+            code, out, err = self.run_cli('--simulate', name, '--host', 'cn1',
+                                          'inventory', '--format', 'json')
+            self.assertEqual(0, code, err)
+            data = json.loads(out)
+            self.assertEqual({'host', 'providers', 'problems'}, set(data))
+            self.assertEqual('cn1', data['host'])
+            self.assertTrue(data['providers'], name)
+            for provider in data['providers']:
+                self.assertEqual(PROVIDER_KEYS, set(provider), name)
+                self.assertTrue(provider['name'].startswith('cn1_'))
+                self.assertEqual('cn1', provider['parent'])
+                self.assertGreater(provider['total'], 0)
+                self.assertIn('OWNER_NOVA', provider['traits'])
+
+    def test_v100_figures(self):
+        code, out, _ = self.run_cli('--simulate', 'v100x8', '--host', 'cn1',
+                                    'inventory', '--format', 'json')
+        data = json.loads(out)
+        by_name = {p['name']: p for p in data['providers']}
+        gpu5 = by_name['cn1_pci_0000_89_00_0']
+        self.assertEqual(('0000:89:00.0', 'nvidia-197', 'GRID V100DX-8Q',
+                          'VGPU', 4, 1),
+                         (gpu5['device_address'], gpu5['mdev_type'],
+                          gpu5['type_name'], gpu5['resource_class'],
+                          gpu5['total'], gpu5['used']))
+        self.assertEqual('nvidia-318',
+                         by_name['cn1_pci_0000_b3_00_0']['mdev_type'])
+        self.assertEqual(26, sum(p['total'] for p in data['providers']))
+
+    def test_sriov_provider_is_the_physical_function(self):
+        _, out, _ = self.run_cli('--simulate', 'a100-sriov', '--host', 'cn1',
+                                 'inventory', '--format', 'json')
+        names = [p['name'] for p in json.loads(out)['providers']]
+        self.assertEqual(['cn1_pci_0000_41_00_0', 'cn1_pci_0000_61_00_0',
+                          'cn1_pci_0000_a1_00_0', 'cn1_pci_0000_c1_00_0'],
+                         names)
+
+    def test_mtty(self):
+        _, out, _ = self.run_cli('--simulate', 'mtty', '--host', 'cn1',
+                                 'inventory', '--format', 'json')
+        (provider,) = json.loads(out)['providers']
+        self.assertEqual(('cn1_mtty_mtty', 'mtty_mtty'),
+                         (provider['name'], provider['device_address']))
+
+    def test_table(self):
+        code, out, _ = self.run_cli('--simulate', 'm60', '--host', 'cn1',
+                                    'inventory')
+        self.assertEqual(0, code)
+        lines = out.splitlines()
+        header = next(line for line in lines if line.startswith('PROVIDER'))
+        row = next(line for line in lines
+                   if line.startswith('cn1_pci_0000_84'))
+        # Columns line up under their headers.
+        self.assertEqual(header.index('TYPE'), row.index('nvidia-18'))
+        self.assertIn('5 VGPU', out)
+
+    def test_config_errors_exit_2_with_problems(self):
+        conf = self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-999
+            """)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'inventory', '--format', 'json')
+        self.assertEqual(2, code)
+        problems = json.loads(out)['problems']
+        self.assertEqual('type.not_offered', problems[0]['code'])
+        self.assertEqual({'severity', 'code', 'option', 'value', 'message',
+                          'fix'}, set(problems[0]))
+
+    def test_real_sysfs_tree(self):
+        test_sysfs.v100_host(self.root)
+        conf = self.write_config("""
+            [devices]
+            enabled_vgpu_types = nvidia-197
+            """)
+        code, out, err = self.run_cli('--sysfs-root', self.root,
+                                      '--config-file', conf, '--host', 'h',
+                                      'inventory', '--format', 'json')
+        self.assertEqual(0, code, err)
+        (provider,) = json.loads(out)['providers']
+        self.assertEqual(('h_pci_0000_89_00_0', 4, 1),
+                         (provider['name'], provider['total'],
+                          provider['used']))
+
+    def test_default_host_name(self):
+        _, out, _ = self.run_cli('--simulate', 'mtty', 'inventory',
+                                 '--format', 'json')
+        host = json.loads(out)['host']
+        self.assertTrue(host)
+        self.assertTrue(host.startswith(os.uname().nodename.split('.')[0]))
+
+
+class TestCheck(CLITestCase):
+
+    def test_clean(self):
+        code, out, _ = self.run_cli('--simulate', 'm60', 'check')
+        self.assertEqual(0, code)
+        self.assertIn('OK       0000:84:00.0', out)
+        self.assertIn('(exit 0)', out)
+
+    def test_warnings_exit_1(self):
+        conf = self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-18
+
+            [mdev_nvidia-18]
+            device_addresses = 0000:84:00.0, 0000:99:00.0
+            """)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(1, code)
+        warning = next(line for line in out.splitlines()
+                       if line.startswith('WARNING'))
+        self.assertIn('[mdev_nvidia-18] device_addresses = 0000:99:00.0',
+                      warning)
+        self.assertIn('Fix:', warning)
+
+    def test_errors_exit_2(self):
+        conf = self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-18, nvidia-22
+
+            [mdev_nvidia-18]
+            device_addresses = 0000:84:00.0
+
+            [mdev_nvidia-22]
+            device_addresses = 84:00.0
+            """)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(2, code)
+        errors = [line for line in out.splitlines()
+                  if line.startswith('ERROR')]
+        self.assertEqual(1, len(errors))
+        self.assertIn('Fix:', errors[0])
+
+    def test_max_instances_spread_is_shown(self):
+        conf = self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-197
+
+            [mdev_nvidia-197]
+            max_instances = 6
+            """)
+        code, out, _ = self.run_cli('--simulate', 'v100x8', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(0, code)
+        self.assertIn('NOTE     [mdev_nvidia-197] max_instances = 6 spread '
+                      'over 8 GPU(s)', out)
+
+    def test_bad_config_value(self):
+        conf = self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-18
+
+            [mdev_nvidia-18]
+            max_instances = lots
+            """)
+        code, out, err = self.run_cli('--simulate', 'm60', '--config-file',
+                                      conf, 'check')
+        self.assertEqual(2, code)
+        self.assertIn('[mdev_nvidia-18] max_instances', out)
+        self.assertNoTraceback(out, err)
+
+
+class TestBadInputs(CLITestCase):
+
+    def assertFails(self, *argv, expect):
+        code, out, err = self.run_cli(*argv)
+        self.assertEqual(2, code)
+        self.assertIn(expect, err)
+        self.assertNoTraceback(out, err)
+
+    def test_missing_config_file(self):
+        self.assertFails('--simulate', 'm60', '--config-file',
+                         '/nonexistent/nova.conf', 'inventory',
+                         expect='/nonexistent/nova.conf')
+
+    def test_unparsable_config_file(self):
+        conf = self.write_config('[devices\nenabled_mdev_types = x\n')
+        self.assertFails('--simulate', 'm60', '--config-file', conf,
+                         'inventory', expect='cannot parse')
+
+    def test_unknown_profile(self):
+        self.assertFails('--simulate', 'h100', 'inventory',
+                         expect='no built-in simulated host profile')
+
+    def test_bad_profile_file(self):
+        path = os.path.join(self.root, 'host.yaml')
+        with open(path, 'w') as f:
+            f.write('gpus: 3\n')
+        self.assertFails('--simulate', path, 'inventory', expect=path)
+
+    def test_sysfs_root_without_sys(self):
+        self.assertFails('--sysfs-root', self.root, 'inventory',
+                         expect='has no sys/ directory')
+
+    def test_malformed_sysfs_entry(self):
+        t = test_sysfs.v100_host(self.root)
+        with open(os.path.join(t.sys, test_sysfs.GPU5, 'mdev_supported_types',
+                               'nvidia-197', 'available_instances'),
+                  'w') as f:
+            f.write('?\n')
+        self.assertFails('--sysfs-root', self.root, 'inventory',
+                         expect='available_instances')
+
+    def test_usage_errors(self):
+        code, _, err = self.run_cli('--simulate', 'm60', '--sysfs-root', '/',
+                                    'inventory')
+        self.assertEqual(2, code)
+        self.assertIn('not allowed with', err)
+        code, _, _ = self.run_cli()
+        self.assertEqual(2, code)
+
+
+class TestConsoleScript(base.TestCase):
+
+    def test_installed_entry_point(self):
+        script = os.path.join(os.path.dirname(sys.executable),
+                              'vgpu-nova-ext')
+        if not os.path.exists(script):
+            self.skipTest('package not installed in this environment')
+        proc = subprocess.run([script, '--simulate', 'mtty', '--host', 'cn1',
+                               'inventory', '--format', 'json'],
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(0, proc.returncode, proc.stderr)
+        self.assertEqual('cn1', json.loads(proc.stdout)['host'])

@@ -1,0 +1,67 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+import uuid
+
+import os_traits
+import testtools
+
+from tests.unit import test_mapping as tm
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import mapping
+
+
+class TestProviderTree(testtools.TestCase):
+
+    def _tree(self, snapshot, *types):
+        return inventory.provider_tree(
+            'cn1', mapping.assign(tm.config(*types), snapshot))
+
+    def test_named_as_nova_names_them(self):
+        (provider,) = self._tree(tm.host(tm.gpu('0000:84:00.0')),
+                                 'nvidia-18')
+        self.assertEqual('cn1_pci_0000_84_00_0', provider.name)
+        self.assertEqual('cn1', provider.parent)
+        self.assertEqual('0000:84:00.0', provider.device_address)
+        self.assertEqual(('VGPU', 4), (provider.resource_class,
+                                       provider.total))
+        self.assertEqual(
+            inventory.InventorySpec('VGPU', 4, reserved=0, min_unit=1,
+                                    max_unit=1, step_size=1,
+                                    allocation_ratio=1.0),
+            provider.inventory)
+
+    def test_uuid_is_stable_uuid5_of_the_name(self):
+        (one,) = self._tree(tm.host(tm.gpu('0000:84:00.0')), 'nvidia-18')
+        (two,) = self._tree(tm.host(tm.gpu('0000:84:00.0')), 'nvidia-22')
+        self.assertEqual(one.uuid, two.uuid)
+        self.assertEqual(5, uuid.UUID(one.uuid).version)
+        self.assertEqual(str(uuid.uuid5(inventory.PROVIDER_NAMESPACE,
+                                        'cn1_pci_0000_84_00_0')), one.uuid)
+        self.assertNotEqual(one.uuid, inventory.provider_uuid(
+            'cn2_pci_0000_84_00_0'))
+
+    def test_traits(self):
+        (provider,) = self._tree(tm.host(tm.gpu('0000:84:00.0')),
+                                 'nvidia-18')
+        self.assertEqual((os_traits.OWNER_NOVA, 'CUSTOM_VGPU_M60_2Q',
+                          'CUSTOM_VGPU_NVIDIA_18'), provider.traits)
+
+    def test_zero_capacity_has_no_provider(self):
+        full = tm.gpu('0000:84:00.0', {'nvidia-18': 0, 'nvidia-22': 0})
+        self.assertEqual((), self._tree(tm.host(full), 'nvidia-18'))
+
+    def test_used_keeps_the_provider(self):
+        full = tm.gpu('0000:84:00.0', {'nvidia-18': 0, 'nvidia-22': 0})
+        (provider,) = self._tree(
+            tm.host(full, devices=tm.mdev('pci_0000_84_00_0', 'nvidia-18',
+                                          4)), 'nvidia-18')
+        self.assertEqual((4, 4), (provider.total, provider.used))
