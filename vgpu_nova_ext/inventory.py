@@ -16,6 +16,7 @@ as Nova names them (``<host>_pci_0000_84_00_0``, ``<host>_mtty_mtty``) so
 that a deployment coming from Nova's in-tree support keeps its providers.
 """
 
+from collections.abc import Mapping
 import dataclasses
 import uuid as uuidlib
 
@@ -79,26 +80,58 @@ def type_traits(type_id: str, short_name: str) -> tuple[str, ...]:
                          os_traits.normalize_name(TRAIT_PREFIX + short_name)}))
 
 
-def provider_tree(host: str, assignment: mapping.Assignment
-                  ) -> tuple[ProviderSpec, ...]:
+@dataclasses.dataclass(frozen=True)
+class DesiredTree:
+    """The GPU providers this host should have, and what had to give."""
+
+    host: str
+    providers: tuple[ProviderSpec, ...]
+    problems: tuple[str, ...] = ()
+
+    def by_name(self) -> dict[str, ProviderSpec]:
+        return {p.name: p for p in self.providers}
+
+
+def provider_tree(host: str, assignment: mapping.Assignment,
+                  existing_uuids: Mapping[str, str] | None = None,
+                  allocated: Mapping[str, int] | None = None) -> DesiredTree:
     """The GPU providers this host should have, in address order.
 
-    A GPU with nothing to offer and nothing in use has no provider:
-    Placement refuses an inventory total of 0.
+    :param existing_uuids: {provider name: uuid} of providers Placement
+        already has: they keep their UUIDs (Nova's in-tree support made
+        them with random ones, and names are unique in Placement).
+    :param allocated: {provider name: units allocated} from Placement.
+        A total never drops below it: Placement accepts such a total and
+        only logs it, which would let the scheduler overcommit.
+
+    A GPU with nothing to offer and nothing allocated has no provider
+    (Placement refuses a total of 0); it comes back with the same UUID.
     """
+    existing_uuids = existing_uuids or {}
+    allocated = allocated or {}
     providers = []
+    problems = []
     for gpu in assignment.gpus:
-        total = max(gpu.capacity, gpu.used)
+        name = provider_name(host, gpu.gpu.name)
+        in_use = allocated.get(name, 0)
+        total = max(gpu.capacity, gpu.used, in_use)
+        if in_use > gpu.capacity:
+            problems.append(
+                '%s: %d %s allocated in Placement but the GPU has room for '
+                '%d; the total stays at %d until allocations are freed' % (
+                    name, in_use, gpu.resource_class, gpu.capacity, total))
         if total == 0:
             continue
-        name = provider_name(host, gpu.gpu.name)
+        reserved = min(gpu.reserved, total)
         providers.append(ProviderSpec(
-            name=name, uuid=provider_uuid(name), parent=host,
-            device_address=gpu.gpu.address, mdev_type=gpu.type_id,
-            type_name=gpu.type_name,
-            inventory=InventorySpec(resource_class=gpu.resource_class,
-                                    total=total),
-            used=gpu.used,
+            name=name, uuid=existing_uuids.get(name) or provider_uuid(name),
+            parent=host, device_address=gpu.gpu.address,
+            mdev_type=gpu.type_id, type_name=gpu.type_name,
+            inventory=InventorySpec(
+                resource_class=gpu.resource_class, total=total,
+                reserved=reserved, max_unit=min(gpu.max_unit, total)),
+            used=max(gpu.used, in_use),
             traits=(os_traits.OWNER_NOVA,) + type_traits(
                 gpu.type_id, gpu.type_info.short_name)))
-    return tuple(providers)
+    return DesiredTree(host=host, providers=tuple(providers),
+                       problems=tuple(problems))

@@ -72,6 +72,8 @@ class GPUAssignment:
     """The parent devices in use (the GPU, or the VFs in scope)."""
     source: str
     """``device_addresses`` or ``default``."""
+    max_unit: int = 1
+    reserved: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +331,8 @@ class _Mapper:
             gpu=gpu, type_id=type_id, type_name=name, type_info=info,
             resource_class=claim.type_config.mdev_class, capacity=capacity,
             used=used, parents=tuple(sorted(claim.parents)),
-            source=claim.source)
+            source=claim.source, max_unit=claim.type_config.max_unit,
+            reserved=claim.type_config.reserved)
 
     def apply_max_instances(self, assigned: list[GPUAssignment]):
         out = {a.gpu.name: a for a in assigned}

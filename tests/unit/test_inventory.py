@@ -23,7 +23,7 @@ class TestProviderTree(testtools.TestCase):
 
     def _tree(self, snapshot, *types):
         return inventory.provider_tree(
-            'cn1', mapping.assign(tm.config(*types), snapshot))
+            'cn1', mapping.assign(tm.config(*types), snapshot)).providers
 
     def test_named_as_nova_names_them(self):
         (provider,) = self._tree(tm.host(tm.gpu('0000:84:00.0')),
@@ -65,3 +65,55 @@ class TestProviderTree(testtools.TestCase):
             tm.host(full, devices=tm.mdev('pci_0000_84_00_0', 'nvidia-18',
                                           4)), 'nvidia-18')
         self.assertEqual((4, 4), (provider.total, provider.used))
+
+
+class TestPlacementState(testtools.TestCase):
+
+    def _tree(self, snapshot, *types, **kwargs):
+        return inventory.provider_tree(
+            'cn1', mapping.assign(tm.config(*types), snapshot), **kwargs)
+
+    def test_existing_provider_keeps_its_uuid(self):
+        nova_made = str(uuid.uuid4())
+        tree = self._tree(tm.host(tm.gpu('0000:84:00.0'),
+                                  tm.gpu('0000:85:00.0')), 'nvidia-18',
+                          existing_uuids={'cn1_pci_0000_84_00_0': nova_made})
+        by_name = tree.by_name()
+        self.assertEqual(nova_made, by_name['cn1_pci_0000_84_00_0'].uuid)
+        self.assertEqual(inventory.provider_uuid('cn1_pci_0000_85_00_0'),
+                         by_name['cn1_pci_0000_85_00_0'].uuid)
+
+    def test_total_never_below_allocations(self):
+        full = tm.gpu('0000:84:00.0', {'nvidia-18': 1, 'nvidia-22': 0})
+        tree = self._tree(tm.host(full), 'nvidia-18',
+                          allocated={'cn1_pci_0000_84_00_0': 3})
+        (provider,) = tree.providers
+        self.assertEqual((3, 3), (provider.total, provider.used))
+        (problem,) = tree.problems
+        self.assertIn('3 VGPU allocated', problem)
+        self.assertIn('room for 1', problem)
+
+    def test_zero_capacity_with_allocations_keeps_total_used(self):
+        full = tm.gpu('0000:84:00.0', {'nvidia-18': 0, 'nvidia-22': 0})
+        tree = self._tree(tm.host(full), 'nvidia-18',
+                          allocated={'cn1_pci_0000_84_00_0': 2})
+        (provider,) = tree.providers
+        self.assertEqual(2, provider.total)
+
+    def test_max_unit_and_reserved_from_config(self):
+        tree = self._tree(tm.host(tm.gpu('0000:84:00.0')),
+                          {'type_id': 'nvidia-18', 'max_unit': 2,
+                           'reserved': 1})
+        (provider,) = tree.providers
+        self.assertEqual((4, 1, 2), (provider.total,
+                                     provider.inventory.reserved,
+                                     provider.inventory.max_unit))
+
+    def test_max_unit_and_reserved_never_above_total(self):
+        tree = self._tree(tm.host(tm.gpu('0000:84:00.0')),
+                          {'type_id': 'nvidia-22', 'max_unit': 4,
+                           'reserved': 3})
+        (provider,) = tree.providers
+        self.assertEqual((1, 1, 1), (provider.total,
+                                     provider.inventory.reserved,
+                                     provider.inventory.max_unit))

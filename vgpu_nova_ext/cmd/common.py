@@ -62,7 +62,11 @@ class Plan:
     device_config: devices_conf.DeviceConfig
     snapshot: model.HostSnapshot
     assignment: mapping.Assignment
-    providers: tuple[inventory.ProviderSpec, ...]
+    tree: inventory.DesiredTree
+
+    @property
+    def providers(self) -> tuple[inventory.ProviderSpec, ...]:
+        return self.tree.providers
 
 
 @contextlib.contextmanager
@@ -124,7 +128,7 @@ def build_plan(args) -> Plan:
         args.config_file or ()), config_note=note,
         device_config=device_config, snapshot=snapshot,
         assignment=assignment,
-        providers=inventory.provider_tree(host, assignment))
+        tree=inventory.provider_tree(host, assignment))
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:

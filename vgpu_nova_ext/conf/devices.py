@@ -102,6 +102,24 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
                  'is spread over the GPUs of the type in address order, '
                  'never below the devices that already exist; '
                  '``vgpu-nova-ext check`` shows how it was spread.'),
+        cfg.IntOpt(
+            'max_unit',
+            default=1,
+            min=1,
+            help='The most vGPUs of this type that one instance may take '
+                 'from one GPU (the ``max_unit`` of the GPU provider\'s '
+                 'inventory in Placement). Keep 1 unless the vGPU software '
+                 'supports several vGPUs of this type in one guest on one '
+                 'GPU: NVIDIA refuses two time-sliced vGPUs of most types in '
+                 'one guest, and a scheduler that packs ``VGPU=2`` on one '
+                 'GPU makes such boots fail late. Not read by Nova.'),
+        cfg.IntOpt(
+            'reserved',
+            default=0,
+            min=0,
+            help='vGPUs of this type to keep back on every GPU that serves '
+                 'it (the ``reserved`` of the inventory), for example for '
+                 'devices managed outside OpenStack. Not read by Nova.'),
     ]
 
 
@@ -115,6 +133,8 @@ class TypeConfig:
     device_addresses: tuple[str, ...]
     mdev_class: str = 'VGPU'
     max_instances: int | None = None
+    max_unit: int = 1
+    reserved: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +174,8 @@ def _sections(config_files: list[str]) -> dict[str, set[str]]:
 _EXPECTED = {
     'mdev_class': 'expected VGPU or CUSTOM_<NAME> in upper case',
     'max_instances': 'expected a whole number of at least 1, or unset',
+    'max_unit': 'expected a whole number of at least 1',
+    'reserved': 'expected a whole number of at least 0',
     'device_addresses': 'expected a comma-separated list of addresses',
     'enabled_mdev_types': 'expected a comma-separated list of type ids',
 }
@@ -261,7 +283,9 @@ def _load(config_files: list[str]) -> DeviceConfig:
                 a.strip() for a in values.get(group, 'device_addresses',
                                               shown, [])),
             mdev_class=values.get(group, 'mdev_class', shown, 'VGPU'),
-            max_instances=values.get(group, 'max_instances', shown)))
+            max_instances=values.get(group, 'max_instances', shown),
+            max_unit=values.get(group, 'max_unit', shown, 1),
+            reserved=values.get(group, 'reserved', shown, 0)))
     values.raise_if_any()
     return DeviceConfig(types=tuple(types), option=option,
                         duplicates=tuple(duplicates))
