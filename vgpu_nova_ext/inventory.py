@@ -74,9 +74,14 @@ def provider_uuid(name: str) -> str:
     return str(uuidlib.uuid5(PROVIDER_NAMESPACE, name))
 
 
+def id_trait(type_id: str) -> str:
+    """``nvidia-35`` -> ``CUSTOM_VGPU_NVIDIA_35``."""
+    return os_traits.normalize_name(TRAIT_PREFIX + type_id)
+
+
 def type_traits(type_id: str, short_name: str) -> tuple[str, ...]:
     """``CUSTOM_VGPU_NVIDIA_35`` and ``CUSTOM_VGPU_M60_2Q``."""
-    return tuple(sorted({os_traits.normalize_name(TRAIT_PREFIX + type_id),
+    return tuple(sorted({id_trait(type_id),
                          os_traits.normalize_name(TRAIT_PREFIX + short_name)}))
 
 

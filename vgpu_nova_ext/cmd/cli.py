@@ -14,13 +14,15 @@
 Global options come before the sub-command::
 
     vgpu-nova-ext [--config-file FILE]... [--sysfs-root DIR | --simulate P]
-                  [--host NAME] {inventory,check} ...
+                  [--host NAME] {inventory,check,audit,demo} ...
 """
 
 import argparse
 import sys
 
+from vgpu_nova_ext.cmd import audit
 from vgpu_nova_ext.cmd import check
+from vgpu_nova_ext.cmd import demo
 from vgpu_nova_ext.cmd import inventory
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     inventory.add_parser(sub)
     check.add_parser(sub)
+    audit.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 

@@ -58,6 +58,7 @@ class Plan:
     host: str
     backend: str
     config_files: tuple[str, ...]
+    """The operator's files read (not a profile's example)."""
     config_note: str | None
     device_config: devices_conf.DeviceConfig
     snapshot: model.HostSnapshot
@@ -124,9 +125,11 @@ def build_plan(args) -> Plan:
         backend.close()
     assignment = mapping.assign(device_config, snapshot)
     host = args.host or default_host()
-    return Plan(host=host, backend=description, config_files=tuple(
-        args.config_file or ()), config_note=note,
-        device_config=device_config, snapshot=snapshot,
+    # A profile's example configuration is no file of the operator's.
+    operator_files = tuple(files) if args.config_file or note is None else ()
+    return Plan(
+        host=host, backend=description, config_files=operator_files,
+        config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=assignment,
         tree=inventory.provider_tree(host, assignment))
 

@@ -1,0 +1,132 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Compare the desired GPU providers with what Placement holds. Read-only.
+
+Reads: the compute node by name, its tree, then each provider's
+inventories and each GPU provider's traits; a usage read only where a total
+is above the desired one (to tell an allocation floor from drift) and a
+name look-up only for a missing provider (to tell "missing" from
+"parent"). Placement has no call that returns a provider's inventories and
+traits together.
+"""
+
+import dataclasses
+
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import mapping
+from vgpu_nova_ext import placement
+from vgpu_nova_ext import reshape
+
+MISSING = 'missing'
+UNEXPECTED = 'unexpected'
+INVENTORY = 'inventory'
+TRAITS = 'traits'
+PARENT = 'parent'
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    provider: str
+    kind: str
+    expected: object
+    actual: object
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResult:
+    host: str
+    drift: tuple[Drift, ...]
+    desired: inventory.DesiredTree
+    reads: int
+
+
+def _inventory_view(body: dict | None) -> dict | None:
+    if body is None:
+        return None
+    return {k: body.get(k) for k in ('total', 'reserved', 'min_unit',
+                                     'max_unit', 'step_size',
+                                     'allocation_ratio')}
+
+
+def audit(client: placement.PlacementClient, host: str,
+          assignment: mapping.Assignment) -> AuditResult:
+    """Every drift between Placement and the plan for ``host``."""
+    start = client.requests
+    root = client.provider_by_name(host)
+    if root is None:
+        raise placement.PlacementError(
+            'Placement has no compute node provider named %r; check --host '
+            '(it must be the hypervisor host name nova-compute reports) and '
+            'that nova-compute has started on this host' % host)
+    listed = [p for p in client.providers_in_tree(root['uuid'])
+              if p['uuid'] != root['uuid']]
+    existing = {p['name']: p['uuid'] for p in listed}
+    inventories = {p['uuid']: client.inventories(p['uuid'])['inventories']
+                   for p in [root] + listed}
+    draft = inventory.provider_tree(host, assignment,
+                                    existing_uuids=existing)
+    allocated = {}
+    for spec in draft.providers:
+        have = inventories.get(spec.uuid, {}).get(spec.resource_class)
+        if have and have['total'] > spec.total:
+            allocated[spec.name] = client.usages(spec.uuid).get(
+                spec.resource_class, 0)
+    desired = inventory.provider_tree(host, assignment,
+                                      existing_uuids=existing,
+                                      allocated=allocated)
+    classes = {p.resource_class for p in desired.providers} | {'VGPU'}
+    drift = []
+    by_name = {p['name']: p for p in listed}
+    for spec in desired.providers:
+        actual = by_name.get(spec.name)
+        if actual is None:
+            elsewhere = client.provider_by_name(spec.name)
+            if elsewhere is not None:
+                drift.append(Drift(spec.name, PARENT, host,
+                                   elsewhere['parent_provider_uuid']))
+            else:
+                drift.append(Drift(spec.name, MISSING, _view(spec), None))
+            continue
+        if actual['parent_provider_uuid'] != root['uuid']:
+            drift.append(Drift(spec.name, PARENT, root['uuid'],
+                               actual['parent_provider_uuid']))
+        want = {spec.resource_class: reshape.inventory_body(spec.inventory)}
+        have = {rc: _inventory_view(body)
+                for rc, body in inventories[spec.uuid].items()}
+        if have != want:
+            drift.append(Drift(spec.name, INVENTORY, want, have))
+        traits = sorted(client.traits(spec.uuid)['traits'])
+        if traits != sorted(spec.traits):
+            drift.append(Drift(spec.name, TRAITS, sorted(spec.traits),
+                               traits))
+    wanted = {p.name for p in desired.providers}
+    for provider in listed:
+        if provider['name'] in wanted:
+            continue
+        held = classes & set(inventories[provider['uuid']])
+        if held or provider['name'].startswith(host + '_pci_'):
+            drift.append(Drift(provider['name'], UNEXPECTED, None, {
+                rc: _inventory_view(inventories[provider['uuid']][rc])
+                for rc in sorted(held)}))
+    on_root = classes & set(inventories[root['uuid']])
+    if on_root:
+        drift.append(Drift(host, INVENTORY, {}, {
+            rc: _inventory_view(inventories[root['uuid']][rc])
+            for rc in sorted(on_root)}))
+    return AuditResult(host=host, drift=tuple(drift), desired=desired,
+                       reads=client.requests - start)
+
+
+def _view(spec: inventory.ProviderSpec) -> dict:
+    return {'uuid': spec.uuid, 'inventories': {
+        spec.resource_class: reshape.inventory_body(spec.inventory)},
+        'traits': list(spec.traits)}
