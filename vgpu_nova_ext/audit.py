@@ -74,12 +74,11 @@ def audit(client: placement.PlacementClient, host: str,
                    for p in [root] + listed}
     draft = inventory.provider_tree(host, assignment,
                                     existing_uuids=existing)
-    allocated = {}
-    for spec in draft.providers:
-        have = inventories.get(spec.uuid, {}).get(spec.resource_class)
-        if have and have['total'] > spec.total:
-            allocated[spec.name] = client.usages(spec.uuid).get(
-                spec.resource_class, 0)
+    names = {p['uuid']: p['name'] for p in [root] + listed}
+    current = {names[u]: {rc: body['total'] for rc, body in inv.items()}
+               for u, inv in inventories.items()}
+    allocated = {name: client.usages(existing[name]).get(rc, 0)
+                 for name, rc in inventory.shrinking(draft, current)}
     desired = inventory.provider_tree(host, assignment,
                                       existing_uuids=existing,
                                       allocated=allocated)

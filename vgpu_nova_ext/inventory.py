@@ -140,3 +140,24 @@ def provider_tree(host: str, assignment: mapping.Assignment,
                 gpu.type_id, gpu.type_info.short_name)))
     return DesiredTree(host=host, providers=tuple(providers),
                        problems=tuple(problems))
+
+
+def shrinking(draft: DesiredTree, current: Mapping[str, Mapping[str, int]]
+              ) -> list[tuple[str, str]]:
+    """(provider name, resource class) whose total would go down.
+
+    ``current`` is {provider name: {resource class: total}} as Placement
+    has it. Only these need their usage read to floor the new total: no
+    other provider can fall below what is allocated on it.
+    """
+    wanted = draft.by_name()
+    out = []
+    for name, totals in sorted(current.items()):
+        if not name.startswith(draft.host + '_'):
+            continue
+        spec = wanted.get(name)
+        for rc, total in sorted(totals.items()):
+            new = spec.total if spec and spec.resource_class == rc else 0
+            if total > new:
+                out.append((name, rc))
+    return out

@@ -62,7 +62,8 @@ class PlacementClient:
     """A thin client of the Placement API calls this project makes."""
 
     def __init__(self, connection: openstack.connection.Connection) -> None:
-        self._api = connection.placement
+        self._connection = connection
+        self._proxy = None
         self.requests = 0
         self.on_request: Callable[[str, str], None] | None = None
         """Called before each request with (method, url).
@@ -98,9 +99,18 @@ class PlacementClient:
         return cls.from_session(session, retries)
 
     @property
+    def _api(self):
+        # The SDK discovers Placement's versions when the proxy is first
+        # made: do it inside call(), where connection errors are handled.
+        if self._proxy is None:
+            self._proxy = self._connection.placement
+        return self._proxy
+
+    @property
     def endpoint(self) -> str:
         try:
-            return self._api.get_endpoint()
+            return self._connection.session.get_endpoint(
+                service_type='placement') or '(unknown endpoint)'
         except ks_exc.ClientException:
             return '(unknown endpoint)'
 

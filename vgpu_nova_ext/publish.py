@@ -224,19 +224,13 @@ class TreePublisher:
     def _allocated(self, draft: inventory.DesiredTree,
                    states: dict[str, reshape.ProviderState]
                    ) -> dict[str, int]:
-        """Usage of the providers whose total would shrink.
-
-        Only those are read: no other provider can fall below its usage.
-        """
-        allocated = {}
-        for spec in draft.providers:
-            state = states.get(spec.uuid)
-            have = state.inventories.get(spec.resource_class) if state \
-                else None
-            if have and have['total'] > spec.total:
-                usages = self.client.usages(spec.uuid)
-                allocated[spec.name] = usages.get(spec.resource_class, 0)
-        return allocated
+        """Usage of the providers whose total would shrink."""
+        by_name = {s.name: s for s in states.values()}
+        current = {s.name: {rc: inv['total']
+                            for rc, inv in s.inventories.items()}
+                   for s in states.values()}
+        return {name: self.client.usages(by_name[name].uuid).get(rc, 0)
+                for name, rc in inventory.shrinking(draft, current)}
 
     def _old_consumers(self, root, others, desired):
         """The consumers holding vGPU resources in an old layout."""

@@ -117,3 +117,19 @@ class TestPlacementState(testtools.TestCase):
         self.assertEqual((1, 1, 1), (provider.total,
                                      provider.inventory.reserved,
                                      provider.inventory.max_unit))
+
+
+class TestShrinking(testtools.TestCase):
+
+    def test_only_providers_that_go_down(self):
+        tree = inventory.provider_tree('cn1', mapping.assign(
+            tm.config('nvidia-18'), tm.host(tm.gpu('0000:84:00.0'),
+                                            tm.gpu('0000:85:00.0'))))
+        current = {'cn1_pci_0000_84_00_0': {'VGPU': 4},
+                   'cn1_pci_0000_85_00_0': {'VGPU': 8},
+                   'cn1_pci_0000_86_00_0': {'VGPU': 2},
+                   'cn1': {'VGPU': 16},
+                   'cn2_pci_0000_84_00_0': {'VGPU': 9}}
+        self.assertEqual([('cn1_pci_0000_85_00_0', 'VGPU'),
+                          ('cn1_pci_0000_86_00_0', 'VGPU')],
+                         inventory.shrinking(tree, current))
