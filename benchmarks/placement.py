@@ -47,6 +47,7 @@ from vgpu_nova_ext import mapping
 from vgpu_nova_ext import placement
 from vgpu_nova_ext import placement_server
 from vgpu_nova_ext import publish
+from vgpu_nova_ext import reshape
 
 ROOT_INVENTORY = {'VCPU': {'total': 64}, 'MEMORY_MB': {'total': 524288},
                   'DISK_GB': {'total': 2000}}
@@ -75,8 +76,9 @@ def plan(profile: str, config: str) -> mapping.Assignment:
 
 
 def nova_layout(host: str, assignment: mapping.Assignment) -> list[tuple]:
-    """(name, {rc: inventory}, traits) as Nova's in-tree support makes them:
-    a provider per mdev parent, max_unit = total, no traits.
+    """(name, {rc: inventory}, traits) as Nova's in-tree support has them.
+
+    A provider per mdev parent, max_unit = total, no traits.
     """
     out = []
     for gpu in assignment.gpus:
@@ -95,7 +97,6 @@ def nova_layout(host: str, assignment: mapping.Assignment) -> list[tuple]:
 
 def project_layout(host: str, assignment: mapping.Assignment) -> list[tuple]:
     tree = inventory.provider_tree(host, assignment)
-    from vgpu_nova_ext import reshape
     return [(p.name, {p.resource_class: reshape.inventory_body(p.inventory)},
              p.traits) for p in tree.providers]
 
@@ -177,8 +178,9 @@ def publisher_syncs(endpoint: str, host: str,
 
 def fill(client: placement.PlacementClient, nodes: int,
          layout_of) -> None:
-    """``nodes`` compute nodes, each with the GPU providers of a layout,
-    written directly (a create per provider, one reshaper per node).
+    """Make ``nodes`` compute nodes with the GPU providers of a layout.
+
+    Written directly: a create per provider, one reshaper per node.
     """
     for index in range(nodes):
         host = 'node%03d' % index
@@ -229,9 +231,9 @@ def main() -> int:
     for title, profile, config in HOSTS:
         assignment = plan(profile, config)
         with placement_server.EmbeddedPlacement() as server:
-            nova = project = [('-', None, 0.0)] * len(SYNCS)
+            nova_runs = project = [('-', None, 0.0)] * len(SYNCS)
             if have_nova:
-                nova = nova_report_client_syncs(
+                nova_runs = nova_report_client_syncs(
                     server.endpoint, 'nova-' + profile,
                     nova_layout('nova-' + profile, assignment))
                 project = nova_report_client_syncs(
@@ -241,7 +243,7 @@ def main() -> int:
                                    assignment)
         for i, (label, _) in enumerate(SYNCS):
             rows.append([title, label] + [_cell(r[i]) for r in (
-                nova, project, ours)] + [_ratio(nova[i], ours[i])])
+                nova_runs, project, ours)] + [_ratio(nova_runs[i], ours[i])])
     _table(header + ['requests: nova layout / publisher'], rows)
 
     print('\n2. GET /allocation_candidates?resources=VGPU:1 with %d A100 '
