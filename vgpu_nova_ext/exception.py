@@ -52,3 +52,45 @@ class PluginNotFound(VGPUNovaExtError):
     """No plugin is installed under the requested name."""
 
     code = 'vgpu_nova_ext.plugin_not_found'
+
+
+class DeviceError(VGPUNovaExtError):
+    """A device could not be created or removed."""
+
+    code = 'vgpu_nova_ext.device'
+
+
+class DeviceCapacityError(DeviceError):
+    """No room for another device of that type (ENOSPC)."""
+
+    code = 'vgpu_nova_ext.device.capacity'
+
+
+class DeviceBusyError(DeviceError):
+    """The device is in use, by a guest most likely (EBUSY)."""
+
+    code = 'vgpu_nova_ext.device.busy'
+
+
+class DeviceGoneError(DeviceError):
+    """The parent device or the device is not there (ENODEV, ENOENT)."""
+
+    code = 'vgpu_nova_ext.device.gone'
+
+
+class DeviceExistsError(DeviceError):
+    """A device with that UUID exists already (EEXIST)."""
+
+    code = 'vgpu_nova_ext.device.exists'
+
+
+class DeviceTimeoutError(DeviceError):
+    """The kernel accepted the request but the device did not follow."""
+
+    code = 'vgpu_nova_ext.device.timeout'
+
+
+class ClaimError(VGPUNovaExtError):
+    """A claim cannot be met; nothing was changed on the host."""
+
+    code = 'vgpu_nova_ext.claim'

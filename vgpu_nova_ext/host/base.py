@@ -17,6 +17,7 @@ per way of reaching the host.
 """
 
 import abc
+import uuid as uuidlib
 
 from stevedore import driver
 from stevedore import exception as stevedore_exc
@@ -41,6 +42,40 @@ class HostBackend(abc.ABC):
 
     def close(self) -> None:
         """Release what the backend holds (temporary trees, connections)."""
+
+    # -- the write side (device lifecycle) --------------------------------
+    #: What this backend's devices are: mdevs named by UUID, or VFs.
+    device_kind = model.MDEV
+
+    def new_device_id(self, parent: str, type_id: str) -> str:
+        """The id a new device on ``parent`` will have."""
+        return str(uuidlib.uuid4())
+
+    def available(self, parent: str, type_id: str) -> int:
+        """``available_instances`` of one type on one parent, read now."""
+        raise NotImplementedError(
+            'the %s backend cannot create devices' % self.describe())
+
+    def create_device(self, parent: str, type_id: str,
+                      device_id: str) -> None:
+        """Create a device and wait (bounded) until it is there.
+
+        :raises DeviceError: or a subclass naming the cause.
+        """
+        raise NotImplementedError(
+            'the %s backend cannot create devices' % self.describe())
+
+    def remove_device(self, device_id: str) -> None:
+        """Remove a device for good and wait (bounded) until it is gone.
+
+        Any persistent definition is undefined too, so that the device does
+        not come back at the next boot; a device already gone is fine.
+        """
+        raise NotImplementedError(
+            'the %s backend cannot remove devices' % self.describe())
+
+    def device_exists(self, device_id: str) -> bool:
+        raise NotImplementedError
 
 
 def load_backend(name: str, **kwargs) -> HostBackend:

@@ -95,14 +95,28 @@ class PhysicalGPU:
         return None
 
 
+MDEV = 'mdev'
+VF = 'vf'
+
+
 @dataclasses.dataclass(frozen=True)
 class MediatedDevice:
-    """A mediated device that exists on the host now."""
+    """A vGPU device that exists on the host now.
+
+    An mdev (``kind`` ``mdev``) is named by its UUID. With NVIDIA's
+    vendor-specific VFIO (``kind`` ``vf``) the device is a virtual function
+    given a vGPU type, named by the VF's PCI address.
+    """
 
     uuid: str
     parent: str
     """Name of the parent device it was created on."""
     type_id: str
+    kind: str = MDEV
+
+    @property
+    def device_id(self) -> str:
+        return self.uuid
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,10 @@ the read path. Available instances follow the kernel's rules:
 - ``pooled`` devices (the mtty sample) share a pool of units across types.
 """
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import importlib.resources
 import os
 import re
@@ -35,7 +38,6 @@ import yaml
 
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
-from vgpu_nova_ext.host import base
 from vgpu_nova_ext.host import layout
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import sysfs
@@ -343,16 +345,24 @@ class KernelModel:
         result = {}
         for gpu in self.profile.gpus:
             parents = [name for name, _ in self._parents(gpu)]
-            on_gpu = [d for d in self.devices if d.parent in parents]
-            counts: dict[str, int] = {}
-            for dev in on_gpu:
-                counts[dev.type_id] = counts.get(dev.type_id, 0) + 1
-            self._check(gpu, counts)
-            for parent in parents:
-                busy = any(d.parent == parent for d in on_gpu)
-                result[parent] = {
-                    t.id: self._available(gpu.model, t, counts, busy)
-                    for t in gpu.model.types}
+            result.update(self.gpu_available(
+                gpu, [d for d in self.devices if d.parent in parents]))
+        return result
+
+    def gpu_available(self, gpu: GPUSpec,
+                      on_gpu: list[model.MediatedDevice]
+                      ) -> dict[str, dict[str, int]]:
+        """{parent name: {type id: available}} of one GPU."""
+        counts: dict[str, int] = {}
+        for dev in on_gpu:
+            counts[dev.type_id] = counts.get(dev.type_id, 0) + 1
+        self._check(gpu, counts)
+        result = {}
+        for parent, _ in self._parents(gpu):
+            busy = any(d.parent == parent for d in on_gpu)
+            result[parent] = {
+                t.id: self._available(gpu.model, t, counts, busy)
+                for t in gpu.model.types}
         return result
 
     def _check(self, gpu: GPUSpec, counts: dict[str, int]) -> None:
@@ -430,31 +440,118 @@ def lay_out(profile: Profile, root: str,
         tree.add_mdev(parent_dirs[dev.parent], dev.uuid, dev.type_id)
 
 
-class SimulatedBackend(base.HostBackend):
-    """Host backend on a simulated host described by a profile."""
+class SimulatedBackend(sysfs.SysfsBackend):
+    """Host backend on a simulated host described by a profile.
+
+    The host is a sysfs tree; writes to its ``create`` and ``remove`` files
+    are carried out here as the kernel and the vGPU manager would (a device
+    appears, ``available_instances`` moves, ENOSPC when there is no room,
+    EBUSY when a guest uses the device), so the sysfs backend's own write
+    path runs unchanged against it. Give ``root`` to share one simulated
+    host between processes.
+    """
 
     def __init__(self, profile: 'str | Profile' = 'v100x8',
-                 **kwargs) -> None:
+                 root: str | None = None, **kwargs) -> None:
         self.profile = (profile if isinstance(profile, Profile)
                         else load_profile(profile))
-        self._root = tempfile.mkdtemp(prefix='vgpu-nova-ext-sim-')
+        self._own_root = root is None
+        root = root or tempfile.mkdtemp(prefix='vgpu-nova-ext-sim-')
         try:
-            lay_out(self.profile, self._root)
+            os.makedirs(root, exist_ok=True)
+            with self._kernel_lock(root):
+                if not os.path.isdir(os.path.join(root, 'sys')):
+                    lay_out(self.profile, root)
         except BaseException:
-            shutil.rmtree(self._root, ignore_errors=True)
+            if self._own_root:
+                shutil.rmtree(root, ignore_errors=True)
             raise
-        self.reader = sysfs.SysfsReader(self._root)
+        super().__init__(sysfs_root=root, **kwargs)
+        self.tree = layout.SysfsTree(root)
+        self.kernel = KernelModel(self.profile, ())
 
     @property
     def root(self) -> str:
-        return self._root
+        return self.reader.root
 
     def describe(self) -> str:
         return 'simulated host %r (%s)' % (
             self.profile.name, self.profile.description)
 
-    def scan(self) -> model.HostSnapshot:
-        return self.reader.scan()
-
     def close(self) -> None:
-        shutil.rmtree(self._root, ignore_errors=True)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- the simulated kernel ---------------------------------------------
+    @staticmethod
+    @contextlib.contextmanager
+    def _kernel_lock(root: str):
+        with open(os.path.join(root, '.kernel.lock'), 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_attr(self, path: str, value: str) -> None:
+        name = os.path.basename(path)
+        if name not in ('create', 'remove'):
+            return super()._write_attr(path, value)
+        with self._kernel_lock(self.root):
+            if name == 'create':
+                self._create(os.path.dirname(path), value.strip())
+            else:
+                self._remove(os.path.realpath(os.path.dirname(path)))
+
+    def _fail(self, code: int) -> OSError:
+        return OSError(code, os.strerror(code))
+
+    def _create(self, type_dir: str, device_id: str) -> None:
+        try:
+            device_id = str(uuidlib.UUID(device_id))
+        except ValueError:
+            raise self._fail(errno.EINVAL)
+        if os.path.lexists(self._device_dir(device_id)):
+            raise self._fail(errno.EEXIST)
+        if self.reader._read_int(os.path.join(
+                type_dir, 'available_instances')) < 1:
+            raise self._fail(errno.ENOSPC)
+        parent_dir = os.path.dirname(os.path.dirname(type_dir))
+        self.tree.add_mdev(parent_dir, device_id, os.path.basename(type_dir))
+        self._recompute(parent_dir)
+
+    def _remove(self, mdev_dir: str) -> None:
+        if os.path.exists(os.path.join(mdev_dir, IN_USE_MARK)):
+            raise self._fail(errno.EBUSY)
+        device_id = os.path.basename(mdev_dir)
+        type_dir = os.path.realpath(os.path.join(mdev_dir, 'mdev_type'))
+        for link in (self._device_dir(device_id),
+                     os.path.join(type_dir, 'devices', device_id)):
+            if os.path.lexists(link):
+                os.unlink(link)
+        shutil.rmtree(mdev_dir)
+        self._recompute(os.path.dirname(mdev_dir))
+
+    def _recompute(self, parent_dir: str) -> None:
+        """Rewrite available_instances on the GPU of ``parent_dir``."""
+        parent = self.reader._parent_identity(parent_dir)[0]
+        gpu = next(g for g in self.profile.gpus
+                   if parent in [n for n, _ in self.kernel._parents(g)])
+        dirs = {name: self._parent_dir(name)
+                for name, _ in self.kernel._parents(gpu)}
+        on_gpu = []
+        for name, pdir in dirs.items():
+            for entry in os.listdir(pdir):
+                link = os.path.join(pdir, entry, 'mdev_type')
+                if os.path.islink(link):
+                    on_gpu.append(model.MediatedDevice(
+                        entry, name,
+                        os.path.basename(os.path.realpath(link))))
+        for name, types in self.kernel.gpu_available(gpu, on_gpu).items():
+            for type_id, count in types.items():
+                self.tree.set_available_instances(dirs[name], type_id, count)
+
+
+#: A file in an mdev's directory that the simulated kernel takes as "a
+#: guest uses this device": removing it fails with EBUSY, as it would.
+IN_USE_MARK = '.in_use'

@@ -17,8 +17,10 @@ below its root port. Every path is taken below a configurable root, so a
 test or a dry run can point it at a tree of files.
 """
 
+import errno
 import os
 import re
+import time
 import uuid as uuidlib
 
 from vgpu_nova_ext import exception
@@ -238,14 +240,124 @@ class SysfsReader:
         return tuple(mdevs)
 
 
-class SysfsBackend(base.HostBackend):
-    """Host backend on the kernel's mdev bus in sysfs."""
+_ERRNO = {
+    errno.ENOSPC: (exception.DeviceCapacityError,
+                   'no room for another device of that type on the parent'),
+    errno.EDQUOT: (exception.DeviceCapacityError,
+                   'no room for another device of that type on the parent'),
+    errno.EBUSY: (exception.DeviceBusyError,
+                  'the device is busy (a guest still uses it?)'),
+    errno.ENODEV: (exception.DeviceGoneError,
+                   'the parent device is gone'),
+    errno.ENOENT: (exception.DeviceGoneError, 'no such device or type'),
+    errno.EEXIST: (exception.DeviceExistsError,
+                   'a device with that UUID exists already'),
+    errno.EACCES: (exception.DeviceError,
+                   'permission denied: run as root or as nova-compute'),
+    errno.EPERM: (exception.DeviceError,
+                  'permission denied: run as root or as nova-compute'),
+    errno.EINVAL: (exception.DeviceError,
+                   'the kernel refused the request as invalid'),
+}
 
-    def __init__(self, sysfs_root: str = '/', **kwargs) -> None:
+
+class SysfsBackend(base.HostBackend):
+    """Host backend on the kernel's mdev bus in sysfs.
+
+    Creates an mdev by writing its UUID to ``<parent>/mdev_supported_types/
+    <type>/create`` and removes it by writing ``1`` to
+    ``/sys/bus/mdev/devices/<uuid>/remove``, waiting (bounded) for it to
+    appear or vanish. Devices made this way do not survive a host reboot:
+    the ledger's reconcile makes them again (or use the libvirt backend).
+    """
+
+    def __init__(self, sysfs_root: str = '/', timeout: float = 10.0,
+                 **kwargs) -> None:
         self.reader = SysfsReader(sysfs_root)
+        self.timeout = timeout
+        self._parents: dict[str, str] | None = None
 
     def describe(self) -> str:
         return 'sysfs at %s' % self.reader.root
 
     def scan(self) -> model.HostSnapshot:
         return self.reader.scan()
+
+    # -- write side --------------------------------------------------------
+    def _parent_dir(self, parent: str) -> str:
+        """The directory of a parent device by its libvirt name."""
+        if self._parents is None or parent not in self._parents:
+            mdev_bus = os.path.join(self.reader.sys, 'class', 'mdev_bus')
+            found = {}
+            for entry in self.reader._listdir(mdev_bus):
+                device_dir = self.reader._resolve(
+                    os.path.join(mdev_bus, entry))
+                found[self.reader._parent_identity(device_dir)[0]] = \
+                    device_dir
+            self._parents = found
+        try:
+            return self._parents[parent]
+        except KeyError:
+            raise exception.DeviceGoneError(
+                'parent device %s is not on the mdev bus (%s); is the vGPU '
+                'manager loaded?' % (parent, self.reader._show(os.path.join(
+                    self.reader.sys, 'class', 'mdev_bus'))))
+
+    def _device_dir(self, device_id: str) -> str:
+        return os.path.join(self.reader.sys, 'bus', 'mdev', 'devices',
+                            device_id)
+
+    def _write_attr(self, path: str, value: str) -> None:
+        """Write a sysfs attribute, as the kernel takes it."""
+        with open(path, 'w') as f:
+            f.write(value)
+
+    def _write(self, path: str, value: str, what: str) -> None:
+        try:
+            self._write_attr(path, value)
+        except OSError as exc:
+            cls, why = _ERRNO.get(exc.errno, (
+                exception.DeviceError, exc.strerror or str(exc)))
+            raise cls('%s: writing %r to %s failed: %s' % (
+                what, value.strip(), self.reader._show(path), why))
+
+    def _wait(self, device_id: str, present: bool, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while os.path.lexists(self._device_dir(device_id)) != present:
+            if time.monotonic() > deadline:
+                raise exception.DeviceTimeoutError(
+                    '%s: %s did not %s within %.0f s; check dmesg and '
+                    'the vGPU manager (nvidia-vgpu-mgr) log' % (
+                        what, device_id, 'appear' if present else 'vanish',
+                        self.timeout))
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def available(self, parent: str, type_id: str) -> int:
+        path = os.path.join(self._parent_dir(parent), 'mdev_supported_types',
+                            type_id, 'available_instances')
+        value = self.reader._read_int(path, required=False)
+        return value or 0
+
+    def create_device(self, parent: str, type_id: str,
+                      device_id: str) -> None:
+        what = 'creating %s device %s on %s' % (type_id, device_id, parent)
+        create = os.path.join(self._parent_dir(parent),
+                              'mdev_supported_types', type_id, 'create')
+        if not os.path.exists(create):
+            raise exception.DeviceGoneError(
+                '%s: %s offers no type %s' % (what, parent, type_id))
+        self._write(create, device_id, what)
+        self._wait(device_id, True, what)
+
+    def remove_device(self, device_id: str) -> None:
+        what = 'removing device %s' % device_id
+        if not os.path.lexists(self._device_dir(device_id)):
+            return
+        self._write(os.path.join(self._device_dir(device_id), 'remove'),
+                    '1', what)
+        self._wait(device_id, False, what)
+
+    def device_exists(self, device_id: str) -> bool:
+        return os.path.lexists(self._device_dir(device_id))

@@ -1,0 +1,466 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Claim, release and reconcile the vGPU devices of instances.
+
+Nova hands a driver the instance's allocations as ``{provider_uuid:
+{"resources": {resource_class: n}}}``. :meth:`Allocator.claim` maps each
+provider to its physical GPU, reuses free devices of the right type there
+before creating new ones, and returns the devices for the guest. Every
+host change is written to the ledger first (intent) and marked done after;
+:meth:`Allocator.reconcile` finishes or undoes whatever a crash left half
+done, re-creates the devices of a rebooted host with the same UUIDs,
+adopts devices that guests already use, and frees the devices of
+consumers that are gone (after a grace period).
+
+One host, many threads and processes: every operation holds an external
+lock (oslo.concurrency, a file in the state directory) and writes the
+ledger in ``BEGIN IMMEDIATE`` transactions.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+from oslo_concurrency import lockutils
+
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import base as host_base
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import ledger as ledger_mod
+from vgpu_nova_ext import mapping
+
+LOG = logging.getLogger(__name__)
+LOCK_NAME = 'vgpu-nova-ext-devices'
+REMOVE = 'remove'
+KEEP = 'keep'
+
+
+def checkpoint(name: str) -> None:
+    """A point between an intent and its completion.
+
+    Does nothing; the crash tests replace it to kill the process there.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What one GPU provider stands for on this host."""
+
+    provider_uuid: str
+    provider_name: str
+    gpu: str
+    type_id: str
+    resource_class: str
+    max_unit: int
+    parents: tuple[str, ...]
+    sriov: bool
+    max_per_gpu: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedDevice:
+    device_id: str
+    kind: str
+    gpu: str
+    parent: str
+    type_id: str
+    provider_uuid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    consumer: str
+    devices: tuple[ClaimedDevice, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One thing reconcile does (or would do, in a dry run)."""
+
+    kind: str
+    device_id: str
+    detail: str
+
+
+def targets(host: str, assignment: mapping.Assignment,
+            existing_uuids: dict[str, str] | None = None
+            ) -> dict[str, Target]:
+    """{provider uuid: Target} of the GPU providers of a plan."""
+    tree = inventory.provider_tree(host, assignment, existing_uuids)
+    by_name = {inventory.provider_name(host, a.gpu.name): a
+               for a in assignment.gpus}
+    out = {}
+    for spec in tree.providers:
+        gpu = by_name[spec.name]
+        out[spec.uuid] = Target(
+            provider_uuid=spec.uuid, provider_name=spec.name,
+            gpu=gpu.gpu.name, type_id=gpu.type_id,
+            resource_class=gpu.resource_class,
+            max_unit=spec.inventory.max_unit, parents=gpu.parents,
+            sriov=gpu.gpu.sriov, max_per_gpu=gpu.type_info.max_per_gpu)
+    return out
+
+
+class Allocator:
+    """The devices of one host's instances."""
+
+    def __init__(self, backend: host_base.HostBackend,
+                 ledger: ledger_mod.Ledger, targets: dict[str, Target],
+                 lock_path: str, free_policy: str = REMOVE,
+                 orphan_grace: float = 600.0,
+                 mdevctl_path: str | None = None) -> None:
+        self.backend = backend
+        self.ledger = ledger
+        self.targets = targets
+        self.lock_path = lock_path
+        self.free_policy = free_policy
+        self.orphan_grace = orphan_grace
+        self.mdevctl_path = mdevctl_path
+
+    def _lock(self):
+        return lockutils.lock(LOCK_NAME, external=True,
+                              lock_path=self.lock_path)
+
+    # -- claim -------------------------------------------------------------
+    def _wanted(self, consumer: str, allocations: dict
+                ) -> list[tuple[Target, int]]:
+        wanted = []
+        # Other resources (VCPU on the root, PCI devices ...) are not ours.
+        classes = {t.resource_class for t in self.targets.values()} | {
+            'VGPU'}
+        for rp_uuid, body in sorted(allocations.items()):
+            resources = body.get('resources', body)
+            units = {rc: n for rc, n in resources.items()
+                     if rc in classes and n}
+            if not units:
+                continue
+            target = self.targets.get(rp_uuid)
+            if target is None:
+                raise exception.ClaimError(
+                    'claim for %s: provider %s is not one of this host\'s '
+                    'GPU providers (%s); was the instance scheduled to '
+                    'another host?' % (consumer, rp_uuid, ', '.join(
+                        sorted(t.provider_name for t in
+                               self.targets.values())) or 'none'))
+            for rc, n in units.items():
+                if rc != target.resource_class:
+                    raise exception.ClaimError(
+                        'claim for %s: %s of %s asked on %s, which '
+                        'provides %s' % (consumer, n, rc,
+                                         target.provider_name,
+                                         target.resource_class))
+                if n > target.max_unit:
+                    raise exception.ClaimError(
+                        'claim for %s: %d vGPUs of %s on one GPU (%s), but '
+                        'the type allows %d per instance ([mdev_%s] '
+                        'max_unit)' % (consumer, n, target.type_id,
+                                       target.provider_name, target.max_unit,
+                                       target.type_id))
+                wanted.append((target, n))
+        return wanted
+
+    def _creatable(self, target: Target, need: int) -> list[str]:
+        """Parents to create ``need`` devices on, or fewer if no room."""
+        out: list[str] = []
+        if need <= 0:
+            return out
+        for parent in target.parents:
+            try:
+                available = self.backend.available(parent, target.type_id)
+            except exception.DeviceError:
+                continue
+            take = min(available, 1 if target.sriov else need - len(out))
+            out.extend([parent] * take)
+            if len(out) >= need:
+                break
+        if target.sriov and target.max_per_gpu is not None:
+            held = len([e for e in self.ledger.in_state(
+                ledger_mod.ACTIVE, ledger_mod.FREE, ledger_mod.CREATING)
+                if e.gpu == target.gpu and e.type_id == target.type_id])
+            out = out[:max(0, target.max_per_gpu - held)]
+        return out[:need]
+
+    def claim(self, consumer: str, allocations: dict) -> Claim:
+        """Devices for ``consumer``'s allocations; idempotent.
+
+        :raises ClaimError: the claim cannot be met; nothing was changed.
+        """
+        with self._lock():
+            wanted = self._wanted(consumer, allocations)
+            held = self.ledger.of_consumer(consumer)
+            if held:
+                return self._existing_claim(consumer, held, wanted)
+            plan = []
+            for target, n in wanted:
+                reuse = self.ledger.free(target.gpu, target.type_id, n)
+                create = self._creatable(target, n - len(reuse))
+                if len(reuse) + len(create) < n:
+                    raise exception.ClaimError(
+                        'claim for %s: no room for %d %s on %s (%s): %d free '
+                        'device(s) to reuse and room for %d more; nothing '
+                        'was changed' % (consumer, n, target.type_id,
+                                         target.provider_name, target.gpu,
+                                         len(reuse), len(create)))
+                plan.append((target, reuse, create))
+            now = time.time()
+            new = []
+            with self.ledger.transaction():
+                for target, reuse, create in plan:
+                    for entry in reuse:
+                        self.ledger.update(entry.device_id, consumer=consumer,
+                                           state=ledger_mod.ACTIVE,
+                                           orphaned_at=None)
+                    for parent in create:
+                        entry = ledger_mod.Entry(
+                            device_id=self.backend.new_device_id(
+                                parent, target.type_id),
+                            kind=self.backend.device_kind, gpu=target.gpu,
+                            parent=parent, type_id=target.type_id,
+                            consumer=consumer, state=ledger_mod.CREATING,
+                            origin=ledger_mod.CREATED, changed_at=now)
+                        self.ledger.add(entry)
+                        new.append(entry)
+            checkpoint('claim.intent_written')
+            try:
+                for entry in new:
+                    self.backend.create_device(entry.parent, entry.type_id,
+                                               entry.device_id)
+                    checkpoint('claim.device_created')
+                    with self.ledger.transaction():
+                        self.ledger.update(entry.device_id,
+                                           state=ledger_mod.ACTIVE)
+                    checkpoint('claim.device_recorded')
+                    self._write_mdevctl(entry)
+            except exception.DeviceError as exc:
+                self._undo(consumer, {e.device_id for e in new})
+                raise exception.ClaimError(
+                    'claim for %s failed and was undone: %s' % (
+                        consumer, exc))
+            return self._as_claim(consumer, self.ledger.of_consumer(consumer))
+
+    def _existing_claim(self, consumer, held, wanted) -> Claim:
+        have: dict[str, int] = {}
+        for entry in held:
+            have[entry.gpu] = have.get(entry.gpu, 0) + 1
+        want = {t.gpu: n for t, n in wanted}
+        if have != want or any(e.state != ledger_mod.ACTIVE for e in held):
+            raise exception.ClaimError(
+                'claim for %s: it already holds %s, not the %s asked; '
+                'release it first (or run reconcile if a crash left it '
+                'half done)' % (consumer, _counts(have), _counts(want)))
+        return self._as_claim(consumer, held)
+
+    def _as_claim(self, consumer, entries) -> Claim:
+        by_gpu = {t.gpu: t.provider_uuid for t in self.targets.values()}
+        return Claim(consumer=consumer, devices=tuple(ClaimedDevice(
+            device_id=e.device_id, kind=e.kind, gpu=e.gpu, parent=e.parent,
+            type_id=e.type_id, provider_uuid=by_gpu.get(e.gpu))
+            for e in entries))
+
+    def _undo(self, consumer: str, created: set[str]) -> None:
+        """Put the host and the ledger back as before a failed claim."""
+        for entry in self.ledger.of_consumer(consumer):
+            if entry.device_id not in created:
+                with self.ledger.transaction():
+                    self.ledger.update(entry.device_id, consumer=None,
+                                       state=ledger_mod.FREE)
+                continue
+            self._remove(entry)
+
+    # -- release -----------------------------------------------------------
+    def release(self, consumer: str) -> tuple[str, ...]:
+        """Free ``consumer``'s devices: remove them, or keep them free."""
+        with self._lock():
+            return self._release(self.ledger.of_consumer(consumer))
+
+    def _release(self, entries) -> tuple[str, ...]:
+        freed = []
+        for entry in entries:
+            if self.free_policy == KEEP and entry.state == ledger_mod.ACTIVE:
+                with self.ledger.transaction():
+                    self.ledger.update(entry.device_id, consumer=None,
+                                       state=ledger_mod.FREE,
+                                       orphaned_at=None)
+            else:
+                self._remove(entry)
+            freed.append(entry.device_id)
+        return tuple(freed)
+
+    def _remove(self, entry: ledger_mod.Entry) -> None:
+        with self.ledger.transaction():
+            self.ledger.update(entry.device_id, state=ledger_mod.REMOVING)
+        checkpoint('remove.intent_written')
+        self.backend.remove_device(entry.device_id)
+        checkpoint('remove.device_removed')
+        self._forget_mdevctl(entry)
+        with self.ledger.transaction():
+            self.ledger.delete(entry.device_id)
+        checkpoint('remove.device_recorded')
+
+    # -- reconcile ---------------------------------------------------------
+    def reconcile(self, live_consumers: set[str] | None = None,
+                  guest_devices: dict[str, list[str]] | None = None,
+                  dry_run: bool = False,
+                  now: float | None = None) -> tuple[Action, ...]:
+        """Make host and ledger agree; return what was (or would be) done.
+
+        :param live_consumers: consumers that exist; devices of others are
+            freed after the grace period. None: do not judge.
+        :param guest_devices: {consumer: [device ids its domain XML uses]},
+            to adopt devices made by someone else for that guest.
+        """
+        now = time.time() if now is None else now
+        with self._lock():
+            actions = self._plan(live_consumers, guest_devices or {}, now)
+            if not dry_run:
+                for action in actions:
+                    self._apply(action, now)
+            return tuple(a for a, _ in actions)
+
+    def _plan(self, live, guest_devices, now):
+        snapshot = self.backend.scan()
+        on_host = {d.device_id: d for d in snapshot.mediated_devices}
+        owner_of = {dev: consumer for consumer, devs in guest_devices.items()
+                    for dev in devs}
+        actions = []
+
+        def add(kind, entry_or_id, detail, payload=None):
+            device_id = getattr(entry_or_id, 'device_id', entry_or_id)
+            actions.append((Action(kind, device_id, detail),
+                            payload if payload is not None else entry_or_id))
+
+        for entry in self.ledger.all():
+            exists = entry.device_id in on_host
+            if entry.state == ledger_mod.CREATING:
+                if exists:
+                    add('finish-create', entry, 'created for %s before a '
+                        'crash; now recorded as its device' % entry.consumer)
+                else:
+                    add('drop-intent', entry, 'creation for %s never '
+                        'happened' % entry.consumer)
+                continue
+            if entry.state == ledger_mod.REMOVING:
+                add('finish-remove' if exists else 'drop-intent', entry,
+                    'removal interrupted' if exists else
+                    'already removed')
+                continue
+            claimed_by = owner_of.get(entry.device_id)
+            if claimed_by and entry.consumer not in (None, claimed_by):
+                add('conflict', entry, 'the ledger gives it to %s but the '
+                    'domain of %s uses it: left as is, check both '
+                    'instances' % (entry.consumer, claimed_by))
+                continue
+            if entry.state == ledger_mod.FREE:
+                if not exists:
+                    add('forget', entry, 'free device no longer on the host')
+                continue
+            # ACTIVE
+            if live is not None and entry.consumer not in live:
+                if entry.orphaned_at is None:
+                    add('mark-orphan', entry, '%s is gone; freed after %.0f s'
+                        % (entry.consumer, self.orphan_grace))
+                elif now - entry.orphaned_at >= self.orphan_grace:
+                    add('free-orphan', entry, '%s has been gone for %.0f s'
+                        % (entry.consumer, now - entry.orphaned_at))
+                continue
+            if live is not None and entry.orphaned_at is not None:
+                add('clear-orphan', entry, '%s is back' % entry.consumer)
+            if not exists:
+                add('recreate', entry, 'missing from the host (rebooted?): '
+                    'made again with the same id on %s' % entry.parent)
+        known = {e.device_id for e in self.ledger.all()}
+        for device_id, device in sorted(on_host.items()):
+            if device_id in known:
+                continue
+            consumer = owner_of.get(device_id)
+            gpu = snapshot.gpu_of_parent(device.parent)
+            if consumer is not None:
+                add('adopt', device_id, 'used by the domain of %s: now '
+                    'recorded as its device' % consumer,
+                    (device, consumer, gpu.name if gpu else device.parent))
+            else:
+                add('foreign', device_id, 'not made by vgpu-nova-ext and '
+                    'used by no guest: left alone (remove it by hand if it '
+                    'is stale)', device)
+        return actions
+
+    def _apply(self, item, now) -> None:
+        action, payload = item
+        kind = action.kind
+        if kind in ('foreign', 'conflict'):
+            return
+        if kind == 'finish-create':
+            with self.ledger.transaction():
+                self.ledger.update(action.device_id, state=ledger_mod.ACTIVE)
+            self._write_mdevctl(payload)
+        elif kind == 'drop-intent' or kind == 'forget':
+            with self.ledger.transaction():
+                self.ledger.delete(action.device_id)
+        elif kind == 'finish-remove':
+            self._remove(payload)
+        elif kind == 'mark-orphan':
+            with self.ledger.transaction():
+                self.ledger.update(action.device_id, orphaned_at=now)
+        elif kind == 'clear-orphan':
+            with self.ledger.transaction():
+                self.ledger.update(action.device_id, orphaned_at=None)
+        elif kind == 'free-orphan':
+            self._release([payload])
+        elif kind == 'recreate':
+            try:
+                self.backend.create_device(payload.parent, payload.type_id,
+                                           payload.device_id)
+            except exception.DeviceError as exc:
+                LOG.error('cannot re-create %s for %s: %s', payload.device_id,
+                          payload.consumer, exc)
+                return
+            self._write_mdevctl(payload)
+        elif kind == 'adopt':
+            device, consumer, gpu = payload
+            with self.ledger.transaction():
+                self.ledger.add(ledger_mod.Entry(
+                    device_id=device.device_id, kind=device.kind, gpu=gpu,
+                    parent=device.parent, type_id=device.type_id,
+                    consumer=consumer, state=ledger_mod.ACTIVE,
+                    origin=ledger_mod.ADOPTED, changed_at=now))
+
+    # -- mdevctl -------------------------------------------------------------
+    def _mdevctl_file(self, entry) -> str | None:
+        if not self.mdevctl_path or entry.kind != model.MDEV:
+            return None
+        pci = address.normalize_pci_address(entry.parent)
+        parent = pci or entry.parent.rsplit('_', 1)[-1]
+        return os.path.join(self.mdevctl_path, parent, entry.device_id)
+
+    def _write_mdevctl(self, entry) -> None:
+        """``/etc/mdevctl.d/<parent>/<uuid>``: the kernel side persisted."""
+        path = self._mdevctl_file(entry)
+        if path is None:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump({'mdev_type': entry.type_id, 'start': 'auto',
+                       'attrs': []}, f, indent=2)
+
+    def _forget_mdevctl(self, entry) -> None:
+        path = self._mdevctl_file(entry)
+        if path and os.path.exists(path):
+            os.unlink(path)
+
+
+def _counts(per_gpu: dict[str, int]) -> str:
+    return ', '.join('%d on %s' % (n, gpu) for gpu, n in
+                     sorted(per_gpu.items())) or 'nothing'
