@@ -202,7 +202,9 @@ class Allocator:
             wanted = self._wanted(consumer, allocations)
             held = self.ledger.of_consumer(consumer)
             if held:
-                return self._existing_claim(consumer, held, wanted)
+                wanted = self._still_wanted(consumer, held, wanted)
+                if not wanted:
+                    return self._as_claim(consumer, held)
             plan = []
             for target, n in wanted:
                 reuse = self.ledger.free(target.gpu, target.type_id, n)
@@ -251,17 +253,24 @@ class Allocator:
                         consumer, exc))
             return self._as_claim(consumer, self.ledger.of_consumer(consumer))
 
-    def _existing_claim(self, consumer, held, wanted) -> Claim:
+    def _still_wanted(self, consumer, held, wanted):
+        """What a repeated claim still lacks.
+
+        A crash may have cut the first one short. It is an error if the
+        consumer holds something else than it asks for now.
+        """
         have: dict[str, int] = {}
         for entry in held:
             have[entry.gpu] = have.get(entry.gpu, 0) + 1
         want = {t.gpu: n for t, n in wanted}
-        if have != want or any(e.state != ledger_mod.ACTIVE for e in held):
+        if any(e.state != ledger_mod.ACTIVE for e in held) or any(
+                n > want.get(gpu, 0) for gpu, n in have.items()):
             raise exception.ClaimError(
                 'claim for %s: it already holds %s, not the %s asked; '
                 'release it first (or run reconcile if a crash left it '
                 'half done)' % (consumer, _counts(have), _counts(want)))
-        return self._as_claim(consumer, held)
+        return [(t, n - have.get(t.gpu, 0)) for t, n in wanted
+                if n > have.get(t.gpu, 0)]
 
     def _as_claim(self, consumer, entries) -> Claim:
         by_gpu = {t.gpu: t.provider_uuid for t in self.targets.values()}
@@ -346,8 +355,12 @@ class Allocator:
             exists = entry.device_id in on_host
             if entry.state == ledger_mod.CREATING:
                 if exists:
+                    gone = live is not None and entry.consumer not in live
                     add('finish-create', entry, 'created for %s before a '
-                        'crash; now recorded as its device' % entry.consumer)
+                        'crash; now recorded as its device%s' % (
+                            entry.consumer, ' (its consumer is gone: freed '
+                            'after the grace period)' if gone else ''),
+                        (entry, gone))
                 else:
                     add('drop-intent', entry, 'creation for %s never '
                         'happened' % entry.consumer)
@@ -403,9 +416,11 @@ class Allocator:
         if kind in ('foreign', 'conflict'):
             return
         if kind == 'finish-create':
+            entry, gone = payload
             with self.ledger.transaction():
-                self.ledger.update(action.device_id, state=ledger_mod.ACTIVE)
-            self._write_mdevctl(payload)
+                self.ledger.update(action.device_id, state=ledger_mod.ACTIVE,
+                                   orphaned_at=now if gone else None)
+            self._write_mdevctl(entry)
         elif kind == 'drop-intent' or kind == 'forget':
             with self.ledger.transaction():
                 self.ledger.delete(action.device_id)
