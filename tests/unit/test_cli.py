@@ -272,3 +272,59 @@ class TestConsoleScript(base.TestCase):
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(0, proc.returncode, proc.stderr)
         self.assertEqual('cn1', json.loads(proc.stdout)['host'])
+
+
+class TestDevicesAndReconcile(CLITestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.state = os.path.join(self.root, 'state')
+        self.common = ('--simulate', 'm60', '--host', 'cn1', '--state-path',
+                       self.state)
+
+    def allocator(self):
+        from vgpu_nova_ext.cmd import common as cmd_common
+        args = cli.build_parser().parse_args(list(self.common) + ['devices'])
+        plan = cmd_common.build_plan(args)
+        return cmd_common.allocator(args, plan)
+
+    def test_devices_show_owner_and_state(self):
+        with self.allocator() as al:
+            rp = next(iter(al.targets))
+            claim = al.claim('inst-1', {rp: {'resources': {'VGPU': 1}}})
+        code, out, err = self.run_cli(*self.common, 'devices', '--format',
+                                      'json')
+        self.assertEqual(0, code, err)
+        (row,) = json.loads(out)['devices']
+        self.assertEqual({'device': claim.devices[0].device_id,
+                          'kind': 'mdev', 'gpu': 'pci_0000_84_00_0',
+                          'parent': 'pci_0000_84_00_0', 'type': 'nvidia-18',
+                          'owner': 'inst-1', 'ledger': 'active',
+                          'host': 'present'}, row)
+        code, out, _ = self.run_cli(*self.common, 'devices')
+        self.assertIn('inst-1', out)
+
+    def test_reconcile_after_reboot(self):
+        with self.allocator() as al:
+            rp = next(iter(al.targets))
+            device = al.claim('inst-1', {rp: {'resources': {'VGPU': 1}}}) \
+                .devices[0].device_id
+            al.backend.remove_device(device)      # a reboot
+        code, out, _ = self.run_cli(*self.common, 'reconcile', '--dry-run')
+        self.assertEqual(0, code)
+        self.assertIn('would recreate', out)
+        _, out, _ = self.run_cli(*self.common, 'devices', '--format', 'json')
+        self.assertEqual('missing', json.loads(out)['devices'][0]['host'])
+        code, out, _ = self.run_cli(*self.common, 'reconcile')
+        self.assertIn('did   recreate', out)
+        _, out, _ = self.run_cli(*self.common, 'devices', '--format', 'json')
+        self.assertEqual('present', json.loads(out)['devices'][0]['host'])
+        _, out, _ = self.run_cli(*self.common, 'reconcile')
+        self.assertIn('nothing to do', out)
+
+    def test_unwritable_state_path(self):
+        code, out, err = self.run_cli('--simulate', 'm60', '--state-path',
+                                      '/proc/nope', 'devices')
+        self.assertEqual(2, code)
+        self.assertIn('state_path', err)
+        self.assertNoTraceback(out, err)

@@ -14,7 +14,9 @@
 Global options come before the sub-command::
 
     vgpu-nova-ext [--config-file FILE]... [--sysfs-root DIR | --simulate P]
-                  [--host NAME] {inventory,check,audit,demo} ...
+                  [--state-path DIR] [--host NAME] COMMAND ...
+
+COMMAND is one of inventory, check, audit, devices, reconcile, demo.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import sys
 from vgpu_nova_ext.cmd import audit
 from vgpu_nova_ext.cmd import check
 from vgpu_nova_ext.cmd import demo
+from vgpu_nova_ext.cmd import devices
 from vgpu_nova_ext.cmd import inventory
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
@@ -50,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='use a simulated host: a built-in profile (%s) or a YAML '
              'profile path' % ', '.join(simulated.builtin_profiles()))
     parser.add_argument(
+        '--state-path', metavar='DIR',
+        help='the directory of the device ledger (default: [vgpu_nova_ext] '
+             'state_path); with --simulate, the simulated host is kept '
+             'there too')
+    parser.add_argument(
         '--host', metavar='NAME',
         help='the compute node provider\'s name (default: this host\'s '
              'hypervisor host name, as Nova names it)')
@@ -58,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     inventory.add_parser(sub)
     check.add_parser(sub)
     audit.add_parser(sub)
+    devices.add_parsers(sub)
     demo.add_parser(sub)
     return parser
 
@@ -73,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (head, less) went away: not an error of ours.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == '__main__':

@@ -134,6 +134,37 @@ def build_plan(args) -> Plan:
         tree=inventory.provider_tree(host, assignment))
 
 
+@contextlib.contextmanager
+def allocator(args, plan: Plan):
+    """The allocator of this host (or of the simulated one)."""
+    from vgpu_nova_ext import allocator as allocator_mod
+    from vgpu_nova_ext import ledger as ledger_mod
+
+    group = CONF.vgpu_nova_ext
+    state_path = args.state_path or group.state_path
+    ledger = ledger_mod.Ledger(state_path)
+    profile = simulated.load_profile(args.simulate) if args.simulate else None
+    if profile is not None:
+        # The simulated host lives in the state directory when one is
+        # given, so that successive commands see the same devices.
+        root = (os.path.join(args.state_path, 'simulated-host')
+                if args.state_path else None)
+        backend = simulated.SimulatedBackend(profile=profile, root=root,
+                                             timeout=group.device_timeout)
+    else:
+        backend = _backend(args, None)
+    try:
+        yield allocator_mod.Allocator(
+            backend, ledger, allocator_mod.targets(plan.host,
+                                                   plan.assignment),
+            lock_path=state_path, free_policy=group.free_device_policy,
+            orphan_grace=group.orphan_grace_period,
+            mdevctl_path=group.mdevctl_path)
+    finally:
+        ledger.close()
+        backend.close()
+
+
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
     """Columns aligned to their widest cell, for people to read."""
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]

@@ -43,6 +43,45 @@ extension_opts = [
              'profile name (``v100x8``, ``p40``, ``m60``, ``a100-sriov``, '
              '``mtty``) or the path of a YAML profile. The command line\'s '
              '``--simulate`` overrides it. Ignored by other backends.'),
+    cfg.StrOpt(
+        'state_path',
+        default='/var/lib/vgpu-nova-ext',
+        help='Directory of the device ledger (which device belongs to '
+             'which instance) and of the lock that serialises device '
+             'changes on this host. Must survive reboots and be writable by '
+             'nova-compute only; it is created with mode 0700. The command '
+             'line\'s ``--state-path`` overrides it.'),
+    cfg.StrOpt(
+        'free_device_policy',
+        default='remove',
+        choices=[('remove', 'remove a freed device from the host (and '
+                            'undefine it, so it does not come back at boot)'),
+                 ('keep', 'keep a freed device and reuse it for the next '
+                          'instance of its type on that GPU')],
+        help='What happens to an instance\'s vGPU devices when it is '
+             'deleted, shelved or moved away.'),
+    cfg.IntOpt(
+        'orphan_grace_period',
+        default=600,
+        min=0,
+        help='Seconds a device may belong to an instance that no longer '
+             'exists on this host before reconcile frees it. Leaves time '
+             'for an instance being moved or rebuilt to claim it again.'),
+    cfg.FloatOpt(
+        'device_timeout',
+        default=10.0,
+        min=0.1,
+        help='Seconds to wait for the kernel to make a device appear after '
+             'a create, or vanish after a remove, before giving up with an '
+             'error.'),
+    cfg.StrOpt(
+        'mdevctl_path',
+        default=None,
+        help='If set (usually ``/etc/mdevctl.d``), write an mdevctl '
+             'definition for every device this project creates and remove '
+             'it with the device, so that the kernel side is persisted for '
+             'operators who use mdevctl. Unset: no definitions are written '
+             '(the ledger re-creates devices after a reboot).'),
 ]
 
 

@@ -1,0 +1,105 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``vgpu-nova-ext devices`` and ``vgpu-nova-ext reconcile``."""
+
+import json
+import sys
+
+from vgpu_nova_ext import allocator as allocator_mod
+from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext import ledger as ledger_mod
+
+
+def add_parsers(sub) -> None:
+    parser = sub.add_parser(
+        'devices', help='list the vGPU devices of this host',
+        description='Every vGPU device on the host and in the ledger: its '
+                    'GPU and type, its owner (an instance, free, or '
+                    'foreign: not made by vgpu-nova-ext), and whether host '
+                    'and ledger agree.')
+    parser.add_argument('--format', choices=('table', 'json'),
+                        default='table')
+    parser.set_defaults(func=run_devices)
+    parser = sub.add_parser(
+        'reconcile', help='make the host and the ledger agree',
+        description='Finish or undo what a crash left half done, make '
+                    'again (same UUID, same GPU) the devices a host reboot '
+                    'removed. Devices not made by vgpu-nova-ext are left '
+                    'alone.')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print what would change, change nothing')
+    parser.set_defaults(func=run_reconcile)
+
+
+def rows(al: allocator_mod.Allocator) -> list[dict]:
+    snapshot = al.backend.scan()
+    on_host = {d.device_id: d for d in snapshot.mediated_devices}
+    entries = {e.device_id: e for e in al.ledger.all()}
+    out = []
+    for device_id in sorted(set(on_host) | set(entries)):
+        entry = entries.get(device_id)
+        device = on_host.get(device_id)
+        gpu = entry.gpu if entry else None
+        if gpu is None and device is not None:
+            found = snapshot.gpu_of_parent(device.parent)
+            gpu = found.name if found else device.parent
+        if entry is None:
+            owner = 'foreign'
+        elif entry.state == ledger_mod.FREE:
+            owner = 'free'
+        else:
+            owner = entry.consumer
+        out.append({
+            'device': device_id,
+            'kind': (entry or device).kind,
+            'gpu': gpu,
+            'parent': (entry or device).parent,
+            'type': (entry or device).type_id,
+            'owner': owner,
+            'ledger': entry.state if entry else None,
+            'host': 'present' if device else 'missing',
+        })
+    return out
+
+
+def run_devices(args) -> int:
+    plan = common.build_plan(args)
+    with common.allocator(args, plan) as al:
+        found = rows(al)
+    if args.format == 'json':
+        json.dump({'host': plan.host, 'devices': found}, sys.stdout,
+                  indent=2)
+        print()
+        return 0
+    print('Host %s: %d device(s)' % (plan.host, len(found)))
+    if found:
+        print(common.format_table(
+            ['DEVICE', 'GPU', 'TYPE', 'OWNER', 'LEDGER', 'HOST'],
+            [[r['device'], r['gpu'], r['type'], r['owner'],
+              r['ledger'] or '-', r['host']] for r in found]))
+    return 0
+
+
+def run_reconcile(args) -> int:
+    plan = common.build_plan(args)
+    with common.allocator(args, plan) as al:
+        actions = al.reconcile(dry_run=args.dry_run)
+    if not actions:
+        print('Host %s: host and ledger agree; nothing to do' % plan.host)
+    for action in actions:
+        if action.kind in ('foreign', 'conflict'):
+            verb = 'leave'
+        else:
+            verb = 'would' if args.dry_run else 'did'
+        print('%-5s %-14s %s: %s' % (verb, action.kind, action.device_id,
+                                     action.detail))
+    return 0

@@ -1,0 +1,75 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The libvirt ``<hostdev>`` elements that give a guest its vGPUs.
+
+- an mdev: ``<hostdev mode='subsystem' type='mdev' model='vfio-pci'>``
+  with the device's UUID;
+- a VF of NVIDIA's vendor-specific VFIO: ``<hostdev mode='subsystem'
+  type='pci' managed='no'>`` with the VF's address. ``managed='no'``
+  because the VF must stay bound to NVIDIA's variant driver: libvirt must
+  not rebind it to vfio-pci.
+
+The display is off unless asked for: a vGPU's display needs a graphics
+device and a consumer of it, which Nova does not configure.
+"""
+
+from xml.etree import ElementTree as etree
+
+from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import model
+
+
+def hostdev(kind: str, device_id: str, display: bool = False
+            ) -> etree.Element:
+    """The ``<hostdev>`` element of one device."""
+    element = etree.Element('hostdev', mode='subsystem')
+    source = etree.SubElement(element, 'source')
+    if kind == model.VF:
+        pci = address.normalize_pci_address(device_id)
+        if pci is None:
+            raise ValueError('%r is not a VF address' % device_id)
+        element.set('type', 'pci')
+        element.set('managed', 'no')
+        domain, bus, rest = pci.split(':')
+        slot, function = rest.split('.')
+        etree.SubElement(source, 'address', domain='0x' + domain,
+                         bus='0x' + bus, slot='0x' + slot,
+                         function='0x' + function)
+        return element
+    element.set('type', 'mdev')
+    element.set('model', 'vfio-pci')
+    element.set('display', 'on' if display else 'off')
+    etree.SubElement(source, 'address', uuid=device_id)
+    return element
+
+
+def hostdev_xml(kind: str, device_id: str, display: bool = False) -> str:
+    return etree.tostring(hostdev(kind, device_id, display),
+                          encoding='unicode')
+
+
+def devices_in_domain(domain_xml: str) -> list[str]:
+    """The vGPU device ids (mdev UUIDs, VF addresses) a domain uses."""
+    root = etree.fromstring(domain_xml)
+    found = []
+    for element in root.iter('hostdev'):
+        source = element.find('source/address')
+        if source is None:
+            continue
+        if element.get('type') == 'mdev' and source.get('uuid'):
+            found.append(source.get('uuid'))
+        elif element.get('type') == 'pci' and source.get('bus'):
+            found.append('%s:%s:%s.%s' % tuple(
+                source.get(k)[2:].lower().zfill(w) for k, w in (
+                    ('domain', 4), ('bus', 2), ('slot', 2),
+                    ('function', 1))))
+    return found
