@@ -187,9 +187,7 @@ class Allocator:
             if len(out) >= need:
                 break
         if target.sriov and target.max_per_gpu is not None:
-            held = len([e for e in self.ledger.in_state(
-                ledger_mod.ACTIVE, ledger_mod.FREE, ledger_mod.CREATING)
-                if e.gpu == target.gpu and e.type_id == target.type_id])
+            held = self.ledger.count(target.gpu, target.type_id)
             out = out[:max(0, target.max_per_gpu - held)]
         return out[:need]
 

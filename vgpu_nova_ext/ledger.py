@@ -135,6 +135,12 @@ class Ledger:
         return self._select('WHERE gpu = ? AND type_id = ? AND state = ?',
                             (gpu, type_id, FREE), limit=max(limit, 0))
 
+    def count(self, gpu: str, type_id: str) -> int:
+        """Devices of a type on a GPU, in any state (index-only)."""
+        return self._db.execute(
+            'SELECT COUNT(*) FROM devices WHERE gpu = ? AND type_id = ?',
+            (gpu, type_id)).fetchone()[0]
+
     def in_state(self, *states: str) -> list[Entry]:
         return self._select('WHERE state IN (%s)' % ','.join(
             '?' * len(states)), states)

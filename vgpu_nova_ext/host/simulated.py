@@ -541,12 +541,11 @@ class SimulatedBackend(sysfs.SysfsBackend):
                 for name, _ in self.kernel._parents(gpu)}
         on_gpu = []
         for name, pdir in dirs.items():
-            for entry in os.listdir(pdir):
-                link = os.path.join(pdir, entry, 'mdev_type')
-                if os.path.islink(link):
-                    on_gpu.append(model.MediatedDevice(
-                        entry, name,
-                        os.path.basename(os.path.realpath(link))))
+            types_dir = os.path.join(pdir, 'mdev_supported_types')
+            for type_id in os.listdir(types_dir):
+                for entry in os.listdir(os.path.join(types_dir, type_id,
+                                                     'devices')):
+                    on_gpu.append(model.MediatedDevice(entry, name, type_id))
         for name, types in self.kernel.gpu_available(gpu, on_gpu).items():
             for type_id, count in types.items():
                 self.tree.set_available_instances(dirs[name], type_id, count)
