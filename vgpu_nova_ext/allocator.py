@@ -227,7 +227,8 @@ class Allocator:
                         entry = ledger_mod.Entry(
                             device_id=self.backend.new_device_id(
                                 parent, target.type_id),
-                            kind=self.backend.device_kind, gpu=target.gpu,
+                            kind=self.backend.device_kind_of(parent),
+                            gpu=target.gpu,
                             parent=parent, type_id=target.type_id,
                             consumer=consumer, state=ledger_mod.CREATING,
                             origin=ledger_mod.CREATED, changed_at=now)

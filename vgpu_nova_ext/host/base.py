@@ -47,6 +47,10 @@ class HostBackend(abc.ABC):
     #: What this backend's devices are: mdevs named by UUID, or VFs.
     device_kind = model.MDEV
 
+    def device_kind_of(self, parent: str) -> str:
+        """The kind of device made on ``parent``."""
+        return self.device_kind
+
     def new_device_id(self, parent: str, type_id: str) -> str:
         """The id a new device on ``parent`` will have."""
         return str(uuidlib.uuid4())

@@ -31,6 +31,7 @@ host. The layout follows the kernel's:
 import os
 
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import vfio
 
 
 class SysfsTree:
@@ -147,6 +148,16 @@ class SysfsTree:
             self._write(os.path.join(tdir, 'description'),
                         vgpu_type.description + '\n')
         self._write(os.path.join(tdir, 'create'), '', 0o200)
+
+    def make_vfio_vf(self, vf_dir: str, creatable: list[tuple[int, str]],
+                     current: int = 0) -> None:
+        """Give a VF NVIDIA's vendor VFIO files (no mdev bus)."""
+        nvidia = os.path.join(vf_dir, vfio.NVIDIA_DIR)
+        os.makedirs(nvidia, exist_ok=True)
+        self._write(os.path.join(nvidia, vfio.CREATABLE),
+                    vfio.format_creatable(creatable))
+        self._write(os.path.join(nvidia, vfio.CURRENT), '%d\n' % current,
+                    0o644)
 
     def set_available_instances(self, device: str, type_id: str,
                                 count: int) -> None:

@@ -41,6 +41,7 @@ from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import layout
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import sysfs
+from vgpu_nova_ext.host import vfio
 
 TIME_SLICED = 'time-sliced'
 SRIOV = 'sriov'
@@ -86,6 +87,8 @@ class ModelSpec:
     device_id: str = '0x0000'
     sriov_vfs: int = 0
     pool_units: int = 0
+    vfio: bool = False
+    """NVIDIA's vendor-specific VFIO instead of the mdev bus (sriov)."""
 
     def type(self, type_id: str) -> TypeSpec | None:
         return next((t for t in self.types if t.id == type_id), None)
@@ -285,11 +288,19 @@ def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
     if (sharing == SRIOV) != (vfs > 0):
         raise r.fail(where + '.sriov_vfs',
                      'set it (> 0) exactly when sharing is sriov')
+    use_vfio = r.get(spec, 'vfio', bool, where, False)
+    if use_vfio and sharing != SRIOV:
+        raise r.fail(where + '.vfio', 'NVIDIA\'s vendor VFIO needs sharing: '
+                     'sriov')
+    if use_vfio and any(vfio.type_number(t.id) is None for t in types):
+        raise r.fail(where + '.types', 'vendor VFIO type ids are '
+                     'nvidia-<number>')
     return ModelSpec(name=name, sharing=sharing, types=tuple(types),
                      vendor_id=r.get(spec, 'vendor_id', str, where, '0x10de'),
                      device_id=r.get(spec, 'device_id', str, where, '0x0000'),
                      sriov_vfs=vfs,
-                     pool_units=r.get(spec, 'pool_units', int, where, 0))
+                     pool_units=r.get(spec, 'pool_units', int, where, 0),
+                     vfio=use_vfio)
 
 
 def _parse_mdevs(r: _Reader, data: dict, gpus: list[GPUSpec]):
@@ -304,11 +315,13 @@ def _parse_mdevs(r: _Reader, data: dict, gpus: list[GPUSpec]):
             r.get(data, 'mediated_devices', list, 'top level', [])):
         where = 'mediated_devices[%d]' % index
         item = r.mapping(item, where)
-        raw_uuid = r.get(item, 'uuid', str, where)
-        try:
-            uuid = str(uuidlib.UUID(raw_uuid))
-        except ValueError:
-            raise r.fail(where + '.uuid', '%r is not a UUID' % raw_uuid)
+        raw_uuid = r.get(item, 'uuid', str, where, None)
+        uuid = None
+        if raw_uuid is not None:
+            try:
+                uuid = str(uuidlib.UUID(raw_uuid))
+            except ValueError:
+                raise r.fail(where + '.uuid', '%r is not a UUID' % raw_uuid)
         raw_parent = r.get(item, 'parent', str, where)
         key = address.normalize_pci_address(raw_parent) or raw_parent
         if key not in parents:
@@ -316,10 +329,17 @@ def _parse_mdevs(r: _Reader, data: dict, gpus: list[GPUSpec]):
                          'this host (%s)' % (raw_parent,
                                              ', '.join(sorted(parents))))
         parent_name, gpu = parents[key]
+        if uuid is None and not gpu.model.vfio:
+            raise r.fail(where + '.uuid', 'is required')
         type_id = r.get(item, 'type', str, where)
         if gpu.model.type(type_id) is None:
             raise r.fail(where + '.type', '%r is not a type of model %s' % (
                 type_id, gpu.model.name))
+        if gpu.model.vfio:
+            # On vendor VFIO the device is the VF itself.
+            yield model.MediatedDevice(uuid=key, parent=parent_name,
+                                       type_id=type_id, kind=model.VF)
+            continue
         yield model.MediatedDevice(uuid=uuid, parent=parent_name,
                                    type_id=type_id)
 
@@ -431,13 +451,27 @@ def lay_out(profile: Profile, root: str,
             for vf, vf_dir in zip(vfs, tree.add_virtual_functions(
                     gpu.address, vfs)):
                 name = address.libvirt_name(vf)
-                tree.make_mdev_parent(vf_dir, vf, types_for(name))
                 parent_dirs[name] = vf_dir
+                if spec.vfio:
+                    held = [d for d in kernel.devices if d.parent == name]
+                    tree.make_vfio_vf(vf_dir, _creatable(
+                        spec, available[name]), vfio.type_number(
+                            held[0].type_id) if held else 0)
+                else:
+                    tree.make_mdev_parent(vf_dir, vf, types_for(name))
         else:
             tree.make_mdev_parent(dev, gpu.address, types_for(gpu.name))
             parent_dirs[gpu.name] = dev
     for dev in kernel.devices:
-        tree.add_mdev(parent_dirs[dev.parent], dev.uuid, dev.type_id)
+        if dev.kind == model.MDEV:
+            tree.add_mdev(parent_dirs[dev.parent], dev.uuid, dev.type_id)
+
+
+def _creatable(spec: ModelSpec, available: dict[str, int]
+               ) -> list[tuple[int, str]]:
+    """A vendor-VFIO VF's creatable types: those it could take now."""
+    return [(vfio.type_number(t.id), t.name) for t in spec.types
+            if available.get(t.id)]
 
 
 class SimulatedBackend(sysfs.SysfsBackend):
@@ -495,13 +529,40 @@ class SimulatedBackend(sysfs.SysfsBackend):
 
     def _write_attr(self, path: str, value: str) -> None:
         name = os.path.basename(path)
-        if name not in ('create', 'remove'):
+        if name not in ('create', 'remove', vfio.CURRENT):
             return super()._write_attr(path, value)
         with self._kernel_lock(self.root):
             if name == 'create':
                 self._create(os.path.dirname(path), value.strip())
-            else:
+            elif name == 'remove':
                 self._remove(os.path.realpath(os.path.dirname(path)))
+            else:
+                self._set_vf_type(os.path.realpath(os.path.dirname(
+                    os.path.dirname(path))), value.strip())
+
+    def _set_vf_type(self, vf_dir: str, value: str) -> None:
+        """NVIDIA's driver on a write to ``current_vgpu_type``."""
+        try:
+            number = int(value)
+        except ValueError:
+            raise self._fail(errno.EINVAL)
+        nvidia = os.path.join(vf_dir, vfio.NVIDIA_DIR)
+        current = self.reader.vfio_current(vf_dir)
+        if number == 0:
+            if os.path.exists(os.path.join(nvidia, IN_USE_MARK)):
+                raise self._fail(errno.EBUSY)
+        elif current:
+            raise self._fail(errno.EBUSY)
+        else:
+            creatable = [n for n, _ in vfio.parse_creatable(
+                self.reader._read(os.path.join(nvidia, vfio.CREATABLE)))]
+            if number not in creatable:
+                known = any(vfio.type_number(t.id) == number
+                            for g in self.profile.gpus for t in g.model.types)
+                raise self._fail(errno.ENOSPC if known else errno.EINVAL)
+        layout.SysfsTree._write(os.path.join(nvidia, vfio.CURRENT),
+                                '%d\n' % number, 0o644)
+        self._recompute(vf_dir)
 
     def _fail(self, code: int) -> OSError:
         return OSError(code, os.strerror(code))
@@ -540,6 +601,19 @@ class SimulatedBackend(sysfs.SysfsBackend):
         dirs = {name: self._parent_dir(name)
                 for name, _ in self.kernel._parents(gpu)}
         on_gpu = []
+        if gpu.model.vfio:
+            for name, pdir in dirs.items():
+                current = self.reader.vfio_current(pdir)
+                if current:
+                    on_gpu.append(model.MediatedDevice(
+                        name, name, vfio.type_id(current), model.VF))
+            for name, types in self.kernel.gpu_available(gpu,
+                                                         on_gpu).items():
+                layout.SysfsTree._write(
+                    os.path.join(dirs[name], vfio.NVIDIA_DIR,
+                                 vfio.CREATABLE),
+                    vfio.format_creatable(_creatable(gpu.model, types)))
+            return
         for name, pdir in dirs.items():
             types_dir = os.path.join(pdir, 'mdev_supported_types')
             for type_id in os.listdir(types_dir):

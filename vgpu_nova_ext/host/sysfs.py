@@ -27,6 +27,7 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import vfio
 
 NVIDIA_VENDOR_ID = '0x10de'
 # PCI base class 0x03 is "display controller" (VGA 0x0300, 3D 0x0302).
@@ -173,12 +174,60 @@ class SysfsReader:
             parents_by_gpu.setdefault(gpu_name, []).append(parent)
             gpu_dirs[gpu_name] = (gpu_dir, virtual)
 
+        vfio_devices = []
+        for vf_dir in self._vfio_vfs():
+            parent, device = self._vfio_parent(vf_dir)
+            gpu_dir = self._resolve(os.path.join(vf_dir, 'physfn'))
+            gpu_name = self._parent_identity(gpu_dir)[0]
+            parents_by_gpu.setdefault(gpu_name, []).append(parent)
+            gpu_dirs[gpu_name] = (gpu_dir, False)
+            if device is not None:
+                vfio_devices.append(device)
+
         gpus = [self._gpu(name, *gpu_dirs[name], tuple(parents))
                 for name, parents in parents_by_gpu.items()]
         gpus.extend(self._idle_gpus(set(parents_by_gpu)))
         gpus.sort(key=lambda g: (g.virtual, g.address))
-        return model.HostSnapshot(gpus=tuple(gpus),
-                                  mediated_devices=self._mdevs())
+        return model.HostSnapshot(
+            gpus=tuple(gpus),
+            mediated_devices=self._mdevs() + tuple(vfio_devices))
+
+    # -- NVIDIA vendor-specific VFIO -----------------------------------------
+    def _vfio_vfs(self) -> list[str]:
+        """VF directories with NVIDIA's vendor VFIO interface."""
+        pci_devices = os.path.join(self.sys, 'bus', 'pci', 'devices')
+        found = []
+        for entry in self._listdir(pci_devices):
+            link = os.path.join(pci_devices, entry)
+            if os.path.exists(os.path.join(link, vfio.NVIDIA_DIR,
+                                           vfio.CREATABLE)):
+                found.append(self._resolve(link))
+        return found
+
+    def vfio_current(self, vf_dir: str) -> int:
+        return self._read_int(os.path.join(vf_dir, vfio.NVIDIA_DIR,
+                                           vfio.CURRENT))
+
+    def _vfio_parent(self, vf_dir: str):
+        """(ParentDevice, MediatedDevice or None) of one VF."""
+        name, addr, _ = self._parent_identity(vf_dir)
+        text = self._read(os.path.join(vf_dir, vfio.NVIDIA_DIR,
+                                       vfio.CREATABLE))
+        current = self.vfio_current(vf_dir)
+        types = {vfio.type_id(number): model.VGPUType(
+            id=vfio.type_id(number), name=type_name or None,
+            available_instances=0 if current else 1, device_api='vfio-pci')
+            for number, type_name in vfio.parse_creatable(text)}
+        device = None
+        if current:
+            held = vfio.type_id(current)
+            types.setdefault(held, model.VGPUType(
+                id=held, name=None, available_instances=0,
+                device_api='vfio-pci'))
+            device = model.MediatedDevice(uuid=addr, parent=name,
+                                          type_id=held, kind=model.VF)
+        return model.ParentDevice(name=name, address=addr,
+                                  types=tuple(types.values())), device
 
     def _gpu(self, name: str, gpu_dir: str, virtual: bool,
              parents: tuple[model.ParentDevice, ...]) -> model.PhysicalGPU:
@@ -294,14 +343,31 @@ class SysfsBackend(base.HostBackend):
                     os.path.join(mdev_bus, entry))
                 found[self.reader._parent_identity(device_dir)[0]] = \
                     device_dir
+            for vf_dir in self.reader._vfio_vfs():
+                found[self.reader._parent_identity(vf_dir)[0]] = vf_dir
             self._parents = found
         try:
             return self._parents[parent]
         except KeyError:
             raise exception.DeviceGoneError(
-                'parent device %s is not on the mdev bus (%s); is the vGPU '
-                'manager loaded?' % (parent, self.reader._show(os.path.join(
-                    self.reader.sys, 'class', 'mdev_bus'))))
+                'parent device %s is neither on the mdev bus nor a VF with '
+                'NVIDIA\'s vGPU interface; is the vGPU manager loaded?'
+                % parent)
+
+    def _vfio_dir(self, parent: str) -> str | None:
+        """The VF directory if ``parent`` is a vendor-VFIO VF."""
+        directory = self._parent_dir(parent)
+        return directory if vfio.is_vfio_vf(directory) else None
+
+    def device_kind_of(self, parent: str) -> str:
+        return model.VF if self._vfio_dir(parent) else model.MDEV
+
+    def new_device_id(self, parent: str, type_id: str) -> str:
+        vf_dir = self._vfio_dir(parent)
+        if vf_dir:
+            # The device is the VF itself.
+            return self.reader._parent_identity(vf_dir)[1]
+        return super().new_device_id(parent, type_id)
 
     def _device_dir(self, device_id: str) -> str:
         return os.path.join(self.reader.sys, 'bus', 'mdev', 'devices',
@@ -335,6 +401,14 @@ class SysfsBackend(base.HostBackend):
             delay = min(delay * 2, 0.2)
 
     def available(self, parent: str, type_id: str) -> int:
+        vf_dir = self._vfio_dir(parent)
+        if vf_dir:
+            if self.reader.vfio_current(vf_dir):
+                return 0
+            creatable = self.reader._read(os.path.join(
+                vf_dir, vfio.NVIDIA_DIR, vfio.CREATABLE))
+            return int(vfio.type_number(type_id) in [
+                n for n, _ in vfio.parse_creatable(creatable)])
         path = os.path.join(self._parent_dir(parent), 'mdev_supported_types',
                             type_id, 'available_instances')
         value = self.reader._read_int(path, required=False)
@@ -343,6 +417,16 @@ class SysfsBackend(base.HostBackend):
     def create_device(self, parent: str, type_id: str,
                       device_id: str) -> None:
         what = 'creating %s device %s on %s' % (type_id, device_id, parent)
+        vf_dir = self._vfio_dir(parent)
+        if vf_dir:
+            number = vfio.type_number(type_id)
+            if number is None:
+                raise exception.DeviceGoneError(
+                    '%s: %s is not an NVIDIA vGPU type' % (what, type_id))
+            self._write(os.path.join(vf_dir, vfio.NVIDIA_DIR, vfio.CURRENT),
+                        str(number), what)
+            self._wait_vf(vf_dir, number, what)
+            return
         create = os.path.join(self._parent_dir(parent),
                               'mdev_supported_types', type_id, 'create')
         if not os.path.exists(create):
@@ -351,8 +435,32 @@ class SysfsBackend(base.HostBackend):
         self._write(create, device_id, what)
         self._wait(device_id, True, what)
 
+    def _vf_of(self, device_id: str) -> str | None:
+        """The VF directory of a vendor-VFIO device id (a PCI address)."""
+        pci = address.normalize_pci_address(device_id)
+        if pci is None:
+            return None
+        link = os.path.join(self.reader.sys, 'bus', 'pci', 'devices', pci)
+        return self.reader._resolve(link) if os.path.lexists(link) else None
+
+    def _wait_vf(self, vf_dir: str, number: int, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while self.reader.vfio_current(vf_dir) != number:
+            if time.monotonic() > deadline:
+                raise exception.DeviceTimeoutError(
+                    '%s: current_vgpu_type did not become %d within %.0f s'
+                    % (what, number, self.timeout))
+            time.sleep(0.01)
+
     def remove_device(self, device_id: str) -> None:
         what = 'removing device %s' % device_id
+        vf_dir = self._vf_of(device_id)
+        if vf_dir is not None:
+            if self.reader.vfio_current(vf_dir):
+                self._write(os.path.join(vf_dir, vfio.NVIDIA_DIR,
+                                         vfio.CURRENT), '0', what)
+                self._wait_vf(vf_dir, 0, what)
+            return
         if not os.path.lexists(self._device_dir(device_id)):
             return
         self._write(os.path.join(self._device_dir(device_id), 'remove'),
@@ -360,4 +468,18 @@ class SysfsBackend(base.HostBackend):
         self._wait(device_id, False, what)
 
     def device_exists(self, device_id: str) -> bool:
+        vf_dir = self._vf_of(device_id)
+        if vf_dir is not None:
+            return bool(self.reader.vfio_current(vf_dir))
         return os.path.lexists(self._device_dir(device_id))
+
+
+class VfioBackend(SysfsBackend):
+    """NVIDIA's vendor-specific VFIO (see :mod:`vgpu_nova_ext.host.vfio`).
+
+    The sysfs backend reads and drives both the mdev bus and these VFs;
+    this name is for the hosts that only have the latter.
+    """
+
+    def describe(self) -> str:
+        return 'NVIDIA vendor VFIO in sysfs at %s' % self.reader.root

@@ -25,6 +25,22 @@ from vgpu_nova_ext.vendors import base
 PCI_VENDOR_ID = '0x10de'
 _PREFIXES = ('GRID ', 'NVIDIA ')
 _SERIES_RE = re.compile(r'-(?:\d+-)?\d+(?P<series>[A-Z]+)\d*$')
+# <board>-[<MIG slices>-]<framebuffer GB><series>
+_NAME_RE = re.compile(r'^(?P<board>[A-Z0-9]+)-(?:\d+-)?(?P<gb>\d+)'
+                      r'(?P<series>[A-Z]+)\d*$')
+# Framebuffer of one physical GPU of each board, in GB, for the hosts
+# where the driver publishes no max_instance (NVIDIA's vendor-specific
+# VFIO has no description file): the most vGPUs of a type one GPU holds
+# is this divided by the type's framebuffer.
+BOARD_FRAMEBUFFER_GB = {
+    'M6': 8, 'M10': 8, 'M60': 8, 'P4': 8, 'P6': 16, 'P40': 24,
+    'P100': 16, 'P100C': 12, 'P100X': 16, 'T4': 16, 'V100': 16,
+    'V100D': 32, 'V100DX': 32, 'V100L': 16, 'V100S': 32, 'V100X': 16,
+    'RTX6000': 24, 'RTX8000': 48, 'A2': 16, 'A10': 24, 'A16': 16,
+    'A30': 24, 'A40': 48, 'A100': 40, 'A100X': 40, 'A100D': 80,
+    'A100DX': 80, 'RTXA5000': 24, 'RTXA5500': 24, 'RTXA6000': 48,
+    'L4': 24, 'L40': 48, 'L40S': 48, 'H100': 80,
+}
 _FIELD_RE = re.compile(r'\s*([a-z_]+)\s*=\s*([^,]*)')
 
 
@@ -52,11 +68,19 @@ class NvidiaVendor(base.VendorPlugin):
                 break
         match = _SERIES_RE.search(short)
         fields = parse_description(description)
+        framebuffer = _int(fields.get('framebuffer', '').rstrip('M'))
+        max_per_gpu = _int(fields.get('max_instance'))
+        named = _NAME_RE.match(short)
+        if named and framebuffer is None and int(named['gb']):
+            framebuffer = int(named['gb']) * 1024
+        if named and max_per_gpu is None and framebuffer and \
+                named['board'] in BOARD_FRAMEBUFFER_GB:
+            max_per_gpu = (BOARD_FRAMEBUFFER_GB[named['board']] * 1024 //
+                           framebuffer)
         return base.TypeInfo(
             short_name=short,
             series=match['series'] if match else None,
-            framebuffer_mb=_int(fields.get('framebuffer', '').rstrip('M')),
-            max_per_gpu=_int(fields.get('max_instance')))
+            framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu)
 
 
 def _int(text: str | None) -> int | None:
