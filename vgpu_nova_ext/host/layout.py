@@ -47,13 +47,15 @@ class SysfsTree:
 
     @staticmethod
     def _write(path: str, content: str, mode: int = 0o444) -> None:
-        if os.path.lexists(path):
-            # Files are read-only as in sysfs; replace rather than rewrite so
-            # that a non-root test run can change them too.
-            os.unlink(path)
-        with open(path, 'w') as f:
+        # Written aside and renamed over: a reader in another process sees
+        # the old value or the new one, never no file (the kernel's
+        # attributes are always there); and read-only files can be
+        # replaced by a non-root test run.
+        tmp = '%s.%d.tmp' % (path, os.getpid())
+        with open(tmp, 'w') as f:
             f.write(content)
-        os.chmod(path, mode)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
 
     @staticmethod
     def _link(link: str, target: str) -> None:
