@@ -451,6 +451,27 @@ class Allocator:
                     consumer=consumer, state=ledger_mod.ACTIVE,
                     origin=ledger_mod.ADOPTED, changed_at=now))
 
+    def remove_foreign(self, device_ids: list[str]) -> tuple[str, ...]:
+        """Remove devices this project did not make, as the operator asks.
+
+        :raises ClaimError: for a device the ledger gives to a consumer.
+        """
+        with self._lock():
+            for device_id in device_ids:
+                entry = self.ledger.get(device_id)
+                if entry is not None:
+                    raise exception.ClaimError(
+                        'device %s is not foreign: the ledger gives it to %s '
+                        '(%s); nothing was removed' % (
+                            device_id, entry.consumer or 'no one',
+                            entry.state))
+            removed = []
+            for device_id in device_ids:
+                if self.backend.device_exists(device_id):
+                    self.backend.remove_device(device_id)
+                    removed.append(device_id)
+            return tuple(removed)
+
     # -- mdevctl -------------------------------------------------------------
     def _mdevctl_file(self, entry) -> str | None:
         if not self.mdevctl_path or entry.kind != model.MDEV:

@@ -378,3 +378,19 @@ class TestLedgerFile(testtools.TestCase):
         exc = self.assertRaises(exception.ConfigError, ledger.Ledger,
                                 '/proc/vgpu-nova-ext')
         self.assertIn('state_path', str(exc))
+
+
+class TestRemoveForeign(AllocatorTestCase):
+
+    def test_only_what_the_operator_names_and_never_an_owned_one(self):
+        foreign = [str(uuid.uuid4()) for _ in range(2)]
+        for device_id in foreign:
+            self.al.backend.create_device(GPU84, 'nvidia-18', device_id)
+        owned = self.al.claim('i1', lifecycle.alloc(self.al, GPU85)) \
+            .devices[0].device_id
+        exc = self.assertRaises(exception.ClaimError,
+                                self.al.remove_foreign, [foreign[0], owned])
+        self.assertIn('i1', str(exc))
+        self.assertEqual(3, len(self.host_devices()))
+        self.assertEqual((foreign[0],), self.al.remove_foreign(foreign[:1]))
+        self.assertEqual({foreign[1], owned}, set(self.host_devices()))

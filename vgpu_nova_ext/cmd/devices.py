@@ -37,6 +37,10 @@ def add_parsers(sub) -> None:
                     'alone.')
     parser.add_argument('--dry-run', action='store_true',
                         help='print what would change, change nothing')
+    parser.add_argument('--remove-foreign', metavar='DEVICE', nargs='+',
+                        help='also remove these devices that vgpu-nova-ext '
+                             'did not make (stale ones "devices" lists as '
+                             'foreign); check first that no guest uses them')
     parser.set_defaults(func=run_reconcile)
 
 
@@ -93,6 +97,9 @@ def run_reconcile(args) -> int:
     plan = common.build_plan(args)
     with common.allocator(args, plan) as al:
         actions = al.reconcile(dry_run=args.dry_run)
+        if args.remove_foreign and not args.dry_run:
+            for device_id in al.remove_foreign(args.remove_foreign):
+                print('did   remove-foreign %s' % device_id)
     if not actions:
         print('Host %s: host and ledger agree; nothing to do' % plan.host)
     for action in actions:
