@@ -153,8 +153,12 @@ class TestSampleOptions(base.TestCase):
             self.assertTrue(getattr(group, 'help', None), group)
             for opt in options:
                 seen.append(opt.name)
-                self.assertGreater(len(opt.help or ''), 40, opt.name)
+                # [placement] is keystoneauth's, with its own (terse) help.
+                minimum = 0 if group.name == 'placement' else 40
+                self.assertGreater(len(opt.help or ''), minimum, opt.name)
         for name in ('enabled_mdev_types', 'device_addresses', 'mdev_class',
                      'max_instances', 'host_backend', 'sysfs_root',
-                     'simulated_profile'):
+                     'simulated_profile', 'state_path', 'enabled',
+                     'client_config_token_file', 'feature_type',
+                     'auth_type'):
             self.assertIn(name, seen)

@@ -20,6 +20,8 @@ with Nova are read into a private ``cfg.ConfigOpts`` by
 from oslo_config import cfg
 
 from vgpu_nova_ext.conf import extension
+from vgpu_nova_ext.conf import licensing
 
 CONF = cfg.CONF
 extension.register_opts(CONF)
+licensing.register_opts(CONF)

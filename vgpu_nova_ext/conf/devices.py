@@ -120,6 +120,14 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             help='vGPUs of this type to keep back on every GPU that serves '
                  'it (the ``reserved`` of the inventory), for example for '
                  'devices managed outside OpenStack. Not read by Nova.'),
+        cfg.StrOpt(
+            'feature_type',
+            choices=['0', '1', '2', '4'],
+            deprecated_group=old_group,
+            help='The gridd.conf ``FeatureType`` for guests holding this '
+                 'type, instead of ``[vgpu_licensing] feature_type`` (1 '
+                 'NVIDIA vGPU, 2 RTX Virtual Workstation, 4 Virtual Compute '
+                 'Server, 0 unlicensed). Not read by Nova.'),
     ]
 
 
@@ -135,6 +143,7 @@ class TypeConfig:
     max_instances: int | None = None
     max_unit: int = 1
     reserved: int = 0
+    feature_type: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +185,7 @@ _EXPECTED = {
     'max_instances': 'expected a whole number of at least 1, or unset',
     'max_unit': 'expected a whole number of at least 1',
     'reserved': 'expected a whole number of at least 0',
+    'feature_type': 'expected 0, 1, 2 or 4',
     'device_addresses': 'expected a comma-separated list of addresses',
     'enabled_mdev_types': 'expected a comma-separated list of type ids',
 }
@@ -285,7 +295,8 @@ def _load(config_files: list[str]) -> DeviceConfig:
             mdev_class=values.get(group, 'mdev_class', shown, 'VGPU'),
             max_instances=values.get(group, 'max_instances', shown),
             max_unit=values.get(group, 'max_unit', shown, 1),
-            reserved=values.get(group, 'reserved', shown, 0)))
+            reserved=values.get(group, 'reserved', shown, 0),
+            feature_type=values.get(group, 'feature_type', shown)))
     values.raise_if_any()
     return DeviceConfig(types=tuple(types), option=option,
                         duplicates=tuple(duplicates))
