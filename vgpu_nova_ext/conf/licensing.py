@@ -77,6 +77,13 @@ licensing_opts = [
         help='``LingerInterval``: minutes a license stays checked out after '
              'the guest shuts down (0 to 10080); unset: the driver\'s '
              'default.'),
+    cfg.StrOpt(
+        'vendor', default='nvidia',
+        help='The vendor plugin (stevedore namespace '
+             '``vgpu_nova_ext.vendors``) that says which files a licensed '
+             'guest needs. ``nvidia`` also for the mtty sample in CI, so '
+             'that the licensing path is exercised without a GPU; '
+             '``generic`` delivers nothing.'),
     cfg.BoolOpt(
         'enable_ui', default=False,
         help='Show the licensing page in the guest\'s NVIDIA control panel '

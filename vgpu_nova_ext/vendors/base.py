@@ -44,6 +44,8 @@ class VendorPlugin(abc.ABC):
 
     #: Lower runs first; the generic plugin, which claims everything, last.
     priority = 50
+    #: The plugin's name, as in [vgpu_licensing] vendor.
+    name = ''
 
     @abc.abstractmethod
     def claims(self, type_id: str, vendor_id: str | None) -> bool:
@@ -58,6 +60,14 @@ class VendorPlugin(abc.ABC):
                       description: str | None) -> TypeInfo:
         """What the type's sysfs ``name`` and ``description`` say."""
 
+    def guest_licensing(self, settings, type_id: str | None, os_type: str):
+        """The files (and commands) a guest needs to be licensed.
+
+        :returns: a :class:`vgpu_nova_ext.licensing.GuestLicensing`.
+        """
+        from vgpu_nova_ext import licensing
+        return licensing.GuestLicensing(files=())
+
 
 class Vendors:
     """The installed vendor plugins, asked in priority order."""
@@ -67,6 +77,13 @@ class Vendors:
             mgr = extension.ExtensionManager(NAMESPACE, invoke_on_load=True)
             plugins = [ext.obj for ext in mgr]
         self.plugins = sorted(plugins, key=lambda p: p.priority)
+
+    def by_name(self, name: str) -> VendorPlugin:
+        for plugin in self.plugins:
+            if plugin.name == name:
+                return plugin
+        raise LookupError('no vendor plugin named %r (installed: %s)' % (
+            name, ', '.join(p.name for p in self.plugins)))
 
     def for_type(self, type_id: str, vendor_id: str | None) -> VendorPlugin:
         for plugin in self.plugins:

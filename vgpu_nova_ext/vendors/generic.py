@@ -18,6 +18,7 @@ from vgpu_nova_ext.vendors import base
 class GenericVendor(base.VendorPlugin):
 
     priority = 1000
+    name = 'generic'
 
     def claims(self, type_id: str, vendor_id: str | None) -> bool:
         return True

@@ -55,6 +55,7 @@ def parse_description(description: str | None) -> dict[str, str]:
 class NvidiaVendor(base.VendorPlugin):
 
     priority = 10
+    name = 'nvidia'
 
     def claims(self, type_id: str, vendor_id: str | None) -> bool:
         return type_id.startswith('nvidia-') or vendor_id == PCI_VENDOR_ID
@@ -81,6 +82,13 @@ class NvidiaVendor(base.VendorPlugin):
             short_name=short,
             series=match['series'] if match else None,
             framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu)
+
+    def guest_licensing(self, settings, type_id: str | None, os_type: str):
+        from vgpu_nova_ext import licensing
+        from vgpu_nova_ext.vendors import nvidia_licensing
+        if os_type == licensing.WINDOWS:
+            return nvidia_licensing.windows(settings, type_id)
+        return nvidia_licensing.linux(settings, type_id)
 
 
 def _int(text: str | None) -> int | None:

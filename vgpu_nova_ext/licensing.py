@@ -1,0 +1,270 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""What a vGPU guest needs to come up licensed. Pure, but for ``load()``.
+
+The settings (``[vgpu_licensing]``), their validation and the token are
+here; what files a guest needs is the licensing vendor plugin's (see
+:mod:`vgpu_nova_ext.vendors.nvidia_licensing`), and this module turns them
+into config drive files and a ``#cloud-config`` document.
+
+The token is a secret: it is held in a :class:`Secret` whose ``repr`` and
+``str`` are a fingerprint, and it never reaches a log, an exception or the
+command line.
+"""
+
+import base64
+import dataclasses
+import hashlib
+import ipaddress
+import re
+
+import yaml
+
+from vgpu_nova_ext import exception
+
+LINUX = 'linux'
+WINDOWS = 'windows'
+MAX_TOKEN_BYTES = 64 * 1024
+_HOSTNAME_RE = re.compile(
+    r'^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)'
+    r'(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$')
+_TOKEN_RE = re.compile(r'^[\x21-\x7e]+$')
+
+
+class Secret:
+    """A secret value that shows itself only as a fingerprint."""
+
+    __slots__ = ('_value',)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    @property
+    def fingerprint(self) -> str:
+        return 'sha256:' + hashlib.sha256(self._value).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return '<secret %s>' % self.fingerprint
+
+    __str__ = __repr__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclasses.dataclass(frozen=True)
+class LicensingSettings:
+    enabled: bool
+    token: Secret | None = None
+    server_address: str | None = None
+    server_port: int = 7070
+    backup_server_address: str | None = None
+    backup_server_port: int = 7070
+    feature_type: str = 'auto'
+    type_feature_types: tuple[tuple[str, str], ...] = ()
+    """(type id, feature type) overrides from ``[mdev_<type>]``."""
+    license_interval: int | None = None
+    linger_interval: int | None = None
+    enable_ui: bool = False
+    vendor: str = 'nvidia'
+    """The vendor plugin that says what a guest needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestFile:
+    path: str
+    content: bytes | Secret
+    mode: int
+
+    def data(self) -> bytes:
+        return (self.content.reveal() if isinstance(self.content, Secret)
+                else self.content)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestLicensing:
+    """What one guest receives."""
+
+    files: tuple[GuestFile, ...]
+    """Files written into the guest, at their paths there."""
+    commands: tuple[tuple[str, ...], ...] = ()
+    """Commands to run once the files are written (cloud-config runcmd)."""
+
+
+# -- validation ---------------------------------------------------------------
+def _check_text(option: str, value) -> list[str]:
+    if value is None:
+        return []
+    text = str(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
+        return ['[vgpu_licensing] %s holds a control character or a '
+                'newline; write it on one line' % option]
+    return []
+
+
+def _check_address(option: str, value: str | None) -> list[str]:
+    if value is None:
+        return []
+    problems = _check_text(option, value)
+    if problems:
+        return problems
+    try:
+        ipaddress.ip_address(value)
+        return []
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(value):
+        return ['[vgpu_licensing] %s = %r is neither a host name nor an IP '
+                'address' % (option, value)]
+    return []
+
+
+def validate(settings: LicensingSettings) -> list[str]:
+    """Every problem of the settings, each naming its option."""
+    problems = []
+    if settings.enabled and settings.token is None and \
+            not settings.server_address:
+        problems.append(
+            '[vgpu_licensing] enabled = true needs client_config_token_file '
+            '(NVIDIA License System) or server_address (legacy license '
+            'server)')
+    problems += _check_address('server_address', settings.server_address)
+    problems += _check_address('backup_server_address',
+                               settings.backup_server_address)
+    for option in ('server_port', 'backup_server_port'):
+        port = getattr(settings, option)
+        if not 1 <= int(port) <= 65535:
+            problems.append('[vgpu_licensing] %s = %s is not a port (1 to '
+                            '65535)' % (option, port))
+    allowed = ('auto', '0', '1', '2', '4')
+    if str(settings.feature_type) not in allowed:
+        problems.append('[vgpu_licensing] feature_type = %r: use one of %s'
+                        % (settings.feature_type, ', '.join(allowed)))
+    for type_id, value in settings.type_feature_types:
+        if str(value) not in allowed[1:]:
+            problems.append('[mdev_%s] feature_type = %r: use 0, 1, 2 or 4'
+                            % (type_id, value))
+    return problems
+
+
+def read_token(path: str) -> Secret:
+    """The token file's content, checked, as a Secret.
+
+    :raises ConfigError: naming the option and the file, never the content.
+    """
+    where = '[vgpu_licensing] client_config_token_file = %s' % path
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise exception.ConfigError(
+            '%s: cannot read it (%s); give nova-compute read access' % (
+                where, exc.strerror))
+    if len(data) > MAX_TOKEN_BYTES:
+        raise exception.ConfigError(
+            '%s: larger than %d bytes, which no client configuration token '
+            'is; is it the right file?' % (where, MAX_TOKEN_BYTES))
+    data = data.strip()
+    try:
+        text = data.decode('ascii')
+    except UnicodeDecodeError:
+        text = None
+    if not data or text is None or not _TOKEN_RE.match(text):
+        raise exception.ConfigError(
+            '%s: not a client configuration token (it must be one line of '
+            'printable text); download it again from the NVIDIA License '
+            'System' % where)
+    return Secret(data)
+
+
+def load(group, device_config=None) -> LicensingSettings:
+    """Settings from ``CONF.vgpu_licensing`` and the type groups.
+
+    :raises ConfigError: with every problem, each naming its option.
+    """
+    token = None
+    if group.client_config_token_file:
+        token = read_token(group.client_config_token_file)
+    overrides = tuple(
+        (t.type_id, t.feature_type) for t in (
+            device_config.types if device_config else ())
+        if t.feature_type is not None)
+    settings = LicensingSettings(
+        enabled=group.enabled, token=token,
+        server_address=group.server_address, server_port=group.server_port,
+        backup_server_address=group.backup_server_address,
+        backup_server_port=group.backup_server_port,
+        feature_type=group.feature_type, type_feature_types=overrides,
+        license_interval=group.license_interval,
+        linger_interval=group.linger_interval, enable_ui=group.enable_ui,
+        vendor=group.vendor)
+    problems = validate(settings)
+    if problems:
+        raise exception.ConfigError('; '.join(problems))
+    return settings
+
+
+# -- delivery -----------------------------------------------------------------
+def guest_licensing(settings: LicensingSettings, type_id: str | None,
+                    os_type: str | None = LINUX,
+                    vendors=None) -> GuestLicensing:
+    """What a guest holding ``type_id`` needs, from the vendor plugin."""
+    problems = validate(settings)
+    if problems:
+        raise exception.ConfigError('; '.join(problems))
+    from vgpu_nova_ext.vendors import base as vendors_base
+    vendor = (vendors or vendors_base.Vendors()).by_name(settings.vendor)
+    return vendor.guest_licensing(settings, type_id,
+                                  WINDOWS if (os_type or '').lower() ==
+                                  WINDOWS else LINUX)
+
+
+def cloud_config(settings: LicensingSettings, type_id: str | None,
+                 vendors=None) -> str:
+    """A ``#cloud-config`` for a Linux guest.
+
+    It writes the guest's files and runs the vendor's commands (which
+    restart its licensing daemon).
+    """
+    found = guest_licensing(settings, type_id, LINUX, vendors)
+    document = {
+        'write_files': [{
+            'path': f.path,
+            'encoding': 'b64',
+            'content': base64.b64encode(f.data()).decode(),
+            'owner': 'root:root',
+            'permissions': '0%o' % f.mode,
+        } for f in found.files],
+    }
+    if found.commands:
+        document['runcmd'] = [list(c) for c in found.commands]
+    return '#cloud-config\n' + yaml.safe_dump(document, sort_keys=False)
+
+
+def config_drive_files(settings: LicensingSettings, type_ids: list[str],
+                       os_type: str | None, vendors=None
+                       ) -> list[tuple[str, bytes]]:
+    """The (path, content) pairs for Nova's config drive builder.
+
+    Empty unless licensing is enabled and the instance holds a vGPU. One
+    type per instance in practice; with several, the first one's is used.
+    """
+    if not settings.enabled or not type_ids:
+        return []
+    found = guest_licensing(settings, sorted(type_ids)[0], os_type, vendors)
+    return [(f.path, f.data()) for f in found.files]
