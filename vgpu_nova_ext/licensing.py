@@ -197,22 +197,31 @@ def load(group, device_config=None) -> LicensingSettings:
 
     :raises ConfigError: with every problem, each naming its option.
     """
+    values = {}
+    problems = []
+    for name in ('enabled', 'client_config_token_file', 'server_address',
+                 'server_port', 'backup_server_address',
+                 'backup_server_port', 'feature_type', 'license_interval',
+                 'linger_interval', 'enable_ui', 'vendor'):
+        try:
+            values[name] = getattr(group, name)
+        except ValueError as exc:
+            # oslo.config: "Value for option X from <where> is not valid:
+            # <why>"; keep the why, name the option ourselves.
+            problems.append('[vgpu_licensing] %s: %s' % (
+                name, str(exc).rsplit('is not valid: ', 1)[-1]))
+    if problems:
+        raise exception.ConfigError('; '.join(problems))
     token = None
-    if group.client_config_token_file:
-        token = read_token(group.client_config_token_file)
+    if values['client_config_token_file']:
+        token = read_token(values['client_config_token_file'])
     overrides = tuple(
         (t.type_id, t.feature_type) for t in (
             device_config.types if device_config else ())
         if t.feature_type is not None)
-    settings = LicensingSettings(
-        enabled=group.enabled, token=token,
-        server_address=group.server_address, server_port=group.server_port,
-        backup_server_address=group.backup_server_address,
-        backup_server_port=group.backup_server_port,
-        feature_type=group.feature_type, type_feature_types=overrides,
-        license_interval=group.license_interval,
-        linger_interval=group.linger_interval, enable_ui=group.enable_ui,
-        vendor=group.vendor)
+    del values['client_config_token_file']
+    settings = LicensingSettings(token=token, type_feature_types=overrides,
+                                 **values)
     problems = validate(settings)
     if problems:
         raise exception.ConfigError('; '.join(problems))

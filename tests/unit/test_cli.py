@@ -328,3 +328,78 @@ class TestDevicesAndReconcile(CLITestCase):
         self.assertEqual(2, code)
         self.assertIn('state_path', err)
         self.assertNoTraceback(out, err)
+
+
+class TestLicenseCommands(CLITestCase):
+
+    def config(self, token_mode=0o600, extra=''):
+        token = os.path.join(self.root, 'client.tok')
+        with open(token, 'wb') as f:
+            f.write(b'eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu.c2ln\n')
+        os.chmod(token, token_mode)
+        return self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-18, nvidia-22
+            [mdev_nvidia-18]
+            device_addresses = 0000:84:00.0
+            [mdev_nvidia-22]
+            device_addresses = 0000:85:00.0
+            feature_type = 4
+            [vgpu_licensing]
+            enabled = true
+            client_config_token_file = %s
+            %s
+            """ % (token, extra))
+
+    def test_render_shows_a_fingerprint_not_the_token(self):
+        code, out, err = self.run_cli('--simulate', 'm60', '--config-file',
+                                      self.config(), 'license', 'render',
+                                      '--mdev-type', 'nvidia-22')
+        self.assertEqual(0, code, err)
+        self.assertIn('FeatureType=4', out)
+        self.assertIn('sha256:', out)
+        self.assertNotIn('c2VjcmV0LXRva2Vu', out + err)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    self.config(), 'license', 'render',
+                                    '--mdev-type', 'nvidia-18', '--os',
+                                    'windows')
+        self.assertIn('GridLicensing', out)
+        self.assertNotIn('c2VjcmV0LXRva2Vu', out)
+
+    def test_bad_licensing_config(self):
+        conf = self.config(extra='server_address = not a host')
+        code, out, err = self.run_cli('--simulate', 'm60', '--config-file',
+                                      conf, 'license', 'render',
+                                      '--mdev-type', 'nvidia-18')
+        self.assertEqual(2, code)
+        self.assertIn('server_address', err)
+        self.assertNoTraceback(out, err)
+
+    def test_check_warns_on_an_open_token_and_no_delivery(self):
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    self.config(token_mode=0o644), 'check')
+        self.assertEqual(1, code)
+        self.assertIn('token file is open to others', out)
+        self.assertIn('gets no licensing', out)
+        self.assertNotIn('c2VjcmV0LXRva2Vu', out)
+
+    def test_check_quiet_when_delivered_and_private(self):
+        conf = self.config(
+            extra='[DEFAULT]\n            force_config_drive = true')
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(0, code, out)
+
+    def test_check_errors_when_enabled_without_token_or_server(self):
+        conf = self.write_config("""
+            [devices]
+            enabled_mdev_types = nvidia-18
+            [vgpu_licensing]
+            enabled = true
+            [DEFAULT]
+            force_config_drive = true
+            """)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(2, code)
+        self.assertIn('needs client_config_token_file', out)

@@ -19,6 +19,7 @@ finding: 0 all good, 1 warnings, 2 errors.
 from oslo_upgradecheck import upgradecheck
 
 from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext.cmd import licensing_checks
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import mapping
 
@@ -45,8 +46,10 @@ def run(args) -> int:
         print('ERROR    %s' % exc)
         print('Result: cannot check until this is fixed (exit 2)')
         return int(upgradecheck.Code.FAILURE)
+    problems = list(plan.assignment.problems) + licensing_checks.findings(
+        common.CONF.vgpu_licensing, plan.device_config, plan.config_files)
     results = [upgradecheck.Result(_CODES[p.severity], str(p))
-               for p in plan.assignment.problems]
+               for p in problems]
     print('Host %s: %s' % (plan.host, plan.backend))
     if plan.config_note:
         print('(%s)' % plan.config_note)

@@ -16,7 +16,8 @@ Global options come before the sub-command::
     vgpu-nova-ext [--config-file FILE]... [--sysfs-root DIR | --simulate P]
                   [--state-path DIR] [--host NAME] COMMAND ...
 
-COMMAND is one of inventory, check, audit, devices, reconcile, demo.
+COMMAND is one of inventory, check, audit, devices, reconcile, license,
+demo.
 """
 
 import argparse
@@ -27,6 +28,7 @@ from vgpu_nova_ext.cmd import check
 from vgpu_nova_ext.cmd import demo
 from vgpu_nova_ext.cmd import devices
 from vgpu_nova_ext.cmd import inventory
+from vgpu_nova_ext.cmd import license
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
 
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     audit.add_parser(sub)
     devices.add_parsers(sub)
+    license.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

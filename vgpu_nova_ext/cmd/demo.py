@@ -16,7 +16,8 @@ real ``openstack-placement`` on 127.0.0.1 with SQLite in a temporary
 directory: the compute node provider, the GPU providers written with as
 few calls as Placement allows, the providers as Placement holds them, the
 allocation candidates for ``VGPU:1`` and for a type pinned by trait, and
-the audit, which finds no drift.
+the audit, which finds no drift; then what a vGPU guest receives to come up
+licensed.
 """
 
 import argparse
@@ -26,8 +27,10 @@ import importlib.util
 from vgpu_nova_ext import audit as audit_mod
 from vgpu_nova_ext.cmd import audit as audit_cmd
 from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext.cmd import license as license_cmd
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext import licensing
 from vgpu_nova_ext import placement
 from vgpu_nova_ext import placement_server
 from vgpu_nova_ext import publish
@@ -36,6 +39,7 @@ DEFAULT_PROFILE = 'v100x8'
 # The compute node's own inventory, as nova-compute would report it, so
 # that candidates look as they do in a cloud.
 ROOT_INVENTORY = {'VCPU': 64, 'MEMORY_MB': 524288, 'DISK_GB': 2000}
+DEMO_TOKEN = b'demo-client-configuration-token'
 
 
 def add_parser(sub) -> None:
@@ -117,7 +121,25 @@ def run(args) -> int:
         _say('Audit')
         result = audit_mod.audit(client, plan.host, plan.assignment)
         print('  ' + audit_cmd.render(result).replace('\n', '\n  '))
-        return 1 if result.drift else 0
+    _show_licensing(plan)
+    return 1 if result.drift else 0
+
+
+def _show_licensing(plan) -> None:
+    settings = licensing.load(common.CONF.vgpu_licensing, plan.device_config)
+    note = ''
+    if not settings.enabled:
+        # Show the path with a stand-in token when none is configured.
+        settings = licensing.LicensingSettings(
+            enabled=True, token=licensing.Secret(DEMO_TOKEN))
+        note = (' (a demo token: set [vgpu_licensing] enabled and '
+                'client_config_token_file for yours)')
+    type_id = plan.assignment.gpus[0].type_id if plan.assignment.gpus \
+        else None
+    _say('What a Linux guest holding %s receives%s' % (type_id or 'a vGPU',
+                                                       note))
+    license_cmd.print_guest(licensing.guest_licensing(settings, type_id),
+                            indent='  ')
 
 
 def _show_candidates(client, names: dict, query: str) -> None:

@@ -21,7 +21,9 @@ from oslo_config import cfg
 
 from vgpu_nova_ext.conf import extension
 from vgpu_nova_ext.conf import licensing
+from vgpu_nova_ext.conf import vendordata
 
 CONF = cfg.CONF
 extension.register_opts(CONF)
 licensing.register_opts(CONF)
+vendordata.register_opts(CONF)

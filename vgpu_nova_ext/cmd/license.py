@@ -1,0 +1,87 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``vgpu-nova-ext license render``: what a vGPU guest would receive.
+
+The token is shown as its fingerprint, never as itself.
+"""
+
+from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext import exception
+from vgpu_nova_ext import licensing
+from vgpu_nova_ext import placement
+from vgpu_nova_ext import vendordata
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        'license', help='show the licensing configuration guests receive')
+    actions = parser.add_subparsers(dest='action', metavar='ACTION')
+    actions.required = True
+    render = actions.add_parser(
+        'render', help='print what a guest would receive',
+        description='Print the files (and commands) a guest holding a vGPU '
+                    'of this type, or this instance, would receive; the '
+                    'token appears as its fingerprint.')
+    which = render.add_mutually_exclusive_group(required=True)
+    which.add_argument('--mdev-type', metavar='TYPE')
+    which.add_argument('--instance', metavar='UUID',
+                       help='look the instance\'s vGPU up in Placement')
+    render.add_argument('--os', choices=(licensing.LINUX, licensing.WINDOWS),
+                        default=licensing.LINUX)
+    render.set_defaults(func=run_render)
+
+
+def _show(guest_file: licensing.GuestFile) -> str:
+    if isinstance(guest_file.content, licensing.Secret):
+        body = '(the client configuration token, %s)' % (
+            guest_file.content.fingerprint)
+    else:
+        body = guest_file.content.decode().rstrip()
+    return '--- %s (mode %04o)\n%s' % (guest_file.path, guest_file.mode,
+                                       body)
+
+
+def print_guest(found: licensing.GuestLicensing, indent: str = '') -> None:
+    for guest_file in found.files:
+        print(indent + _show(guest_file).replace('\n', '\n' + indent))
+    for command in found.commands:
+        print('%s--- then runs: %s' % (indent, ' '.join(command)))
+
+
+def run_render(args) -> int:
+    plan = common.build_plan(args)
+    settings = licensing.load(common.CONF.vgpu_licensing,
+                              plan.device_config)
+    if not settings.enabled:
+        print('[vgpu_licensing] enabled is false: guests receive nothing')
+        return 0
+    type_id = args.mdev_type
+    if args.instance:
+        if not plan.config_files:
+            raise exception.ConfigError(
+                '--instance reads the instance\'s allocations from '
+                'Placement: give --config-file with [placement]')
+        app = vendordata.VendordataApp(
+            settings, placement.PlacementClient.from_config(
+                list(plan.config_files)),
+            list(plan.device_config.type_ids),
+            {t.mdev_class for t in plan.device_config.types})
+        type_id = app.vgpu_type(args.instance)
+        if type_id is False:
+            print('instance %s holds no vGPU: it receives nothing'
+                  % args.instance)
+            return 0
+    found = licensing.guest_licensing(settings, type_id, args.os)
+    print('A %s guest holding %s receives:' % (args.os,
+                                               type_id or 'a vGPU'))
+    print_guest(found)
+    return 0

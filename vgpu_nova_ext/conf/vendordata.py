@@ -1,0 +1,50 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``[vgpu_vendordata]``: the DynamicJSON vendordata service."""
+
+from oslo_config import cfg
+
+GROUP = 'vgpu_vendordata'
+
+vendordata_group = cfg.OptGroup(
+    name=GROUP, title='vGPU licensing vendordata service',
+    help='The service Nova\'s DynamicJSON vendordata provider calls (nova.'
+         'conf: [api] vendordata_providers = StaticJSON,DynamicJSON and '
+         'vendordata_dynamic_targets = cloud-init@http://<listen>:<port>/). '
+         'It answers with the licensing cloud-config for instances whose '
+         'Placement allocations hold a vGPU, and with nothing otherwise.')
+
+vendordata_opts = [
+    cfg.HostAddressOpt(
+        'listen', default='127.0.0.1',
+        help='Address the development server (vgpu-nova-ext-vendordata) '
+             'listens on. On anything but a loopback address every request '
+             'must carry a valid Keystone token (keystonemiddleware, '
+             'configured in [keystone_authtoken]); give Nova the matching '
+             '[vendordata_dynamic_auth] credentials.'),
+    cfg.PortOpt(
+        'port', default=9876,
+        help='Port the development server listens on.'),
+    cfg.IntOpt(
+        'max_body_bytes', default=262144, min=1024,
+        help='Largest request body accepted; Nova sends the instance\'s '
+             'user data in it (at most 64 KiB, base64).'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(vendordata_group)
+    conf.register_opts(vendordata_opts, group=vendordata_group)
+
+
+def list_opts():
+    return [(vendordata_group, vendordata_opts)]
