@@ -50,13 +50,14 @@ licensing_opts = [
              'client configuration token.'),
     cfg.PortOpt(
         'server_port', default=7070,
-        help='Port of ``server_address`` (``ServerPort``).'),
+        help='Port of ``server_address`` (``ServerPort`` in gridd.conf).'),
     cfg.HostAddressOpt(
         'backup_server_address',
         help='Backup legacy license server (``BackupServerAddress``).'),
     cfg.PortOpt(
         'backup_server_port', default=7070,
-        help='Port of ``backup_server_address`` (``BackupServerPort``).'),
+        help='Port of ``backup_server_address`` (``BackupServerPort`` in '
+             'gridd.conf).'),
     cfg.StrOpt(
         'feature_type', default='auto', choices=[
             ('auto', '1 for every vGPU type, as NVIDIA documents for '

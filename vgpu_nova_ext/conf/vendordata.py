@@ -33,7 +33,8 @@ vendordata_opts = [
              '[vendordata_dynamic_auth] credentials.'),
     cfg.PortOpt(
         'port', default=9876,
-        help='Port the development server listens on.'),
+        help='Port the development server listens on (the port of the '
+             'vendordata_dynamic_targets URL in nova.conf).'),
     cfg.IntOpt(
         'max_body_bytes', default=262144, min=1024,
         help='Largest request body accepted; Nova sends the instance\'s '
