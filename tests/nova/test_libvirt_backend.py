@@ -17,7 +17,7 @@ import uuid
 import fixtures
 import testtools
 
-from tests.functional import fake_libvirt
+from tests.nova import fake_libvirt
 from tests.unit import lifecycle
 from tests.unit import schemas
 from vgpu_nova_ext import allocator
