@@ -308,3 +308,37 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
                               title='Options of one enabled mdev type',
                               help=_TYPE_GROUP_HELP)
     return [(devices_group, devices_opts), (type_group, _type_opts())]
+
+
+def from_nova_conf(conf: cfg.ConfigOpts,
+                   config_files: list[str] | None = None) -> DeviceConfig:
+    """The device configuration inside nova-compute.
+
+    Nova has registered and parsed ``[devices]`` and the type groups on its
+    CONF (values may also come from overrides rather than files), so read
+    them there; this project's per-type extras (max_unit, reserved,
+    feature_type), which Nova does not register, come from the files.
+    """
+    from nova.conf import devices as nova_devices
+    nova_devices.register_dynamic_opts(conf)
+    extras = {t.type_id: t for t in (
+        load_device_config(config_files).types if config_files else ())}
+    types = []
+    seen: list[str] = []
+    duplicates: list[str] = []
+    for type_id in conf.devices.enabled_mdev_types:
+        if type_id in seen:
+            duplicates.append(type_id)
+            continue
+        seen.append(type_id)
+        group = conf['mdev_%s' % type_id]
+        extra = extras.get(type_id)
+        types.append(TypeConfig(
+            type_id=type_id, group='mdev_%s' % type_id,
+            device_addresses=tuple(group.device_addresses),
+            mdev_class=group.mdev_class,
+            max_instances=group.max_instances,
+            max_unit=extra.max_unit if extra else 1,
+            reserved=extra.reserved if extra else 0,
+            feature_type=extra.feature_type if extra else None))
+    return DeviceConfig(types=tuple(types), duplicates=tuple(duplicates))

@@ -1,0 +1,116 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The driver through Nova's API, with Nova's own functional harness.
+
+Nova's ServersTestBase starts the API, conductor, scheduler, a real
+Placement (in process) and compute services on fake libvirt; the compute
+driver is vgpu-nova-ext's, loaded through its nova.virt shim, with the
+simulated host backend behind it.
+"""
+
+import os
+import sys
+
+import fixtures
+from nova.tests.functional.libvirt import base
+import os_resource_classes as orc
+
+from tests.unit import schemas
+from vgpu_nova_ext import guest as guest_mod
+from vgpu_nova_ext import inventory
+
+IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
+
+
+class DriverTestBase(base.ServersTestBase):
+
+    microversion = 'latest'
+    ADMIN_API = True
+    profile = 'm60'
+    enabled_types = 'nvidia-18'
+
+    def setUp(self):
+        self.state = self.useFixture(fixtures.TempDir()).path
+        super().setUp()
+        self.flags(host_backend='simulated', simulated_profile=self.profile,
+                   state_path=self.state, group='vgpu_nova_ext')
+        self.flags(enabled_mdev_types=self.enabled_types, group='devices')
+
+    def _setup_services(self):
+        # The nova wheel installs api-paste.ini under the environment's
+        # prefix, not beside the source tree where Nova's tests look.
+        self.flags(api_paste_config=os.path.join(
+            sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
+        super()._setup_services()
+
+    def _setup_compute_service(self):
+        self.flags(compute_driver='vgpu_nova_ext_driver.LibvirtVGPUDriver')
+
+    def start_vgpu_compute(self, hostname='host1'):
+        self.start_compute(hostname=hostname)
+        return self.computes[hostname]
+
+    def host_devices(self, compute):
+        return compute.driver._vgpu_ext().backend.scan().mediated_devices
+
+    def provider_usage(self, name):
+        rp = self._get_provider_uuid_by_name(name)
+        return self._get_provider_usages(rp).get(orc.VGPU, 0)
+
+
+class TestBoot(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.compute = self.start_vgpu_compute('host1')
+        self.flavor = self._create_flavor(
+            extra_spec={'resources:VGPU': '1'})
+
+    def test_gpu_providers_reported(self):
+        for gpu in ('pci_0000_84_00_0', 'pci_0000_85_00_0'):
+            name = 'host1_' + gpu
+            rp = self._get_provider_uuid_by_name(name)
+            self.assertEqual(inventory.provider_uuid(name), rp)
+            inv = self._get_provider_inventory(rp)
+            self.assertEqual(4, inv[orc.VGPU]['total'])
+            self.assertEqual(1, inv[orc.VGPU]['max_unit'])
+            self.assertIn('CUSTOM_VGPU_M60_2Q', self._get_provider_traits(rp))
+
+    def test_boot_and_delete(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='host1', expected_state='ACTIVE')
+        allocations = self._get_allocations_by_server_uuid(server['id'])
+        gpu_rps = [rp for rp, a in allocations.items()
+                   if orc.VGPU in a['resources']]
+        self.assertEqual(1, len(gpu_rps))
+        # The device was made on the GPU the allocation is on.
+        (device,) = self.host_devices(self.compute)
+        gpus = {inventory.provider_uuid('host1_' + g): g
+                for g in ('pci_0000_84_00_0', 'pci_0000_85_00_0')}
+        self.assertEqual(gpus[gpu_rps[0]], device.parent)
+        # Its UUID is in the guest's XML, in the extension's hostdev.
+        guest = self.compute.driver._host.get_guest(
+            self._get_instance(server))
+        xml = guest.get_xml_desc()
+        self.assertEqual([device.device_id],
+                         guest_mod.devices_in_domain(xml))
+        schemas.assert_valid(self, 'domain.rng', xml)
+        self._delete_server(server)
+        self.assertEqual((), self.host_devices(self.compute))
+        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+
+    def _get_instance(self, server):
+        from nova import context
+        from nova import objects
+        return objects.Instance.get_by_uuid(
+            context.get_admin_context(), server['id'])

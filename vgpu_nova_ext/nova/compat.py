@@ -1,0 +1,68 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The Nova releases this driver is tested with.
+
+The driver overrides private methods of Nova's libvirt driver
+(``_update_provider_tree_for_vgpu``, ``_allocate_mdevs``,
+``_guest_add_mdevs``, ``_get_supported_vgpu_types``); they change between
+releases, so the driver refuses to start on a release it was not tested
+with.
+"""
+
+from importlib import metadata
+
+from vgpu_nova_ext import exception
+
+#: Nova 34 (2026.2), as tested by the nova-functional tox environment.
+SUPPORTED_MAJORS = (34,)
+PRIVATE_METHODS = ('_update_provider_tree_for_vgpu', '_allocate_mdevs',
+                   '_guest_add_mdevs', '_get_supported_vgpu_types')
+
+
+def nova_version() -> str:
+    try:
+        return metadata.version('nova')
+    except metadata.PackageNotFoundError:
+        raise exception.VGPUNovaExtError(
+            'the nova package is not installed in this environment: install '
+            'vgpu-nova-ext into nova-compute\'s own environment')
+
+
+def check_nova() -> str:
+    """The Nova version, or an error naming the supported ones."""
+    version = nova_version()
+    try:
+        major = int(version.split('.')[0])
+    except ValueError:
+        major = -1
+    if major not in SUPPORTED_MAJORS:
+        raise exception.VGPUNovaExtError(
+            'vgpu-nova-ext %s supports Nova %s, not Nova %s: its driver '
+            'overrides private methods of Nova\'s libvirt driver that change '
+            'between releases. Install the vgpu-nova-ext release made for '
+            'this Nova' % (_own_version(), ', '.join(
+                '%d.x' % m for m in SUPPORTED_MAJORS), version))
+    from nova.virt.libvirt import driver as libvirt_driver
+    missing = [m for m in PRIVATE_METHODS
+               if not hasattr(libvirt_driver.LibvirtDriver, m)]
+    if missing:
+        raise exception.VGPUNovaExtError(
+            'Nova %s lacks %s, which vgpu-nova-ext overrides; this Nova is '
+            'not supported' % (version, ', '.join(missing)))
+    return version
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version('vgpu-nova-ext')
+    except metadata.PackageNotFoundError:
+        return '(unknown version)'

@@ -1,0 +1,244 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The compute driver: Nova's libvirt driver, with every vGPU decision
+handed to vgpu-nova-ext.
+
+Nova's in-tree vGPU code paths stay unused (no type is reported to them),
+so the two never manage the same devices. This module is the only one that
+imports nova; nova.conf names the driver through the shim module
+``nova.virt.vgpu_nova_ext_driver``::
+
+    [DEFAULT]
+    compute_driver = vgpu_nova_ext_driver.LibvirtVGPUDriver
+"""
+
+import contextlib
+import os
+import threading
+
+from lxml import etree as lxml_etree
+from nova import context as nova_context
+from nova import exception as nova_exception
+from nova import objects
+from nova.virt.libvirt import config as vconfig
+from nova.virt.libvirt import driver as libvirt_driver
+from oslo_log import log as logging
+
+from vgpu_nova_ext import allocator as allocator_mod
+from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext import exception
+from vgpu_nova_ext import guest as guest_mod
+from vgpu_nova_ext.host import base as host_base
+from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import ledger as ledger_mod
+from vgpu_nova_ext import mapping
+from vgpu_nova_ext.nova import compat
+
+LOG = logging.getLogger(__name__)
+CONF = conf_pkg.CONF
+
+
+class _Hostdev(vconfig.LibvirtConfigGuestDevice):
+    """A ``<hostdev>`` made by :mod:`vgpu_nova_ext.guest`."""
+
+    def __init__(self, xml: str) -> None:
+        super().__init__(root_name='hostdev')
+        self._xml = xml
+
+    def format_dom(self):
+        return lxml_etree.fromstring(self._xml)
+
+
+class _Extension:
+    """The host's backend, plan and allocator, for one compute node."""
+
+    def __init__(self, nodename: str) -> None:
+        group = CONF.vgpu_nova_ext
+        self.nodename = nodename
+        self.state_path = os.path.join(group.state_path, nodename)
+        self.config = devices_conf.from_nova_conf(
+            CONF, list(CONF.config_file or []))
+        if group.host_backend == 'simulated':
+            self.backend = simulated.SimulatedBackend(
+                profile=group.simulated_profile,
+                root=os.path.join(self.state_path, 'simulated-host'),
+                timeout=group.device_timeout)
+        else:
+            self.backend = host_base.load_backend(
+                group.host_backend, sysfs_root=group.sysfs_root,
+                timeout=group.device_timeout)
+        self.ledger = ledger_mod.Ledger(self.state_path)
+        self.allocator = allocator_mod.Allocator(
+            self.backend, self.ledger, {}, lock_path=self.state_path,
+            free_policy=group.free_device_policy,
+            orphan_grace=group.orphan_grace_period,
+            mdevctl_path=group.mdevctl_path)
+        self.refresh()
+
+    def refresh(self, existing_uuids: dict[str, str] | None = None
+                ) -> inventory.DesiredTree:
+        """Plan the host again; returns the desired GPU providers."""
+        snapshot = self.backend.scan()
+        self.assignment = mapping.assign(self.config, snapshot)
+        for problem in self.assignment.problems:
+            log = LOG.error if problem.severity == mapping.ERROR \
+                else LOG.warning
+            log('vGPU configuration: %s', problem)
+        if self.assignment.errors:
+            raise exception.ConfigError(
+                'the vGPU configuration does not fit this host (run '
+                '"vgpu-nova-ext check"): %s' % '; '.join(
+                    str(p) for p in self.assignment.errors))
+        tree = inventory.provider_tree(self.nodename, self.assignment,
+                                       existing_uuids)
+        self.allocator.targets = allocator_mod.targets(
+            self.nodename, self.assignment, existing_uuids)
+        return tree
+
+
+class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
+    """Nova's libvirt driver with vgpu-nova-ext doing the vGPU work."""
+
+    def __init__(self, virtapi, read_only=False):
+        compat.check_nova()
+        super().__init__(virtapi, read_only)
+        self._vgpu = None
+        self._vgpu_lock = threading.Lock()
+        self._claiming = threading.local()
+
+    # -- the extension -------------------------------------------------------
+    def _vgpu_ext(self) -> _Extension:
+        with self._vgpu_lock:
+            if self._vgpu is None:
+                self._vgpu = _Extension(self._host.get_hostname())
+            return self._vgpu
+
+    @contextlib.contextmanager
+    def _consumer(self, consumer: str):
+        previous = getattr(self._claiming, 'consumer', None)
+        self._claiming.consumer = consumer
+        try:
+            yield
+        finally:
+            self._claiming.consumer = previous
+
+    # -- Nova's in-tree vGPU support, unused ---------------------------------
+    def _get_supported_vgpu_types(self):
+        # Nova's own vGPU code sees no type, so it never creates, counts or
+        # reports a device: vgpu-nova-ext does.
+        return []
+
+    # -- Placement -----------------------------------------------------------
+    def _update_provider_tree_for_vgpu(self, provider_tree, nodename,
+                                       allocations=None):
+        ext = self._vgpu_ext()
+        existing = {}
+        for rp_uuid in provider_tree.get_provider_uuids(nodename):
+            data = provider_tree.data(rp_uuid)
+            if data.parent_uuid is not None:
+                existing[data.name] = data.uuid
+        desired = ext.refresh(existing)
+        for spec in desired.providers:
+            if not provider_tree.exists(spec.name):
+                provider_tree.new_child(spec.name, nodename, uuid=spec.uuid)
+            body = {spec.resource_class: {
+                'total': spec.inventory.total,
+                'reserved': spec.inventory.reserved,
+                'min_unit': spec.inventory.min_unit,
+                'max_unit': spec.inventory.max_unit,
+                'step_size': spec.inventory.step_size,
+                'allocation_ratio': spec.inventory.allocation_ratio}}
+            provider_tree.update_inventory(spec.name, body)
+            provider_tree.update_traits(spec.name, list(spec.traits))
+        wanted = {p.name for p in desired.providers}
+        for name in existing:
+            if name not in wanted and name.startswith(nodename + '_') and \
+                    self._is_gpu_provider(provider_tree.data(name)):
+                # The GPU serves nothing now; Nova deletes the provider
+                # (it refuses while allocations remain, and logs it).
+                provider_tree.remove(name)
+
+    @staticmethod
+    def _is_gpu_provider(data) -> bool:
+        return 'VGPU' in data.inventory or any(
+            t.startswith('CUSTOM_' + inventory.TRAIT_PREFIX)
+            for t in data.traits)
+
+    # -- devices -----------------------------------------------------------
+    def _allocate_mdevs(self, allocations):
+        consumer = getattr(self._claiming, 'consumer', None)
+        if consumer is None or not allocations:
+            return []
+        ext = self._vgpu_ext()
+        try:
+            claim = ext.allocator.claim(consumer, allocations)
+        except exception.ClaimError as exc:
+            raise nova_exception.ComputeResourcesUnavailable(
+                reason=str(exc))
+        return [d.device_id for d in claim.devices]
+
+    def _guest_add_mdevs(self, guest, chosen_mdevs):
+        if not chosen_mdevs:
+            return
+        entries = {e.device_id: e for e in
+                   (self._vgpu_ext().ledger.get(d) for d in chosen_mdevs)
+                   if e is not None}
+        for device_id in chosen_mdevs:
+            entry = entries.get(device_id)
+            kind = entry.kind if entry else 'mdev'
+            guest.add_device(_Hostdev(guest_mod.hostdev_xml(kind,
+                                                            device_id)))
+
+    def spawn(self, context, instance, *args, **kwargs):
+        with self._consumer(instance.uuid):
+            return super().spawn(context, instance, *args, **kwargs)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        result = super().destroy(context, instance, network_info,
+                                 block_device_info=block_device_info,
+                                 destroy_disks=destroy_disks,
+                                 destroy_secrets=destroy_secrets)
+        if destroy_disks:
+            freed = self._vgpu_ext().allocator.release(instance.uuid)
+            if freed:
+                LOG.info('freed vGPU devices %s', ', '.join(freed),
+                         instance=instance)
+        return result
+
+    def init_host(self, host):
+        super().init_host(host)
+        self._reconcile_devices()
+
+    def _reconcile_devices(self) -> None:
+        """Make host and ledger agree before Nova resumes guests.
+
+        Devices come back after a host reboot, half-done work is finished,
+        devices that guests already use are adopted.
+        """
+        ext = self._vgpu_ext()
+        guests = {}
+        for guest in self._host.list_guests(only_running=False):
+            try:
+                guests[guest.uuid] = guest_mod.devices_in_domain(
+                    guest.get_xml_desc())
+            except Exception:  # a domain vanishing while listed
+                continue
+        context = nova_context.get_admin_context()
+        live = {i.uuid for i in objects.InstanceList.get_by_host(
+            context, CONF.host)}
+        for action in ext.allocator.reconcile(
+                live_consumers=live | set(guests), guest_devices=guests):
+            LOG.info('vGPU reconcile: %s %s: %s', action.kind,
+                     action.device_id, action.detail)
