@@ -21,6 +21,8 @@ import os
 import sys
 
 import fixtures
+from nova import context
+from nova import objects
 from nova.tests.functional.libvirt import base
 import os_resource_classes as orc
 
@@ -29,6 +31,7 @@ from vgpu_nova_ext import guest as guest_mod
 from vgpu_nova_ext import inventory
 
 IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
+TOKEN = b'eyJhbGciOiJSUzI1NiJ9.dGVzdC10b2tlbi12Z3B1.c2ln'
 
 
 class DriverTestBase(base.ServersTestBase):
@@ -110,7 +113,68 @@ class TestBoot(DriverTestBase):
         self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
 
     def _get_instance(self, server):
-        from nova import context
-        from nova import objects
         return objects.Instance.get_by_uuid(
             context.get_admin_context(), server['id'])
+
+
+class TestLicensing(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        token = os.path.join(self.state, 'client.tok')
+        with open(token, 'wb') as f:
+            f.write(TOKEN)
+        os.chmod(token, 0o600)
+        self.flags(enabled=True, client_config_token_file=token,
+                   group='vgpu_licensing')
+        self.compute = self.start_vgpu_compute('host1')
+        self.vgpu = self._create_flavor(extra_spec={'resources:VGPU': '1'})
+        self.plain = self._create_flavor(name='plain')
+
+    def _instance(self, server):
+        return objects.Instance.get_by_uuid(context.get_admin_context(),
+                                            server['id'])
+
+    def test_config_drive_of_a_vgpu_server_carries_the_files(self):
+        # What the driver hands Nova's own _create_configdrive, which
+        # passes injection_info.files to the config drive builder as the
+        # content of InstanceMetadata.
+        handed = []
+
+        def nova_create_configdrive(driver, ctx, instance, injection_info,
+                                    rescue=False):
+            handed.append(injection_info)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver._create_configdrive',
+            nova_create_configdrive))
+        body = self._build_server(image_uuid=IMAGE, flavor_id=self.vgpu,
+                                  networks='none')
+        body['config_drive'] = True
+        server = self.api.post_server({'server': body})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        (injection,) = handed
+        files = dict(injection.files)
+        self.assertEqual(
+            {'/etc/nvidia/gridd.conf',
+             '/etc/nvidia/ClientConfigToken/client_configuration_token.tok'},
+            set(files))
+        self.assertEqual(TOKEN, bytes(files[
+            '/etc/nvidia/ClientConfigToken/client_configuration_token.tok']))
+        self.assertIn(b'FeatureType=1', bytes(files['/etc/nvidia/gridd.conf']))
+        # As Nova would log them (InjectionInfo shows its files), the
+        # contents stay hidden.
+        self.assertNotIn(TOKEN.decode(), repr(injection))
+
+    def test_server_without_vgpu_gets_none(self):
+        handed = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver._create_configdrive',
+            lambda driver, ctx, instance, info, rescue=False:
+                handed.append(info)))
+        body = self._build_server(image_uuid=IMAGE, flavor_id=self.plain,
+                                  networks='none')
+        body['config_drive'] = True
+        server = self.api.post_server({'server': body})
+        self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual([], list(handed[0].files or []))

@@ -29,6 +29,7 @@ from lxml import etree as lxml_etree
 from nova import context as nova_context
 from nova import exception as nova_exception
 from nova import objects
+from nova.virt import configdrive
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
@@ -42,6 +43,7 @@ from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import ledger as ledger_mod
+from vgpu_nova_ext import licensing
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
 
@@ -58,6 +60,18 @@ class _Hostdev(vconfig.LibvirtConfigGuestDevice):
 
     def format_dom(self):
         return lxml_etree.fromstring(self._xml)
+
+
+class _Hidden(bytes):
+    """File content that shows as its length when logged.
+
+    Nova logs InjectionInfo with its files; the token must not follow.
+    """
+
+    def __repr__(self) -> str:
+        return '<%d bytes>' % len(self)
+
+    __str__ = __repr__
 
 
 class _Extension:
@@ -216,6 +230,32 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 LOG.info('freed vGPU devices %s', ', '.join(freed),
                          instance=instance)
         return result
+
+    # -- licensing ---------------------------------------------------------
+    def licensing_files(self, instance) -> list[tuple[str, bytes]]:
+        """The config drive files that license ``instance``'s vGPUs."""
+        ext = self._vgpu_ext()
+        types = sorted({e.type_id for e in
+                        ext.ledger.of_consumer(instance.uuid)})
+        if not types:
+            return []
+        settings = licensing.load(CONF.vgpu_licensing, ext.config)
+        return [(path, _Hidden(data)) for path, data in
+                licensing.config_drive_files(settings, types,
+                                             instance.os_type)]
+
+    def _create_configdrive(self, context, instance, injection_info,
+                            rescue=False):
+        files = (self.licensing_files(instance)
+                 if configdrive.required_by(instance) else [])
+        if files:
+            LOG.info('adding the vGPU licensing files %s to the config '
+                     'drive', ', '.join(p for p, _ in files),
+                     instance=instance)
+            injection_info = injection_info._replace(
+                files=list(injection_info.files or []) + files)
+        return super()._create_configdrive(context, instance, injection_info,
+                                           rescue=rescue)
 
     def init_host(self, host):
         super().init_host(host)
