@@ -191,9 +191,9 @@ class TestCheck(CLITestCase):
             """)
         code, out, _ = self.run_cli('--simulate', 'v100x8', '--config-file',
                                     conf, 'check')
-        self.assertEqual(0, code)
         self.assertIn('NOTE     [mdev_nvidia-197] max_instances = 6 spread '
                       'over 8 GPU(s)', out)
+        self.assertNotIn('ERROR', out)
 
     def test_bad_config_value(self):
         conf = self.write_config("""
@@ -272,6 +272,39 @@ class TestConsoleScript(base.TestCase):
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(0, proc.returncode, proc.stderr)
         self.assertEqual('cn1', json.loads(proc.stdout)['host'])
+
+
+class TestNovaWiring(CLITestCase):
+
+    def test_driver_not_configured_is_a_warning(self):
+        conf = self.write_config("""
+            [DEFAULT]
+            compute_driver = libvirt.LibvirtDriver
+            [devices]
+            enabled_mdev_types = nvidia-18
+            """)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(1, code)
+        self.assertIn('compute_driver = libvirt.LibvirtDriver', out)
+        self.assertIn('vgpu_nova_ext_driver.LibvirtVGPUDriver', out)
+
+    def test_driver_configured_without_nova_here_is_an_error(self):
+        try:
+            import nova  # noqa: F401
+            self.skipTest('nova is importable in this environment')
+        except ImportError:
+            pass
+        conf = self.write_config("""
+            [DEFAULT]
+            compute_driver = vgpu_nova_ext_driver.LibvirtVGPUDriver
+            [devices]
+            enabled_mdev_types = nvidia-18
+            """)
+        code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
+                                    conf, 'check')
+        self.assertEqual(2, code)
+        self.assertIn("nova-compute's own environment", out)
 
 
 class TestDevicesAndReconcile(CLITestCase):
@@ -388,7 +421,8 @@ class TestLicenseCommands(CLITestCase):
             extra='[DEFAULT]\n            force_config_drive = true')
         code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
                                     conf, 'check')
-        self.assertEqual(0, code, out)
+        self.assertNotIn('licensing', out)
+        self.assertNotIn('token', out)
 
     def test_check_errors_when_enabled_without_token_or_server(self):
         conf = self.write_config("""

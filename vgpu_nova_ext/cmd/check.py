@@ -20,6 +20,7 @@ from oslo_upgradecheck import upgradecheck
 
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import licensing_checks
+from vgpu_nova_ext.cmd import nova_checks
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import mapping
 
@@ -46,8 +47,9 @@ def run(args) -> int:
         print('ERROR    %s' % exc)
         print('Result: cannot check until this is fixed (exit 2)')
         return int(upgradecheck.Code.FAILURE)
-    problems = list(plan.assignment.problems) + licensing_checks.findings(
-        common.CONF.vgpu_licensing, plan.device_config, plan.config_files)
+    problems = (list(plan.assignment.problems) + licensing_checks.findings(
+        common.CONF.vgpu_licensing, plan.device_config, plan.config_files) +
+        nova_checks.findings(plan.config_files))
     results = [upgradecheck.Result(_CODES[p.severity], str(p))
                for p in problems]
     print('Host %s: %s' % (plan.host, plan.backend))
