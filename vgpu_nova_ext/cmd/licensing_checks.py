@@ -11,10 +11,10 @@
 #    under the License.
 """The licensing findings of ``vgpu-nova-ext check``."""
 
-import configparser
 import os
 import stat
 
+from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import licensing
 from vgpu_nova_ext import mapping
@@ -24,12 +24,7 @@ _TRUE = ('true', '1', 'yes', 'on')
 
 def _nova_options(config_files) -> dict[tuple[str, str], str]:
     """The few Nova options that decide how guests get their licensing."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    for path in config_files:
-        try:
-            parser.read(path)
-        except configparser.Error:
-            continue
+    parser = raw.read(config_files)
     wanted = {('DEFAULT', 'force_config_drive'),
               ('api', 'vendordata_providers'),
               ('api', 'vendordata_dynamic_targets')}

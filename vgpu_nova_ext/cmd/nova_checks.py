@@ -11,25 +11,13 @@
 #    under the License.
 """The Nova findings of ``vgpu-nova-ext check``: is the driver wired?"""
 
-import configparser
 import importlib
 
+from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import mapping
 
 SHIM = 'nova.virt.vgpu_nova_ext_driver'
 DRIVER = 'vgpu_nova_ext_driver.LibvirtVGPUDriver'
-
-
-def _compute_driver(config_files) -> str | None:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    for path in config_files:
-        try:
-            parser.read(path)
-        except configparser.Error:
-            continue
-    if parser.has_option('DEFAULT', 'compute_driver'):
-        return parser.get('DEFAULT', 'compute_driver').strip()
-    return None
 
 
 def findings(config_files) -> list[mapping.Problem]:
@@ -37,7 +25,7 @@ def findings(config_files) -> list[mapping.Problem]:
     if not config_files:
         return []
     problems = []
-    configured = _compute_driver(config_files)
+    configured = raw.option(config_files, 'DEFAULT', 'compute_driver')
     if configured != DRIVER:
         # Not wired (yet): say so; the rest only matters once it is.
         return [mapping.Problem(

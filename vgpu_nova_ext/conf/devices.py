@@ -18,7 +18,6 @@ included). So they are registered here on a *private* ``cfg.ConfigOpts``
 that reads the same files; nothing of this module touches ``cfg.CONF``.
 """
 
-import configparser
 import contextlib
 import dataclasses
 import logging
@@ -26,6 +25,7 @@ import re
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 
 DEVICES_GROUP = 'devices'
@@ -167,14 +167,8 @@ def _sections(config_files: list[str]) -> dict[str, set[str]]:
     Only to name things as written in messages: oslo.config does not say
     which alias it read.
     """
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser = raw.read(config_files)
     found: dict[str, set[str]] = {}
-    for path in config_files:
-        try:
-            parser.read(path)
-        except configparser.Error:
-            # oslo.config reports unparsable files itself.
-            continue
     for section in parser.sections():
         found[section] = set(parser.options(section))
     return found

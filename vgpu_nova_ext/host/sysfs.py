@@ -387,18 +387,23 @@ class SysfsBackend(base.HostBackend):
             raise cls('%s: writing %r to %s failed: %s' % (
                 what, value.strip(), self.reader._show(path), why))
 
-    def _wait(self, device_id: str, present: bool, what: str) -> None:
+    def _wait_until(self, done, what: str, expected: str) -> None:
+        """Poll ``done()`` with backoff until true, or time out."""
         deadline = time.monotonic() + self.timeout
         delay = 0.005
-        while os.path.lexists(self._device_dir(device_id)) != present:
+        while not done():
             if time.monotonic() > deadline:
                 raise exception.DeviceTimeoutError(
-                    '%s: %s did not %s within %.0f s; check dmesg and '
-                    'the vGPU manager (nvidia-vgpu-mgr) log' % (
-                        what, device_id, 'appear' if present else 'vanish',
-                        self.timeout))
+                    '%s: %s within %.0f s; check dmesg and the vGPU manager '
+                    '(nvidia-vgpu-mgr) log' % (what, expected, self.timeout))
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _wait(self, device_id: str, present: bool, what: str) -> None:
+        self._wait_until(
+            lambda: os.path.lexists(self._device_dir(device_id)) == present,
+            what, '%s did not %s' % (device_id,
+                                     'appear' if present else 'vanish'))
 
     def available(self, parent: str, type_id: str) -> int:
         vf_dir = self._vfio_dir(parent)
@@ -444,13 +449,8 @@ class SysfsBackend(base.HostBackend):
         return self.reader._resolve(link) if os.path.lexists(link) else None
 
     def _wait_vf(self, vf_dir: str, number: int, what: str) -> None:
-        deadline = time.monotonic() + self.timeout
-        while self.reader.vfio_current(vf_dir) != number:
-            if time.monotonic() > deadline:
-                raise exception.DeviceTimeoutError(
-                    '%s: current_vgpu_type did not become %d within %.0f s'
-                    % (what, number, self.timeout))
-            time.sleep(0.01)
+        self._wait_until(lambda: self.reader.vfio_current(vf_dir) == number,
+                         what, 'current_vgpu_type did not become %d' % number)
 
     def remove_device(self, device_id: str) -> None:
         what = 'removing device %s' % device_id

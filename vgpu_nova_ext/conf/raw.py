@@ -1,0 +1,39 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""nova.conf as plain ini text, for what oslo.config cannot tell.
+
+Used to name options as the operator wrote them (old or new names) and to
+look at a few Nova options that this project does not register.
+"""
+
+import configparser
+
+
+def read(config_files) -> configparser.ConfigParser:
+    """The files, later ones winning.
+
+    Unparsable ones are skipped: oslo.config reports those itself.
+    """
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    for path in config_files:
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+    return parser
+
+
+def option(config_files, section: str, name: str) -> str | None:
+    parser = read(config_files)
+    if parser.has_option(section, name):
+        return parser.get(section, name).strip()
+    return None
