@@ -136,23 +136,33 @@ def build_plan(args) -> Plan:
 
 @contextlib.contextmanager
 def allocator(args, plan: Plan):
-    """The allocator of this host (or of the simulated one)."""
+    """The allocator of this host (or of the simulated one).
+
+    Its ledger is ``<state_path>/<host>``, where the driver in
+    nova-compute keeps it for the same host.
+    """
     from vgpu_nova_ext import allocator as allocator_mod
     from vgpu_nova_ext import ledger as ledger_mod
 
     group = CONF.vgpu_nova_ext
-    state_path = args.state_path or group.state_path
+    state_path = os.path.join(args.state_path or group.state_path,
+                              plan.host)
     ledger = ledger_mod.Ledger(state_path)
-    profile = simulated.load_profile(args.simulate) if args.simulate else None
-    if profile is not None:
-        # The simulated host lives in the state directory when one is
-        # given, so that successive commands see the same devices.
-        root = (os.path.join(args.state_path, 'simulated-host')
-                if args.state_path else None)
-        backend = simulated.SimulatedBackend(profile=profile, root=root,
-                                             timeout=group.device_timeout)
-    else:
-        backend = _backend(args, None)
+    try:
+        profile = (simulated.load_profile(args.simulate) if args.simulate
+                   else None)
+        if profile is not None:
+            # The simulated host lives beside the ledger when a state path
+            # is given, so that successive commands see the same devices.
+            root = (os.path.join(state_path, 'simulated-host')
+                    if args.state_path else None)
+            backend = simulated.SimulatedBackend(
+                profile=profile, root=root, timeout=group.device_timeout)
+        else:
+            backend = _backend(args, None)
+    except BaseException:
+        ledger.close()
+        raise
     try:
         yield allocator_mod.Allocator(
             backend, ledger, allocator_mod.targets(plan.host,
