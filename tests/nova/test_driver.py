@@ -21,6 +21,8 @@ import os
 import sys
 
 import fixtures
+import nova.conf as nova_conf
+from nova.conf import devices as nova_devices
 from nova import context
 from nova import objects
 from nova.tests.functional.libvirt import base
@@ -178,3 +180,118 @@ class TestLicensing(DriverTestBase):
         server = self.api.post_server({'server': body})
         self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual([], list(handed[0].files or []))
+
+
+class TestScheduling(DriverTestBase):
+    """Two types on the M60's two GPUs; flavors pick one by trait."""
+
+    enabled_types = 'nvidia-18,nvidia-22'
+
+    def setUp(self):
+        super().setUp()
+        nova_devices.register_dynamic_opts(nova_conf.CONF)
+        self.flags(device_addresses=['0000:84:00.0'], group='mdev_nvidia-18')
+        self.flags(device_addresses=['0000:85:00.0'], group='mdev_nvidia-22')
+        self.compute = self.start_vgpu_compute('host1')
+
+    def gpu_of(self, server):
+        allocations = self._get_allocations_by_server_uuid(server['id'])
+        return sorted(rp for rp, a in allocations.items()
+                      if orc.VGPU in a['resources'])
+
+    def test_trait_pins_the_type(self):
+        flavor = self._create_flavor(extra_spec={
+            'resources:VGPU': '1',
+            'trait:CUSTOM_VGPU_M60_8Q': 'required'})
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ACTIVE')
+        self.assertEqual(
+            [inventory.provider_uuid('host1_pci_0000_85_00_0')],
+            self.gpu_of(server))
+        (device,) = self.host_devices(self.compute)
+        self.assertEqual(('pci_0000_85_00_0', 'nvidia-22'),
+                         (device.parent, device.type_id))
+
+    def test_two_vgpus_through_request_groups(self):
+        flavor = self._create_flavor(extra_spec={
+            'resources1:VGPU': '1', 'resources2:VGPU': '1',
+            'group_policy': 'isolate'})
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ACTIVE')
+        self.assertEqual(sorted(inventory.provider_uuid('host1_' + g) for g
+                                in ('pci_0000_84_00_0', 'pci_0000_85_00_0')),
+                         self.gpu_of(server))
+        devices = self.host_devices(self.compute)
+        self.assertEqual({'pci_0000_84_00_0', 'pci_0000_85_00_0'},
+                         {d.parent for d in devices})
+        guest = self.compute.driver._host.get_guest(
+            objects.Instance.get_by_uuid(context.get_admin_context(),
+                                         server['id']))
+        self.assertEqual(sorted(d.device_id for d in devices),
+                         sorted(guest_mod.devices_in_domain(
+                             guest.get_xml_desc())))
+
+
+class TestCapacity(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.compute = self.start_vgpu_compute('host1')
+        # Small, so that only the vGPUs run out.
+        self.flavor = self._create_flavor(
+            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+
+    def test_fill_to_capacity_then_no_valid_host(self):
+        # Eight vGPUs (two GPUs x four M60-2Q): eight boots sent at once,
+        # then waited for.
+        servers = [self.api.post_server({'server': self._build_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none')})
+            for _ in range(8)]
+        for server in servers:
+            self._wait_for_state_change(server, 'ACTIVE')
+        devices = self.host_devices(self.compute)
+        self.assertEqual(8, len({d.device_id for d in devices}))
+        one_more = self._create_server(image_uuid=IMAGE,
+                                       flavor_id=self.flavor,
+                                       networks='none',
+                                       expected_state='ERROR')
+        self.assertIn('No valid host', one_more['fault']['message'])
+        self.assertEqual(8, len(self.host_devices(self.compute)))
+        self.assertEqual(8, len(self.compute.driver._vgpu_ext()
+                                .ledger.all()))
+
+
+class TestLifecycle(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.compute = self.start_vgpu_compute('host1')
+        self.flavor = self._create_flavor(
+            extra_spec={'resources:VGPU': '1'})
+        self.server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+
+    def devices_in_guest(self):
+        guest = self.compute.driver._host.get_guest(
+            objects.Instance.get_by_uuid(context.get_admin_context(),
+                                         self.server['id']))
+        return guest_mod.devices_in_domain(guest.get_xml_desc())
+
+    def test_hard_reboot_keeps_the_device(self):
+        before = self.devices_in_guest()
+        self._reboot_server(self.server, hard=True)
+        self.assertEqual(before, self.devices_in_guest())
+        self.assertEqual(before, [d.device_id for d in
+                                  self.host_devices(self.compute)])
+
+    def test_shelve_offload_frees_and_unshelve_claims(self):
+        self._shelve_server(self.server, 'SHELVED_OFFLOADED')
+        self.assertEqual((), self.host_devices(self.compute))
+        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+        self._unshelve_server(self.server)
+        (device,) = self.host_devices(self.compute)
+        self.assertEqual([device.device_id], self.devices_in_guest())
