@@ -191,11 +191,17 @@ class Allocator:
             out = out[:max(0, target.max_per_gpu - held)]
         return out[:need]
 
-    def claim(self, consumer: str, allocations: dict) -> Claim:
+    def claim(self, consumer: str, allocations: dict,
+              instance: str | None = None) -> Claim:
         """Devices for ``consumer``'s allocations; idempotent.
 
+        :param instance: the instance whose devices these are, when the
+            consumer is a migration (a resize's or a move's destination).
         :raises ClaimError: the claim cannot be met; nothing was changed.
         """
+        if instance and instance != consumer:
+            with self.ledger.transaction():
+                self.ledger.link(consumer, instance)
         with self._lock():
             wanted = self._wanted(consumer, allocations)
             held = self.ledger.of_consumer(consumer)
@@ -292,7 +298,33 @@ class Allocator:
     def release(self, consumer: str) -> tuple[str, ...]:
         """Free ``consumer``'s devices: remove them, or keep them free."""
         with self._lock():
-            return self._release(self.ledger.of_consumer(consumer))
+            freed = self._release(self.ledger.of_consumer(consumer))
+            with self.ledger.transaction():
+                self.ledger.unlink(consumer)
+            return freed
+
+    def release_instance(self, instance: str,
+                         keep: str | None = None) -> tuple[str, ...]:
+        """Free the devices of an instance and of its migrations here.
+
+        :param keep: a consumer (the migration being confirmed) whose
+            devices stay.
+        """
+        freed: tuple[str, ...] = ()
+        for consumer in [instance] + self.ledger.linked(instance):
+            if consumer != keep:
+                freed += self.release(consumer)
+        return freed
+
+    def reassign(self, consumer: str, instance: str) -> None:
+        """Give a migration's devices to its instance.
+
+        For a resize confirmed on one host.
+        """
+        with self._lock(), self.ledger.transaction():
+            for entry in self.ledger.of_consumer(consumer):
+                self.ledger.update(entry.device_id, consumer=instance)
+            self.ledger.unlink(consumer)
 
     def _release(self, entries) -> tuple[str, ...]:
         freed = []
@@ -331,6 +363,10 @@ class Allocator:
             to adopt devices made by someone else for that guest.
         """
         now = time.time() if now is None else now
+        if live_consumers is not None:
+            # A migration's devices live as long as its instance does.
+            live_consumers = set(live_consumers) | {
+                c for i in live_consumers for c in self.ledger.linked(i)}
         with self._lock():
             actions = self._plan(live_consumers, guest_devices or {}, now)
             if not dry_run:

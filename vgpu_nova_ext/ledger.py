@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 CREATE INDEX IF NOT EXISTS devices_consumer ON devices (consumer);
 CREATE INDEX IF NOT EXISTS devices_free ON devices (gpu, type_id, state);
+CREATE TABLE IF NOT EXISTS links (
+    consumer TEXT PRIMARY KEY,
+    instance TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS links_instance ON links (instance);
 """
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
            'state', 'origin', 'changed_at', 'orphaned_at')
@@ -145,7 +150,25 @@ class Ledger:
         return self._select('WHERE state IN (%s)' % ','.join(
             '?' * len(states)), states)
 
+    def linked(self, instance: str) -> list[str]:
+        """Consumers (migrations) whose devices belong to ``instance``."""
+        return [row[0] for row in self._db.execute(
+            'SELECT consumer FROM links WHERE instance = ? ORDER BY '
+            'consumer', (instance,))]
+
+    def instance_of(self, consumer: str) -> str | None:
+        row = self._db.execute('SELECT instance FROM links WHERE '
+                               'consumer = ?', (consumer,)).fetchone()
+        return row[0] if row else None
+
     # -- writes (inside a transaction) --------------------------------------
+    def link(self, consumer: str, instance: str) -> None:
+        self._db.execute('INSERT OR REPLACE INTO links (consumer, instance) '
+                         'VALUES (?, ?)', (consumer, instance))
+
+    def unlink(self, consumer: str) -> None:
+        self._db.execute('DELETE FROM links WHERE consumer = ?', (consumer,))
+
     def add(self, entry: Entry) -> None:
         self._db.execute('INSERT INTO devices (%s) VALUES (%s)' % (
             ', '.join(_FIELDS), ', '.join('?' * len(_FIELDS))),

@@ -295,3 +295,99 @@ class TestLifecycle(DriverTestBase):
         self._unshelve_server(self.server)
         (device,) = self.host_devices(self.compute)
         self.assertEqual([device.device_id], self.devices_in_guest())
+
+
+class TestMoves(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        # As in Nova's own vGPU tests: the fake instances have no disks to
+        # move.
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.LibvirtDriver._get_instance_disk_info',
+            return_value=[]))
+        self.useFixture(fixtures.MockPatch('os.rename'))
+        self.flags(allow_resize_to_same_host=True)
+        self.compute1 = self.start_vgpu_compute('host1')
+        self.flavor = self._create_flavor(
+            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+        self.bigger = self._create_flavor(
+            memory_mb=512, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+
+    def devices(self, compute):
+        return {d.device_id for d in self.host_devices(compute)}
+
+    def owners(self, compute):
+        return {e.consumer for e in compute.driver._vgpu_ext().ledger.all()}
+
+    def _confirm_resize(self, server, host='host1'):
+        # As Nova's own vGPU tests do: the libvirt driver's cleanup looks at
+        # CONF.host, which is the last started compute's in one process.
+        orig = nova_conf.CONF.host
+        self.flags(host=host)
+        super()._confirm_resize(server)
+        self.flags(host=orig)
+        self._wait_for_state_change(server, 'ACTIVE')
+
+    def test_resize_revert_and_confirm_across_hosts(self):
+        compute2 = self.start_vgpu_compute('host2')
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='host1', expected_state='ACTIVE')
+        original = self.devices(self.compute1)
+        self.assertEqual(1, len(original))
+        self.flags(allow_resize_to_same_host=False)
+        self._resize_server(server, self.bigger)
+        self.assertEqual(original, self.devices(self.compute1))
+        self.assertEqual(1, len(self.devices(compute2)))
+        migration = self.api.get_migrations()[0]['uuid']
+        self.assertEqual({migration}, self.owners(compute2))
+
+        self._revert_resize(server)
+        self.assertEqual(original, self.devices(self.compute1))
+        self.assertEqual(set(), self.devices(compute2))
+
+        self._resize_server(server, self.bigger)
+        self._confirm_resize(server, host='host1')
+        self.assertEqual(set(), self.devices(self.compute1))
+        self.assertEqual(1, len(self.devices(compute2)))
+        self._delete_server(server)
+        self.assertEqual(set(), self.devices(compute2))
+        self.assertEqual(set(), self.owners(compute2))
+
+    def test_resize_on_one_host_revert_then_confirm(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+        original = self.devices(self.compute1)
+        self._resize_server(server, self.bigger)
+        # Both sets on one host, told apart by their consumers.
+        self.assertEqual(2, len(self.devices(self.compute1)))
+        self.assertEqual(2, len(self.owners(self.compute1)))
+        self._revert_resize(server)
+        self.assertEqual(original, self.devices(self.compute1))
+        self.assertEqual({server['id']}, self.owners(self.compute1))
+
+        self._resize_server(server, self.bigger)
+        new = self.devices(self.compute1) - original
+        self._confirm_resize(server, host='host1')
+        self.assertEqual(new, self.devices(self.compute1))
+        self.assertEqual({server['id']}, self.owners(self.compute1))
+        self._delete_server(server)
+        self.assertEqual(set(), self.devices(self.compute1))
+
+    def test_cold_migration(self):
+        compute2 = self.start_vgpu_compute('host2')
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='host1', expected_state='ACTIVE')
+        self._migrate_server(server)
+        self._confirm_resize(server, host='host1')
+        self.assertEqual(set(), self.devices(self.compute1))
+        (device,) = self.devices(compute2)
+        guest = compute2.driver._host.get_guest(objects.Instance.get_by_uuid(
+            context.get_admin_context(), server['id']))
+        self.assertEqual([device],
+                         guest_mod.devices_in_domain(guest.get_xml_desc()))

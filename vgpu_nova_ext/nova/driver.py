@@ -26,6 +26,7 @@ import os
 import threading
 
 from lxml import etree as lxml_etree
+from nova.compute import task_states
 from nova import context as nova_context
 from nova import exception as nova_exception
 from nova import objects
@@ -139,13 +140,14 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             return self._vgpu
 
     @contextlib.contextmanager
-    def _consumer(self, consumer: str):
-        previous = getattr(self._claiming, 'consumer', None)
-        self._claiming.consumer = consumer
+    def _consumer(self, consumer: str, instance: str | None = None):
+        """Whose devices ``_allocate_mdevs`` claims in this thread."""
+        previous = getattr(self._claiming, 'who', None)
+        self._claiming.who = (consumer, instance or consumer)
         try:
             yield
         finally:
-            self._claiming.consumer = previous
+            self._claiming.who = previous
 
     # -- Nova's in-tree vGPU support, unused ---------------------------------
     def _get_supported_vgpu_types(self):
@@ -191,12 +193,14 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
 
     # -- devices -----------------------------------------------------------
     def _allocate_mdevs(self, allocations):
-        consumer = getattr(self._claiming, 'consumer', None)
-        if consumer is None or not allocations:
+        who = getattr(self._claiming, 'who', None)
+        if who is None or not allocations:
             return []
+        consumer, instance = who
         ext = self._vgpu_ext()
         try:
-            claim = ext.allocator.claim(consumer, allocations)
+            claim = ext.allocator.claim(consumer, allocations,
+                                        instance=instance)
         except exception.ClaimError as exc:
             raise nova_exception.ComputeResourcesUnavailable(
                 reason=str(exc))
@@ -218,18 +222,57 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         with self._consumer(instance.uuid):
             return super().spawn(context, instance, *args, **kwargs)
 
+    def finish_migration(self, context, migration, instance, *args,
+                         **kwargs):
+        # The destination's devices belong to the migration until the
+        # resize is confirmed, so that a resize on one host and its revert
+        # can tell the two sets apart.
+        with self._consumer(migration.uuid, instance.uuid):
+            return super().finish_migration(context, migration, instance,
+                                            *args, **kwargs)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        result = super().confirm_migration(context, migration, instance,
+                                           network_info)
+        allocator = self._vgpu_ext().allocator
+        # The source's devices go; on one host, the destination's (the
+        # migration's) become the instance's.
+        self._log_freed(allocator.release_instance(
+            instance.uuid, keep=migration.uuid), instance)
+        allocator.reassign(migration.uuid, instance.uuid)
+        return result
+
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
         result = super().destroy(context, instance, network_info,
                                  block_device_info=block_device_info,
                                  destroy_disks=destroy_disks,
                                  destroy_secrets=destroy_secrets)
-        if destroy_disks:
-            freed = self._vgpu_ext().allocator.release(instance.uuid)
-            if freed:
-                LOG.info('freed vGPU devices %s', ', '.join(freed),
-                         instance=instance)
+        allocator = self._vgpu_ext().allocator
+        if instance.task_state == task_states.RESIZE_REVERTING:
+            # A revert on the destination: only the migration's devices go;
+            # the source keeps the instance's.
+            migration = self._reverting_migration(context, instance)
+            if migration is not None:
+                self._log_freed(allocator.release(migration), instance)
+        elif destroy_disks:
+            self._log_freed(allocator.release_instance(instance.uuid),
+                            instance)
         return result
+
+    @staticmethod
+    def _reverting_migration(context, instance) -> str | None:
+        mig_context = instance.migration_context
+        if mig_context is None:
+            return None
+        return objects.Migration.get_by_id(
+            context, mig_context.migration_id).uuid
+
+    @staticmethod
+    def _log_freed(freed, instance) -> None:
+        if freed:
+            LOG.info('freed vGPU devices %s', ', '.join(freed),
+                     instance=instance)
 
     # -- licensing ---------------------------------------------------------
     def licensing_files(self, instance) -> list[tuple[str, bytes]]:
