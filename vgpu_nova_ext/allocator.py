@@ -141,6 +141,7 @@ class Allocator:
         # Other resources (VCPU on the root, PCI devices ...) are not ours.
         classes = {t.resource_class for t in self.targets.values()} | {
             'VGPU'}
+        elsewhere = []
         for rp_uuid, body in sorted(allocations.items()):
             resources = body.get('resources', body)
             units = {rc: n for rc, n in resources.items()
@@ -149,12 +150,10 @@ class Allocator:
                 continue
             target = self.targets.get(rp_uuid)
             if target is None:
-                raise exception.ClaimError(
-                    'claim for %s: provider %s is not one of this host\'s '
-                    'GPU providers (%s); was the instance scheduled to '
-                    'another host?' % (consumer, rp_uuid, ', '.join(
-                        sorted(t.provider_name for t in
-                               self.targets.values())) or 'none'))
+                # During an evacuation the instance holds allocations on
+                # the host it left too: those are not this host's to claim.
+                elsewhere.append(rp_uuid)
+                continue
             for rc, n in units.items():
                 if rc != target.resource_class:
                     raise exception.ClaimError(
@@ -170,6 +169,13 @@ class Allocator:
                                        target.provider_name, target.max_unit,
                                        target.type_id))
                 wanted.append((target, n))
+        if elsewhere and not wanted:
+            raise exception.ClaimError(
+                'claim for %s: provider(s) %s are not among this host\'s GPU '
+                'providers (%s); was the instance scheduled to another '
+                'host?' % (consumer, ', '.join(elsewhere), ', '.join(
+                    sorted(t.provider_name for t in self.targets.values()))
+                    or 'none'))
         return wanted
 
     def _creatable(self, target: Target, need: int) -> list[str]:

@@ -46,6 +46,9 @@ def hostdev(kind: str, device_id: str, display: bool = False
                          function='0x' + function)
         return element
     element.set('type', 'mdev')
+    # As libvirt writes it back (and as Nova parses it when it detaches
+    # the device for a suspend): an mdev is never "managed".
+    element.set('managed', 'no')
     element.set('model', 'vfio-pci')
     element.set('display', 'on' if display else 'off')
     etree.SubElement(source, 'address', uuid=device_id)

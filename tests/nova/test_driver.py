@@ -391,3 +391,58 @@ class TestMoves(DriverTestBase):
             context.get_admin_context(), server['id']))
         self.assertEqual([device],
                          guest_mod.devices_in_domain(guest.get_xml_desc()))
+
+
+class TestHostEvents(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.compute1 = self.start_vgpu_compute('host1')
+        self.flavor = self._create_flavor(
+            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+
+    def guest_devices(self, compute, server):
+        guest = compute.driver._host.get_guest(objects.Instance.get_by_uuid(
+            context.get_admin_context(), server['id']))
+        return guest_mod.devices_in_domain(guest.get_xml_desc())
+
+    def test_restart_after_a_host_reboot_brings_the_devices_back(self):
+        servers = [self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE') for _ in range(3)]
+        before = {d.device_id: d.parent for d in
+                  self.host_devices(self.compute1)}
+        self.assertEqual(3, len(before))
+        # The host reboots: its devices are gone, the ledger stays.
+        kernel = self.compute1.driver._vgpu_ext().backend
+        for device_id in before:
+            kernel.remove_device(device_id)
+        self.assertEqual((), kernel.scan().mediated_devices)
+        self.compute1 = self.restart_compute_service('host1')
+        after = {d.device_id: d.parent for d in
+                 self.host_devices(self.compute1)}
+        self.assertEqual(before, after)
+        for server in servers:
+            (device,) = self.guest_devices(self.compute1, server)
+            self.assertIn(device, after)
+
+    def test_evacuated_instances_freed_when_the_source_comes_back(self):
+        compute2 = self.start_vgpu_compute('host2')
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='host1', expected_state='ACTIVE')
+        self.assertEqual(1, len(self.host_devices(self.compute1)))
+        self.compute1.stop()
+        service = self.api.get_services(host='host1',
+                                        binary='nova-compute')[0]
+        self.api.put_service(service['id'], {'forced_down': True})
+        self._evacuate_server(server, expected_host='host2')
+        self.assertEqual(1, len(self.host_devices(compute2)))
+        # host1 comes back: it destroys the evacuated guest, and frees its
+        # device.
+        self.compute1 = self.restart_compute_service('host1')
+        self.api.put_service(service['id'], {'forced_down': False})
+        self.assertEqual((), self.host_devices(self.compute1))
+        self.assertEqual([], self.compute1.driver._vgpu_ext().ledger.all())
+        self.assertEqual(1, len(self.host_devices(compute2)))

@@ -143,7 +143,7 @@ class TestClaimRefused(AllocatorTestCase):
     def test_provider_of_another_host(self):
         exc = self.assertRaises(exception.ClaimError, self.al.claim, 'i1', {
             str(uuid.uuid4()): {'resources': {'VGPU': 1}}})
-        self.assertIn('not one of this host', str(exc))
+        self.assertIn('not among this host', str(exc))
 
     def test_wrong_resource_class(self):
         al = self.make(config='[devices]\nenabled_mdev_types = nvidia-18\n'
@@ -394,3 +394,35 @@ class TestRemoveForeign(AllocatorTestCase):
         self.assertEqual(3, len(self.host_devices()))
         self.assertEqual((foreign[0],), self.al.remove_foreign(foreign[:1]))
         self.assertEqual({foreign[1], owned}, set(self.host_devices()))
+
+
+class TestMigrationConsumers(AllocatorTestCase):
+
+    def test_linked_devices_live_and_die_with_their_instance(self):
+        self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
+        self.al.claim('migration', lifecycle.alloc(self.al, GPU85),
+                      instance='inst')
+        self.assertEqual(['migration'], self.al.ledger.linked('inst'))
+        # The migration is no instance, but lives with its instance.
+        self.assertEqual((), self.al.reconcile(live_consumers={'inst'}))
+        freed = self.al.release_instance('inst')
+        self.assertEqual(2, len(freed))
+        self.assertEqual({}, self.host_devices())
+        self.assertEqual([], self.al.ledger.linked('inst'))
+
+    def test_confirm_on_one_host(self):
+        old = self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
+        new = self.al.claim('mig', lifecycle.alloc(self.al, GPU84),
+                            instance='inst')
+        self.al.release_instance('inst', keep='mig')
+        self.al.reassign('mig', 'inst')
+        self.assertEqual({new.devices[0].device_id: ('inst', ledger.ACTIVE)},
+                         self.ledger_states())
+        self.assertNotIn(old.devices[0].device_id, self.host_devices())
+        self.assertEqual([], self.al.ledger.linked('inst'))
+
+    def test_evacuation_allocations_on_the_host_left_are_ignored(self):
+        allocations = lifecycle.alloc(self.al, GPU84)
+        allocations[str(uuid.uuid4())] = {'resources': {'VGPU': 1}}
+        claim = self.al.claim('inst', allocations)
+        self.assertEqual([GPU84], [d.gpu for d in claim.devices])

@@ -34,9 +34,9 @@ class TestHostdev(testtools.TestCase):
     def test_mdev(self):
         xml = guest.hostdev_xml(model.MDEV, MDEV)
         self.assertEqual(
-            '<hostdev mode="subsystem" type="mdev" model="vfio-pci" '
-            'display="off"><source><address uuid="%s" /></source>'
-            '</hostdev>' % MDEV, xml)
+            '<hostdev mode="subsystem" type="mdev" managed="no" '
+            'model="vfio-pci" display="off"><source><address uuid="%s" />'
+            '</source></hostdev>' % MDEV, xml)
 
     def test_vf_is_not_managed(self):
         xml = guest.hostdev_xml(model.VF, VF)

@@ -255,7 +255,10 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             migration = self._reverting_migration(context, instance)
             if migration is not None:
                 self._log_freed(allocator.release(migration), instance)
-        elif destroy_disks:
+        elif destroy_disks or instance.node != self._host.get_hostname():
+            # Deleted, shelved-offloaded, or evacuated while this host was
+            # down (Nova destroys it here when the host comes back, keeping
+            # disks that sit on shared storage; the devices go regardless).
             self._log_freed(allocator.release_instance(instance.uuid),
                             instance)
         return result
