@@ -25,6 +25,7 @@ import nova.conf as nova_conf
 from nova.conf import devices as nova_devices
 from nova import context
 from nova import objects
+from nova.tests.functional.api import client
 from nova.tests.functional.libvirt import base
 import os_resource_classes as orc
 
@@ -446,3 +447,20 @@ class TestHostEvents(DriverTestBase):
         self.assertEqual((), self.host_devices(self.compute1))
         self.assertEqual([], self.compute1.driver._vgpu_ext().ledger.all())
         self.assertEqual(1, len(self.host_devices(compute2)))
+
+    def test_live_migration_is_refused_clearly(self):
+        self.start_vgpu_compute('host2')
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='host1', expected_state='ACTIVE')
+        # The source's pre-check refuses; Nova's conductor then finds no
+        # valid host and the API answers with its own error.
+        self.assertRaises(
+            client.OpenStackApiException, self.api.post_server_action,
+            server['id'], {'os-migrateLive': {
+                'host': 'host2', 'block_migration': 'auto'}})
+        self.assertIn('does not live-migrate them yet',
+                      self.stdlog.logger.output)
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(1, len(self.host_devices(self.compute1)))

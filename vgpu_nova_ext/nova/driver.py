@@ -303,6 +303,20 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         return super()._create_configdrive(context, instance, injection_info,
                                            rescue=rescue)
 
+    # -- live migration ----------------------------------------------------
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data,
+                                      block_device_info=None):
+        if self._vgpu_ext().ledger.of_consumer(instance.uuid):
+            raise nova_exception.MigrationPreCheckError(
+                reason='instance %s holds vGPU devices managed by '
+                       'vgpu-nova-ext, which does not live-migrate them yet; '
+                       'use a cold migration (openstack server migrate)'
+                       % instance.uuid)
+        return super().check_can_live_migrate_source(
+            context, instance, dest_check_data,
+            block_device_info=block_device_info)
+
     def init_host(self, host):
         super().init_host(host)
         self._reconcile_devices()
