@@ -1,0 +1,44 @@
+#!/bin/bash
+# The gate job's check, run on the devstack node after stacking: a server
+# with the vGPU flavor comes up with its device, its Placement allocation
+# and its licensing files, and its device is freed on delete.
+set -euxo pipefail
+
+DEVSTACK_DIR=${DEVSTACK_DIR:-/opt/stack/devstack}
+FLAVOR=${VGPU_NOVA_EXT_FLAVOR:-vgpu.small}
+IMAGE=${IMAGE:-$(openstack image list -f value -c Name | grep -m1 cirros)}
+# shellcheck source=/dev/null
+source "$DEVSTACK_DIR/openrc" admin admin
+STATE=${VGPU_NOVA_EXT_STATE_PATH:-/opt/stack/data/vgpu-nova-ext}
+HOST=$(hostname)
+
+openstack server create --flavor "$FLAVOR" --image "$IMAGE" \
+    --network private --config-drive True --wait vgpu-check
+server=$(openstack server show vgpu-check -f value -c id)
+test "$(openstack server show vgpu-check -f value -c status)" = ACTIVE
+
+# Placement: the allocation is on a GPU provider under this compute node.
+openstack resource provider allocation show "$server" -f json \
+    | python3 -c 'import json, sys; a = json.load(sys.stdin); \
+assert any(r["resources"].get("VGPU") for r in a), a'
+
+# The host: a device owned by the server, in its domain XML.
+device=$(vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
+    --state-path "$STATE" --host "$HOST" devices --format json \
+    | python3 -c "import json, sys; d = json.load(sys.stdin)['devices']; \
+print([x['device'] for x in d if x['owner'] == '$server'][0])")
+domain=$(openstack server show vgpu-check -f value \
+    -c OS-EXT-SRV-ATTR:instance_name)
+sudo virsh dumpxml "$domain" | grep -q "$device"
+
+# The config drive carries the licensing files.
+drive=$(sudo virsh domblklist "$domain" | awk '/disk.config/ {print $2}')
+sudo isoinfo -R -f -i "$drive" | grep -q nvidia
+
+openstack server delete --wait vgpu-check
+if vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
+        --state-path "$STATE" --host "$HOST" devices --format json \
+        | grep -q "$device"; then
+    echo "device $device was not freed" >&2
+    exit 1
+fi

@@ -1,0 +1,74 @@
+#!/bin/bash
+# Runs devstack phases of the plugin with devstack's helpers stubbed.
+#   harness.sh WORKDIR PHASE...   (PHASE: install post-config start-compute
+#                                   extra unstack clean)
+set -eu
+WORK=$1
+shift
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+
+export DEST=$WORK/dest DATA_DIR=$WORK/data STACK_USER
+export NOVA_CONF_DIR=$WORK/etc/nova
+export NOVA_CONF=$NOVA_CONF_DIR/nova.conf NOVA_CPU_CONF=$NOVA_CONF_DIR/nova-cpu.conf
+export VGPU_NOVA_EXT_DIR=$TOP
+STACK_USER=$(id -un)
+ACTIONS=$WORK/actions.log
+mkdir -p "$NOVA_CONF_DIR" "$DATA_DIR"
+
+function record { echo "$*" >> "$ACTIONS"; }
+function define_plugin { record define_plugin "$@"; }
+function plugin_requires { record plugin_requires "$@"; }
+function trueorfalse {
+    local default=$1 value=${!2:-}
+    case "$value" in
+        [Tt]rue|1|yes|Yes) echo True ;;
+        [Ff]alse|0|no|No) echo False ;;
+        *) echo "$default" ;;
+    esac
+}
+function get_python_exec_prefix { echo /usr/local/bin; }
+function setup_develop { record setup_develop "$@"; }
+function install_package { record install_package "$@"; }
+function is_service_enabled { return 0; }
+function iniset { python3 "$HERE/ini.py" set "$@"; record iniset "$@"; }
+function inidelete { python3 "$HERE/ini.py" delete "$@"; record inidelete "$@"; }
+function echo_summary { :; }
+function die { shift; record die "$@"; echo "die: $*" >&2; exit 1; }
+function lsmod {
+    if [[ "${HARNESS_MTTY_LOADED:-1}" == 1 ]]; then
+        echo "mtty 16384 0"
+    fi
+    echo "kvm 1163264 1"
+}
+function sudo {
+    # Drop the ownership options of install; run the rest as is.
+    if [[ "$1" == install ]]; then
+        shift
+        local args=()
+        while [[ $# -gt 0 ]]; do
+            case "$1" in -o|-g) shift 2 ;; *) args+=("$1"); shift ;; esac
+        done
+        install "${args[@]}"
+    else
+        "$@"
+    fi
+}
+function openstack { record openstack "$@"; }
+function run_process { record run_process "$@"; }
+function stop_process { record stop_process "$@"; }
+
+# shellcheck source=devstack/settings
+source "$TOP/devstack/settings"
+for phase in "$@"; do
+    case "$phase" in
+        install) source "$TOP/devstack/plugin.sh" stack install ;;
+        post-config) source "$TOP/devstack/plugin.sh" stack post-config ;;
+        # devstack's start_nova_compute copies nova.conf over nova-cpu.conf
+        start-compute) cp "$NOVA_CONF" "$NOVA_CPU_CONF" ;;
+        extra) source "$TOP/devstack/plugin.sh" stack extra ;;
+        unstack) source "$TOP/devstack/plugin.sh" unstack ;;
+        clean) source "$TOP/devstack/plugin.sh" clean ;;
+        *) echo "unknown phase $phase" >&2; exit 2 ;;
+    esac
+done

@@ -1,0 +1,160 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The devstack plugin, phase by phase, with devstack's helpers stubbed."""
+
+import configparser
+import os
+import shutil
+import stat
+import subprocess
+
+import fixtures
+import testtools
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+HARNESS = os.path.join(HERE, 'harness.sh')
+SCRIPTS = ['devstack/plugin.sh', 'devstack/settings',
+           'devstack/lib/vgpu-nova-ext', 'devstack/gate/verify.sh',
+           'tests/devstack/harness.sh']
+
+
+class TestPlugin(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.work = self.useFixture(fixtures.TempDir()).path
+
+    def run_phases(self, *phases, env=None, ok=True):
+        proc = subprocess.run(
+            ['bash', HARNESS, self.work, *phases], capture_output=True,
+            text=True, timeout=120, env=dict(os.environ, **(env or {})))
+        if ok:
+            self.assertEqual(0, proc.returncode, proc.stderr)
+        return proc
+
+    def conf(self, name='nova-cpu.conf'):
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str
+        parser.read(os.path.join(self.work, 'etc', 'nova', name))
+        return parser
+
+    def actions(self):
+        with open(os.path.join(self.work, 'actions.log')) as f:
+            return f.read().splitlines()
+
+    def test_mtty_mode_configures_what_nova_compute_reads(self):
+        self.run_phases('install', 'post-config', 'start-compute', 'extra')
+        conf = self.conf()
+        self.assertEqual('vgpu_nova_ext_driver.LibvirtVGPUDriver',
+                         conf['DEFAULT']['compute_driver'])
+        self.assertEqual('True', conf['DEFAULT']['force_config_drive'])
+        self.assertEqual('mtty-1', conf['devices']['enabled_mdev_types'])
+        self.assertEqual('mtty_mtty',
+                         conf['mdev_mtty-1']['device_addresses'])
+        self.assertEqual('libvirt', conf['vgpu_nova_ext']['host_backend'])
+        self.assertEqual('True', conf['vgpu_licensing']['enabled'])
+        token = conf['vgpu_licensing']['client_config_token_file']
+        self.assertTrue(os.path.exists(token))
+        self.assertEqual(0, stat.S_IMODE(os.stat(token).st_mode) & 0o077)
+        self.assertEqual('cloud-init@http://127.0.0.1:9876/',
+                         conf['api']['vendordata_dynamic_targets'])
+        actions = self.actions()
+        self.assertIn('setup_develop %s' % TOP, actions)
+        self.assertIn('plugin_requires vgpu-nova-ext nova', actions)
+        self.assertTrue(any(a.startswith('run_process vgpu-nova-ext-'
+                                         'vendordata') for a in actions))
+        flavors = [a for a in actions if a.startswith('openstack flavor '
+                                                       'create')]
+        self.assertEqual(2, len(flavors))
+        self.assertIn('resources:VGPU=1', flavors[0])
+        self.assertIn('trait:CUSTOM_VGPU_MTTY_1=required', flavors[1])
+
+    def test_unstack_and_clean_undo_it(self):
+        self.run_phases('install', 'post-config', 'start-compute', 'extra')
+        token = self.conf()['vgpu_licensing']['client_config_token_file']
+        self.run_phases('unstack', 'clean')
+        conf = self.conf('nova.conf')
+        for section, option in (('DEFAULT', 'compute_driver'),
+                                ('DEFAULT', 'force_config_drive'),
+                                ('devices', 'enabled_mdev_types'),
+                                ('mdev_mtty-1', 'device_addresses'),
+                                ('vgpu_licensing', 'enabled'),
+                                ('api', 'vendordata_dynamic_targets')):
+            self.assertFalse(conf.has_option(section, option),
+                             '%s %s' % (section, option))
+        self.assertFalse(os.path.exists(token))
+        actions = self.actions()
+        self.assertIn('stop_process vgpu-nova-ext-vendordata', actions)
+        self.assertEqual(2, len([a for a in actions if a.startswith(
+            'openstack flavor delete')]))
+
+    def test_mtty_not_loaded_stops_with_a_clear_message(self):
+        proc = self.run_phases('post-config', ok=False,
+                               env={'HARNESS_MTTY_LOADED': '0'})
+        self.assertNotEqual(0, proc.returncode)
+        self.assertIn('NOVA_COMPILE_MDEV_SAMPLES=True', proc.stderr)
+
+    def test_nvidia_mode(self):
+        env = {'VGPU_NOVA_EXT_MODE': 'nvidia',
+               'VGPU_NOVA_EXT_MDEV_TYPES': 'nvidia-18,nvidia-22',
+               'VGPU_NOVA_EXT_DEVICE_ADDRESSES': '',
+               'VGPU_NOVA_EXT_LICENSING': 'False'}
+        self.run_phases('post-config', 'start-compute', env=env)
+        conf = self.conf()
+        self.assertEqual('nvidia-18,nvidia-22',
+                         conf['devices']['enabled_mdev_types'])
+        self.assertFalse(conf.has_section('vgpu_licensing'))
+        proc = self.run_phases('post-config', ok=False, env={
+            'VGPU_NOVA_EXT_MODE': 'nvidia'})
+        self.assertIn('needs VGPU_NOVA_EXT_MDEV_TYPES', proc.stderr)
+
+
+class TestScripts(testtools.TestCase):
+
+    def test_shellcheck_clean(self):
+        shellcheck = shutil.which('shellcheck')
+        if shellcheck is None:
+            message = 'shellcheck is not installed (apt-get install ' \
+                'shellcheck)'
+            if os.environ.get('VGPU_NOVA_EXT_REQUIRE_SCHEMAS'):
+                self.fail(message)
+            self.skipTest(message)
+        proc = subprocess.run(
+            [shellcheck, '--shell=bash', '--external-sources',
+             '--source-path=SCRIPTDIR', '-e', 'SC1091,SC2034,SC2154'] +
+            [os.path.join(TOP, s) for s in SCRIPTS],
+            capture_output=True, text=True, cwd=TOP, timeout=120)
+        self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
+
+
+class TestZuul(testtools.TestCase):
+
+    def test_job_has_what_zuul_needs(self):
+        with open(os.path.join(TOP, '.zuul.yaml')) as f:
+            config = yaml.safe_load(f)
+        jobs = {i['job']['name']: i['job'] for i in config if 'job' in i}
+        job = jobs['vgpu-nova-ext-devstack-mtty']
+        self.assertIn(job['parent'], ('devstack', 'devstack-tempest'))
+        self.assertTrue(job['description'])
+        self.assertIn('vgpu-nova-ext', job['vars']['devstack_plugins'])
+        self.assertIn('nova', job['vars']['devstack_plugins'])
+        localrc = job['vars']['devstack_localrc']
+        self.assertEqual('mtty', localrc['VGPU_NOVA_EXT_MODE'])
+        self.assertTrue(localrc['NOVA_COMPILE_MDEV_SAMPLES'])
+        post_run = job['post-run']
+        self.assertTrue(os.path.exists(os.path.join(TOP, post_run)))
+        (project,) = [i['project'] for i in config if 'project' in i]
+        self.assertIn('vgpu-nova-ext-devstack-mtty',
+                      [j if isinstance(j, str) else next(iter(j))
+                       for j in project['check']['jobs']])
