@@ -74,8 +74,8 @@ class TestPlugin(testtools.TestCase):
         self.assertIn('plugin_requires vgpu-nova-ext nova', actions)
         self.assertTrue(any(a.startswith('run_process vgpu-nova-ext-'
                                          'vendordata') for a in actions))
-        flavors = [a for a in actions if a.startswith('openstack flavor '
-                                                       'create')]
+        flavors = [a for a in actions
+                   if a.startswith('openstack flavor create')]
         self.assertEqual(2, len(flavors))
         self.assertIn('resources:VGPU=1', flavors[0])
         self.assertIn('trait:CUSTOM_VGPU_MTTY_1=required', flavors[1])
