@@ -23,12 +23,17 @@ extension_group = cfg.OptGroup(
 extension_opts = [
     cfg.StrOpt(
         'host_backend',
-        default='sysfs',
+        default='libvirt',
         help='The host backend plugin (stevedore namespace '
              '``vgpu_nova_ext.host_backends``) that reads and changes the '
-             'host\'s devices. ``sysfs``: the kernel\'s mdev bus under '
-             '``sysfs_root``. ``simulated``: a host described by '
-             '``simulated_profile``, for demos and tests only.'),
+             'host\'s devices. ``libvirt`` (default): libvirt\'s node-device '
+             'API (define, start, autostart; devices persist through '
+             'mdevctl), the host read from sysfs. ``sysfs``: the kernel\'s '
+             'mdev bus under ``sysfs_root`` directly (devices do not survive '
+             'a reboot by themselves; reconcile makes them again). ``vfio``: '
+             'NVIDIA\'s vendor-specific VFIO (vGPU 17+, no mdev bus). '
+             '``simulated``: a host described by ``simulated_profile``, for '
+             'demos and tests only.'),
     cfg.StrOpt(
         'sysfs_root',
         default='/',
