@@ -78,7 +78,7 @@ class _Hidden(bytes):
 class _Extension:
     """The host's backend, plan and allocator, for one compute node."""
 
-    def __init__(self, nodename: str) -> None:
+    def __init__(self, nodename: str, libvirt_connection=None) -> None:
         group = CONF.vgpu_nova_ext
         self.nodename = nodename
         self.state_path = os.path.join(group.state_path, nodename)
@@ -90,9 +90,11 @@ class _Extension:
                 root=os.path.join(self.state_path, 'simulated-host'),
                 timeout=group.device_timeout)
         else:
+            # The libvirt backend shares nova-compute's own connection.
             self.backend = host_base.load_backend(
                 group.host_backend, sysfs_root=group.sysfs_root,
-                timeout=group.device_timeout)
+                timeout=group.device_timeout,
+                connection=libvirt_connection)
         self.ledger = ledger_mod.Ledger(self.state_path)
         self.allocator = allocator_mod.Allocator(
             self.backend, self.ledger, {}, lock_path=self.state_path,
@@ -136,7 +138,8 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
     def _vgpu_ext(self) -> _Extension:
         with self._vgpu_lock:
             if self._vgpu is None:
-                self._vgpu = _Extension(self._host.get_hostname())
+                self._vgpu = _Extension(self._host.get_hostname(),
+                                        self._host.get_connection())
             return self._vgpu
 
     @contextlib.contextmanager
