@@ -464,3 +464,71 @@ class TestHostEvents(DriverTestBase):
         server = self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual(1, len(self.host_devices(self.compute1)))
+
+
+class TestReshapeFromNovaLayout(DriverTestBase):
+    """Nova's in-tree SR-IOV layout reshaped at start-up.
+
+    A provider per VF, as Nova's in-tree support makes them, is reshaped
+    onto the GPU's provider through Nova's own ReshapeNeeded path.
+    """
+
+    profile = 'a100-sriov'
+    enabled_types = 'nvidia-471'
+
+    def setUp(self):
+        super().setUp()
+        self.compute = self.start_vgpu_compute('host1')
+        self.flavor = self._create_flavor(
+            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+
+    def test_per_vf_providers_reshaped_onto_the_gpu(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+        (device,) = [d for d in self.host_devices(self.compute)
+                     if d.device_id in guest_mod.devices_in_domain(
+                         self.compute.driver._host.get_guest(
+                             objects.Instance.get_by_uuid(
+                                 context.get_admin_context(),
+                                 server['id'])).get_xml_desc())]
+        gpu = self.compute.driver._vgpu_ext().backend.scan().gpu_of_parent(
+            device.parent)
+        gpu_rp = inventory.provider_uuid('host1_' + gpu.name)
+        root = self.compute_rp_uuids['host1']
+        # Make the tree look as Nova's in-tree support left it: the
+        # server's vGPU on a provider of the VF that holds its device.
+        vf_name = 'host1_' + device.parent
+        vf_rp = self.placement.post('/resource_providers', {
+            'name': vf_name, 'parent_provider_uuid': root},
+            version='1.20').body['uuid']
+        self.placement.put('/resource_providers/%s/inventories' % vf_rp, {
+            'resource_provider_generation': 0,
+            'inventories': {'VGPU': {'total': 1}}}, version='1.20')
+        allocations = self.placement.get(
+            '/allocations/%s' % server['id'], version='1.28').body
+        moved = {rp: a['resources'] for rp, a in
+                 allocations['allocations'].items()}
+        moved[vf_rp] = moved.pop(gpu_rp)
+        self.placement.put('/allocations/%s' % server['id'], {
+            'allocations': {rp: {'resources': r} for rp, r in moved.items()},
+            'project_id': allocations['project_id'],
+            'user_id': allocations['user_id'],
+            'consumer_generation': allocations['consumer_generation']},
+            version='1.28')
+        self.placement.delete('/resource_providers/%s' % gpu_rp,
+                              version='1.20')
+
+        self.compute = self.restart_compute_service('host1')
+
+        after = self.placement.get('/allocations/%s' % server['id'],
+                                   version='1.28').body['allocations']
+        self.assertEqual({'VGPU': 1}, after[gpu_rp]['resources'])
+        self.assertNotIn(vf_rp, after)
+        self.assertEqual(404, self.placement.get(
+            '/resource_providers/%s' % vf_rp, version='1.20').status)
+        self.assertEqual(device.device_id, [
+            d.device_id for d in self.host_devices(self.compute)
+            if d.parent == device.parent][0])
+        self._wait_for_state_change(server, 'ACTIVE')

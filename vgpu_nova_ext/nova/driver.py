@@ -47,6 +47,7 @@ from vgpu_nova_ext import ledger as ledger_mod
 from vgpu_nova_ext import licensing
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
+from vgpu_nova_ext import reshape
 
 LOG = logging.getLogger(__name__)
 CONF = conf_pkg.CONF
@@ -168,6 +169,15 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             if data.parent_uuid is not None:
                 existing[data.name] = data.uuid
         desired = ext.refresh(existing)
+        old = self._old_layout(provider_tree, nodename, desired)
+        if old and allocations is None:
+            # vGPU inventory in one of Nova's in-tree layouts (on the
+            # compute node, or a provider per SR-IOV VF): Nova calls again
+            # with the allocations, at start-up.
+            LOG.info('vGPU inventory in an old layout (%s): asking Nova '
+                     'for a reshape', ', '.join(sorted(
+                         provider_tree.data(u).name for u in old)))
+            raise nova_exception.ReshapeNeeded()
         for spec in desired.providers:
             if not provider_tree.exists(spec.name):
                 provider_tree.new_child(spec.name, nodename, uuid=spec.uuid)
@@ -180,13 +190,81 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 'allocation_ratio': spec.inventory.allocation_ratio}}
             provider_tree.update_inventory(spec.name, body)
             provider_tree.update_traits(spec.name, list(spec.traits))
+        if old:
+            self._reshape(provider_tree, nodename, desired, old, allocations)
         wanted = {p.name for p in desired.providers}
         for name in existing:
-            if name not in wanted and name.startswith(nodename + '_') and \
+            if name in wanted or not provider_tree.exists(name):
+                continue
+            if name.startswith(nodename + '_') and \
                     self._is_gpu_provider(provider_tree.data(name)):
                 # The GPU serves nothing now; Nova deletes the provider
                 # (it refuses while allocations remain, and logs it).
                 provider_tree.remove(name)
+
+    @staticmethod
+    def _old_layout(provider_tree, nodename, desired) -> set[str]:
+        """Providers holding vGPU inventory that this layout does not."""
+        classes = {p.resource_class for p in desired.providers} | {'VGPU'}
+        wanted = {p.uuid for p in desired.providers}
+        return {u for u in provider_tree.get_provider_uuids(nodename)
+                if u not in wanted and
+                classes & set(provider_tree.data(u).inventory)}
+
+    def _reshape(self, provider_tree, nodename, desired, old, allocations):
+        """Move vGPU allocations onto the GPUs that hold the devices.
+
+        ``allocations`` (Nova's, keyed by consumer) is changed in place, as
+        Nova's reshape expects; old inventory leaves the tree.
+        """
+        ext = self._vgpu_ext()
+        gpu_of = {}
+        snapshot = ext.backend.scan()
+        for device in snapshot.mediated_devices:
+            gpu = snapshot.gpu_of_parent(device.parent)
+            if gpu is not None:
+                gpu_of[device.device_id] = inventory.provider_name(
+                    nodename, gpu.name)
+        owners = {}
+        for guest in self._host.list_guests(only_running=False):
+            owners[guest.uuid] = [
+                gpu_of[d] for d in guest_mod.devices_in_domain(
+                    guest.get_xml_desc()) if d in gpu_of]
+        root_uuid = provider_tree.data(nodename).uuid
+        states = {}
+        for rp_uuid in provider_tree.get_provider_uuids(nodename):
+            data = provider_tree.data(rp_uuid)
+            states[rp_uuid] = reshape.ProviderState(
+                uuid=data.uuid, name=data.name,
+                generation=data.generation or 0,
+                inventories=dict(data.inventory),
+                parent_uuid=data.parent_uuid)
+        consumers = [reshape.ConsumerState(
+            uuid=consumer,
+            allocations={rp: dict(a['resources']) for rp, a in
+                         body['allocations'].items()},
+            project_id=body.get('project_id'), user_id=body.get('user_id'),
+            generation=body.get('consumer_generation'))
+            for consumer, body in allocations.items()]
+        try:
+            plan = reshape.plan(
+                states[root_uuid],
+                [s for u, s in states.items() if u != root_uuid],
+                consumers, desired, owners)
+        except reshape.ReshapeError as exc:
+            raise nova_exception.ReshapeFailed(error=str(exc))
+        for consumer, body in plan.allocations.items():
+            allocations[consumer]['allocations'] = body['allocations']
+        classes = {p.resource_class for p in desired.providers} | {'VGPU'}
+        root = provider_tree.data(root_uuid)
+        if classes & set(root.inventory):
+            provider_tree.update_inventory(nodename, {
+                rc: inv for rc, inv in root.inventory.items()
+                if rc not in classes})
+        for rp_uuid in plan.retired:
+            provider_tree.remove(rp_uuid)
+        LOG.info('reshaped the vGPU allocations of %d consumer(s) onto the '
+                 'GPU providers', len(plan.allocations))
 
     @staticmethod
     def _is_gpu_provider(data) -> bool:
