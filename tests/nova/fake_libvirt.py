@@ -106,3 +106,49 @@ def connection_class(fakelibvirt):
                     device.create()
 
     return MdevConnection
+
+
+def mdev_hotplug(fakelibvirt):
+    """attachDevice/detachDevice of fake Domains, taught mdev hostdevs.
+
+    Nova's fake keeps an mdev hostdev as {type, model, address_uuid} when it
+    parses a domain, but its attachDevice/detachDevice only know PCI
+    hostdevs (detaching an mdev raises KeyError). Real libvirt hot-plugs
+    mdevs, and Nova's suspend/resume relies on it; the pair returned here
+    does the same on the fake's device list, by UUID, and hands every other
+    device to the fake's own methods.
+    """
+    attach = fakelibvirt.Domain.attachDevice
+    detach = fakelibvirt.Domain.detachDevice
+
+    def _mdev(xml):
+        if not xml.lstrip().startswith('<hostdev'):
+            return None
+        element = etree.fromstring(xml)
+        if element.get('type') != 'mdev':
+            return None
+        return {'type': 'mdev', 'model': element.get('model', 'vfio-pci'),
+                'address_uuid': element.find('source/address').get('uuid')}
+
+    def attach_device(self, xml):
+        info = _mdev(xml)
+        if info is None:
+            return attach(self, xml)
+        self._def['devices']['hostdevs'].append(info)
+        return True
+
+    def detach_device(self, xml):
+        info = _mdev(xml)
+        if info is None:
+            return detach(self, xml)
+        hostdevs = self._def['devices']['hostdevs']
+        for attached in hostdevs:
+            if attached.get('address_uuid') == info['address_uuid']:
+                hostdevs.remove(attached)
+                return True
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError,
+            'device not found: mdev %s' % info['address_uuid'],
+            error_code=fakelibvirt.VIR_ERR_DEVICE_MISSING)
+
+    return attach_device, detach_device

@@ -28,7 +28,9 @@ from nova import objects
 from nova.tests.functional.api import client
 from nova.tests.functional.libvirt import base
 import os_resource_classes as orc
+import testtools
 
+from tests.nova import fake_libvirt
 from tests.unit import schemas
 from vgpu_nova_ext import guest as guest_mod
 from vgpu_nova_ext import inventory
@@ -269,12 +271,31 @@ class TestLifecycle(DriverTestBase):
 
     def setUp(self):
         super().setUp()
+        attach, detach = fake_libvirt.mdev_hotplug(fake_libvirt.load())
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.attachDevice', attach))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.detachDevice', detach))
+        # As Nova's own rescue tests: the fake instances have no directory
+        # for rescue's unrescue.xml, nor a rescue disk to touch.
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.imagebackend._update_utime_ignore_eacces'))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.utils.get_instance_path',
+            lambda *a, **k: nova_conf.CONF.instances_path))
         self.compute = self.start_vgpu_compute('host1')
+        # A profile may come with devices of its own (not the server's).
+        self.preexisting = {d.device_id for d in
+                            self.host_devices(self.compute)}
         self.flavor = self._create_flavor(
             extra_spec={'resources:VGPU': '1'})
         self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             expected_state='ACTIVE')
+
+    def own_devices(self):
+        return [d.device_id for d in self.host_devices(self.compute)
+                if d.device_id not in self.preexisting]
 
     def devices_in_guest(self):
         guest = self.compute.driver._host.get_guest(
@@ -286,16 +307,52 @@ class TestLifecycle(DriverTestBase):
         before = self.devices_in_guest()
         self._reboot_server(self.server, hard=True)
         self.assertEqual(before, self.devices_in_guest())
-        self.assertEqual(before, [d.device_id for d in
-                                  self.host_devices(self.compute)])
+        self.assertEqual(before, self.own_devices())
 
     def test_shelve_offload_frees_and_unshelve_claims(self):
         self._shelve_server(self.server, 'SHELVED_OFFLOADED')
-        self.assertEqual((), self.host_devices(self.compute))
+        self.assertEqual([], self.own_devices())
         self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
         self._unshelve_server(self.server)
-        (device,) = self.host_devices(self.compute)
-        self.assertEqual([device.device_id], self.devices_in_guest())
+        (device,) = self.own_devices()
+        self.assertEqual([device], self.devices_in_guest())
+
+    def test_suspend_detaches_and_resume_reattaches(self):
+        before = self.devices_in_guest()
+        self.assertEqual(1, len(before))
+        self.api.post_server_action(self.server['id'], {'suspend': None})
+        self._wait_for_state_change(self.server, 'SUSPENDED')
+        # Detached from the guest (libvirt cannot save a guest's memory
+        # with a vGPU in it), yet still the instance's on the host.
+        self.assertEqual([], self.devices_in_guest())
+        self.assertEqual(before, self.own_devices())
+        self.assertEqual(
+            {self.server['id']},
+            {e.consumer for e in self.compute.driver._vgpu_ext().ledger.all()})
+        self.api.post_server_action(self.server['id'], {'resume': None})
+        self._wait_for_state_change(self.server, 'ACTIVE')
+        self.assertEqual(before, self.devices_in_guest())
+
+    def test_rescue_and_unrescue_keep_the_device(self):
+        before = self.devices_in_guest()
+        self.api.post_server_action(self.server['id'], {'rescue': {}})
+        self._wait_for_state_change(self.server, 'RESCUE')
+        self.assertEqual(before, self.devices_in_guest())
+        self.api.post_server_action(self.server['id'], {'unrescue': None})
+        self._wait_for_state_change(self.server, 'ACTIVE')
+        self.assertEqual(before, self.devices_in_guest())
+        self.assertEqual(before, self.own_devices())
+
+
+class TestVfioLifecycle(TestLifecycle):
+    """The same life on NVIDIA's vendor-specific VFIO.
+
+    The vGPU is a VF, given to the guest as a PCI hostdev that Nova's own
+    mdev code does not see.
+    """
+
+    profile = 'a40-vfio'
+    enabled_types = 'nvidia-558'
 
 
 class TestMoves(DriverTestBase):
@@ -323,6 +380,11 @@ class TestMoves(DriverTestBase):
     def owners(self, compute):
         return {e.consumer for e in compute.driver._vgpu_ext().ledger.all()}
 
+    def guest_devices(self, compute, server):
+        guest = compute.driver._host.get_guest(objects.Instance.get_by_uuid(
+            context.get_admin_context(), server['id']))
+        return set(guest_mod.devices_in_domain(guest.get_xml_desc()))
+
     def _confirm_resize(self, server, host='host1'):
         # As Nova's own vGPU tests do: the libvirt driver's cleanup looks at
         # CONF.host, which is the last started compute's in one process.
@@ -349,6 +411,7 @@ class TestMoves(DriverTestBase):
         self._revert_resize(server)
         self.assertEqual(original, self.devices(self.compute1))
         self.assertEqual(set(), self.devices(compute2))
+        self.assertEqual(original, self.guest_devices(self.compute1, server))
 
         self._resize_server(server, self.bigger)
         self._confirm_resize(server, host='host1')
@@ -370,9 +433,11 @@ class TestMoves(DriverTestBase):
         self._revert_resize(server)
         self.assertEqual(original, self.devices(self.compute1))
         self.assertEqual({server['id']}, self.owners(self.compute1))
+        self.assertEqual(original, self.guest_devices(self.compute1, server))
 
         self._resize_server(server, self.bigger)
         new = self.devices(self.compute1) - original
+        self.assertEqual(new, self.guest_devices(self.compute1, server))
         self._confirm_resize(server, host='host1')
         self.assertEqual(new, self.devices(self.compute1))
         self.assertEqual({server['id']}, self.owners(self.compute1))
@@ -532,3 +597,20 @@ class TestReshapeFromNovaLayout(DriverTestBase):
             d.device_id for d in self.host_devices(self.compute)
             if d.parent == device.parent][0])
         self._wait_for_state_change(server, 'ACTIVE')
+
+
+class TestCompat(testtools.TestCase):
+
+    def test_every_overridden_private_method_is_checked_at_start(self):
+        # A private method of Nova's driver that this driver overrides but
+        # compat does not check would fail silently on another Nova.
+        from nova.virt.libvirt import driver as libvirt_driver
+
+        from vgpu_nova_ext.nova import compat
+        from vgpu_nova_ext.nova import driver
+
+        overridden = {
+            name for name in vars(driver.LibvirtVGPUDriver)
+            if name.startswith('_') and not name.startswith('__') and
+            hasattr(libvirt_driver.LibvirtDriver, name)}
+        self.assertEqual(overridden, set(compat.PRIVATE_METHODS))

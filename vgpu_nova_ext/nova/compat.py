@@ -12,8 +12,7 @@
 """The Nova releases this driver is tested with.
 
 The driver overrides private methods of Nova's libvirt driver
-(``_update_provider_tree_for_vgpu``, ``_allocate_mdevs``,
-``_guest_add_mdevs``, ``_get_supported_vgpu_types``); they change between
+(:data:`PRIVATE_METHODS`); they change between
 releases, so the driver refuses to start on a release it was not tested
 with.
 """
@@ -25,7 +24,10 @@ from vgpu_nova_ext import exception
 #: Nova 34 (2026.2), as tested by the nova-functional tox environment.
 SUPPORTED_MAJORS = (34,)
 PRIVATE_METHODS = ('_update_provider_tree_for_vgpu', '_allocate_mdevs',
-                   '_guest_add_mdevs', '_get_supported_vgpu_types')
+                   '_guest_add_mdevs', '_get_supported_vgpu_types',
+                   '_get_all_assigned_mediated_devices',
+                   '_detach_mediated_devices', '_get_mdevs_from_guest_config',
+                   '_create_configdrive')
 
 
 def nova_version() -> str:

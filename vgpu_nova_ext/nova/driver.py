@@ -56,9 +56,10 @@ CONF = conf_pkg.CONF
 class _Hostdev(vconfig.LibvirtConfigGuestDevice):
     """A ``<hostdev>`` made by :mod:`vgpu_nova_ext.guest`."""
 
-    def __init__(self, xml: str) -> None:
+    def __init__(self, kind: str, device_id: str) -> None:
         super().__init__(root_name='hostdev')
-        self._xml = xml
+        self.device_id = device_id
+        self._xml = guest_mod.hostdev_xml(kind, device_id)
 
     def format_dom(self):
         return lxml_etree.fromstring(self._xml)
@@ -296,8 +297,49 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         for device_id in chosen_mdevs:
             entry = entries.get(device_id)
             kind = entry.kind if entry else 'mdev'
-            guest.add_device(_Hostdev(guest_mod.hostdev_xml(kind,
-                                                            device_id)))
+            guest.add_device(_Hostdev(kind, device_id))
+
+    def _get_all_assigned_mediated_devices(self, instance=None):
+        # Nova reads the mdevs from the guest's XML; the ledger knows every
+        # device an instance holds, VFs of NVIDIA's vendor VFIO included
+        # and also while a suspended guest has them detached. Nova asks at
+        # hard reboot, power on, rescue and a resize's revert, to put the
+        # same devices in the new XML.
+        ledger = self._vgpu_ext().ledger
+        if instance is not None:
+            return {e.device_id: instance.uuid
+                    for e in ledger.of_consumer(instance.uuid)}
+        return {e.device_id: ledger.instance_of(e.consumer) or e.consumer
+                for e in ledger.all() if e.consumer is not None}
+
+    def _hostdevs_of(self, instance_uuid: str) -> list[_Hostdev]:
+        return [_Hostdev(e.kind, e.device_id) for e in
+                self._vgpu_ext().ledger.of_consumer(instance_uuid)]
+
+    def _detach_mediated_devices(self, guest):
+        # At suspend: libvirt cannot save the memory of a guest holding a
+        # vGPU. The devices stay the instance's (resume attaches them
+        # again); only those the guest has are detached.
+        attached = set(guest_mod.devices_in_domain(guest.get_xml_desc()))
+        for device in self._hostdevs_of(guest.uuid):
+            if device.device_id not in attached:
+                continue
+            try:
+                guest.detach_device(device, live=True)
+            except libvirt_driver.libvirt.libvirtError as exc:
+                if exc.get_error_code() == \
+                        libvirt_driver.libvirt.VIR_ERR_CONFIG_UNSUPPORTED:
+                    raise nova_exception.InstanceFaultRollback(
+                        nova_exception.InstanceSuspendFailure(
+                            reason='this libvirt cannot detach the vGPU '
+                                   'devices a suspend needs detached'))
+                raise
+
+    def _get_mdevs_from_guest_config(self, xml):
+        # At resume: what to attach again, from the ledger (a guest's XML
+        # lists no VF of NVIDIA's vendor VFIO as a vGPU).
+        uuid = lxml_etree.fromstring(xml.encode()).findtext('uuid')
+        return self._hostdevs_of(uuid) if uuid else []
 
     def spawn(self, context, instance, *args, **kwargs):
         with self._consumer(instance.uuid):
