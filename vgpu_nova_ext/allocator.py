@@ -360,13 +360,19 @@ class Allocator:
     def reconcile(self, live_consumers: set[str] | None = None,
                   guest_devices: dict[str, list[str]] | None = None,
                   dry_run: bool = False,
-                  now: float | None = None) -> tuple[Action, ...]:
+                  now: float | None = None,
+                  adopt_unused: bool = False) -> tuple[Action, ...]:
         """Make host and ledger agree; return what was (or would be) done.
 
         :param live_consumers: consumers that exist; devices of others are
             freed after the grace period. None: do not judge.
         :param guest_devices: {consumer: [device ids its domain XML uses]},
             to adopt devices made by someone else for that guest.
+        :param adopt_unused: ``guest_devices`` lists every domain of the
+            host, so a device of a GPU's configured type that no domain uses
+            is one Nova's in-tree support left for reuse (Nova never removes
+            its mdevs): it becomes a free device here instead of a foreign
+            one, which would hold capacity Placement counts.
         """
         now = time.time() if now is None else now
         if live_consumers is not None:
@@ -374,13 +380,14 @@ class Allocator:
             live_consumers = set(live_consumers) | {
                 c for i in live_consumers for c in self.ledger.linked(i)}
         with self._lock():
-            actions = self._plan(live_consumers, guest_devices or {}, now)
+            actions = self._plan(live_consumers, guest_devices or {}, now,
+                                 adopt_unused)
             if not dry_run:
                 for action in actions:
                     self._apply(action, now)
             return tuple(a for a, _ in actions)
 
-    def _plan(self, live, guest_devices, now):
+    def _plan(self, live, guest_devices, now, adopt_unused=False):
         snapshot = self.backend.scan()
         on_host = {d.device_id: d for d in snapshot.mediated_devices}
         owner_of = {dev: consumer for consumer, devs in guest_devices.items()
@@ -436,15 +443,24 @@ class Allocator:
                 add('recreate', entry, 'missing from the host (rebooted?): '
                     'made again with the same id on %s' % entry.parent)
         known = {e.device_id for e in self.ledger.all()}
+        managed = {(parent, t.type_id) for t in self.targets.values()
+                   for parent in t.parents}
         for device_id, device in sorted(on_host.items()):
             if device_id in known:
                 continue
             consumer = owner_of.get(device_id)
             gpu = snapshot.gpu_of_parent(device.parent)
+            gpu_name = gpu.name if gpu else device.parent
             if consumer is not None:
                 add('adopt', device_id, 'used by the domain of %s: now '
                     'recorded as its device' % consumer,
-                    (device, consumer, gpu.name if gpu else device.parent))
+                    (device, consumer, gpu_name))
+            elif adopt_unused and (device.parent,
+                                   device.type_id) in managed:
+                add('adopt-free', device_id, 'an unused %s on a GPU Nova '
+                    'uses for that type (as Nova\'s in-tree support leaves '
+                    'them): now a free device, reused first' %
+                    device.type_id, (device, None, gpu_name))
             else:
                 add('foreign', device_id, 'not made by vgpu-nova-ext and '
                     'used by no guest: left alone (remove it by hand if it '
@@ -484,13 +500,15 @@ class Allocator:
                           payload.consumer, exc)
                 return
             self._write_mdevctl(payload)
-        elif kind == 'adopt':
+        elif kind in ('adopt', 'adopt-free'):
             device, consumer, gpu = payload
             with self.ledger.transaction():
                 self.ledger.add(ledger_mod.Entry(
                     device_id=device.device_id, kind=device.kind, gpu=gpu,
                     parent=device.parent, type_id=device.type_id,
-                    consumer=consumer, state=ledger_mod.ACTIVE,
+                    consumer=consumer,
+                    state=(ledger_mod.ACTIVE if consumer is not None
+                           else ledger_mod.FREE),
                     origin=ledger_mod.ADOPTED, changed_at=now))
 
     def remove_foreign(self, device_ids: list[str]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ driver is vgpu-nova-ext's, loaded through its nova.virt shim, with the
 simulated host backend behind it.
 """
 
+from importlib import resources
 import os
 import sys
 
@@ -27,13 +28,19 @@ from nova import context
 from nova import objects
 from nova.tests.functional.api import client
 from nova.tests.functional.libvirt import base
+from nova.virt.libvirt import driver as libvirt_driver
 import os_resource_classes as orc
+from oslo_utils import uuidutils
 import testtools
+import yaml
 
 from tests.nova import fake_libvirt
 from tests.unit import schemas
 from vgpu_nova_ext import guest as guest_mod
+from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.nova import compat
+from vgpu_nova_ext.nova import driver as vgpu_driver
 
 IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
 TOKEN = b'eyJhbGciOiJSUzI1NiJ9.dGVzdC10b2tlbi12Z3B1.c2ln'
@@ -284,18 +291,25 @@ class TestLifecycle(DriverTestBase):
             'nova.virt.libvirt.utils.get_instance_path',
             lambda *a, **k: nova_conf.CONF.instances_path))
         self.compute = self.start_vgpu_compute('host1')
-        # A profile may come with devices of its own (not the server's).
-        self.preexisting = {d.device_id for d in
-                            self.host_devices(self.compute)}
         self.flavor = self._create_flavor(
             extra_spec={'resources:VGPU': '1'})
         self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             expected_state='ACTIVE')
 
+    def consumers(self):
+        return {e.consumer for e in
+                self.compute.driver._vgpu_ext().ledger.all()} - {None}
+
     def own_devices(self):
-        return [d.device_id for d in self.host_devices(self.compute)
-                if d.device_id not in self.preexisting]
+        """Devices on the host that the ledger gives to an instance.
+
+        (A profile may come with an unused device, which is free.)
+        """
+        on_host = {d.device_id for d in self.host_devices(self.compute)}
+        return [e.device_id for e in
+                self.compute.driver._vgpu_ext().ledger.all()
+                if e.consumer is not None and e.device_id in on_host]
 
     def devices_in_guest(self):
         guest = self.compute.driver._host.get_guest(
@@ -312,10 +326,18 @@ class TestLifecycle(DriverTestBase):
     def test_shelve_offload_frees_and_unshelve_claims(self):
         self._shelve_server(self.server, 'SHELVED_OFFLOADED')
         self.assertEqual([], self.own_devices())
-        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+        self.assertEqual(set(), self.consumers())
         self._unshelve_server(self.server)
         (device,) = self.own_devices()
         self.assertEqual([device], self.devices_in_guest())
+
+    def test_stop_and_start_keep_the_device(self):
+        before = self.devices_in_guest()
+        self._stop_server(self.server)
+        self.assertEqual(before, self.own_devices())
+        self._start_server(self.server)
+        self.assertEqual(before, self.devices_in_guest())
+        self.assertEqual(before, self.own_devices())
 
     def test_suspend_detaches_and_resume_reattaches(self):
         before = self.devices_in_guest()
@@ -326,9 +348,7 @@ class TestLifecycle(DriverTestBase):
         # with a vGPU in it), yet still the instance's on the host.
         self.assertEqual([], self.devices_in_guest())
         self.assertEqual(before, self.own_devices())
-        self.assertEqual(
-            {self.server['id']},
-            {e.consumer for e in self.compute.driver._vgpu_ext().ledger.all()})
+        self.assertEqual({self.server['id']}, self.consumers())
         self.api.post_server_action(self.server['id'], {'resume': None})
         self._wait_for_state_change(self.server, 'ACTIVE')
         self.assertEqual(before, self.devices_in_guest())
@@ -532,10 +552,12 @@ class TestHostEvents(DriverTestBase):
 
 
 class TestReshapeFromNovaLayout(DriverTestBase):
-    """Nova's in-tree SR-IOV layout reshaped at start-up.
+    """Nova's older vGPU layouts reshaped at start-up.
 
-    A provider per VF, as Nova's in-tree support makes them, is reshaped
-    onto the GPU's provider through Nova's own ReshapeNeeded path.
+    Placement is made to look as Nova's in-tree support left it (VGPU on the
+    compute node as before Stein, or a provider per SR-IOV VF), with a
+    server's vGPU allocated there; a restart reshapes it onto the GPU's
+    provider through Nova's own ReshapeNeeded path.
     """
 
     profile = 'a100-sriov'
@@ -547,56 +569,87 @@ class TestReshapeFromNovaLayout(DriverTestBase):
         self.flavor = self._create_flavor(
             memory_mb=256, vcpu=1, disk=1, ephemeral=0,
             extra_spec={'resources:VGPU': '1'})
-
-    def test_per_vf_providers_reshaped_onto_the_gpu(self):
-        server = self._create_server(
+        self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             expected_state='ACTIVE')
-        (device,) = [d for d in self.host_devices(self.compute)
-                     if d.device_id in guest_mod.devices_in_domain(
-                         self.compute.driver._host.get_guest(
-                             objects.Instance.get_by_uuid(
-                                 context.get_admin_context(),
-                                 server['id'])).get_xml_desc())]
+        (self.device,) = [d for d in self.host_devices(self.compute)
+                          if d.device_id in self.guest_devices()]
         gpu = self.compute.driver._vgpu_ext().backend.scan().gpu_of_parent(
-            device.parent)
-        gpu_rp = inventory.provider_uuid('host1_' + gpu.name)
-        root = self.compute_rp_uuids['host1']
-        # Make the tree look as Nova's in-tree support left it: the
-        # server's vGPU on a provider of the VF that holds its device.
-        vf_name = 'host1_' + device.parent
+            self.device.parent)
+        self.gpu_rp = inventory.provider_uuid('host1_' + gpu.name)
+        self.root = self.compute_rp_uuids['host1']
+
+    def guest_devices(self):
+        return guest_mod.devices_in_domain(
+            self.compute.driver._host.get_guest(objects.Instance.get_by_uuid(
+                context.get_admin_context(),
+                self.server['id'])).get_xml_desc())
+
+    def allocations(self):
+        return self.placement.get('/allocations/%s' % self.server['id'],
+                                  version='1.28').body
+
+    def move_vgpu_to(self, old_rp):
+        """The server's vGPU onto ``old_rp``, the GPU provider gone."""
+        current = self.allocations()
+        moved = {rp: a['resources'] for rp, a in
+                 current['allocations'].items()}
+        vgpu = moved.pop(self.gpu_rp)
+        moved.setdefault(old_rp, {}).update(vgpu)
+        self.placement.put('/allocations/%s' % self.server['id'], {
+            'allocations': {rp: {'resources': r} for rp, r in moved.items()},
+            'project_id': current['project_id'],
+            'user_id': current['user_id'],
+            'consumer_generation': current['consumer_generation']},
+            version='1.28')
+        self.assertEqual(204, self.placement.delete(
+            '/resource_providers/%s' % self.gpu_rp, version='1.20').status)
+
+    def assert_reshaped(self):
+        after = self.allocations()['allocations']
+        self.assertEqual({'VGPU': 1}, after[self.gpu_rp]['resources'])
+        self.assertEqual(self.device.device_id, [
+            d.device_id for d in self.host_devices(self.compute)
+            if d.parent == self.device.parent][0])
+        self.assertEqual([self.device.device_id], self.guest_devices())
+        self._wait_for_state_change(self.server, 'ACTIVE')
+        return after
+
+    def test_per_vf_providers_reshaped_onto_the_gpu(self):
         vf_rp = self.placement.post('/resource_providers', {
-            'name': vf_name, 'parent_provider_uuid': root},
+            'name': 'host1_' + self.device.parent,
+            'parent_provider_uuid': self.root},
             version='1.20').body['uuid']
         self.placement.put('/resource_providers/%s/inventories' % vf_rp, {
             'resource_provider_generation': 0,
             'inventories': {'VGPU': {'total': 1}}}, version='1.20')
-        allocations = self.placement.get(
-            '/allocations/%s' % server['id'], version='1.28').body
-        moved = {rp: a['resources'] for rp, a in
-                 allocations['allocations'].items()}
-        moved[vf_rp] = moved.pop(gpu_rp)
-        self.placement.put('/allocations/%s' % server['id'], {
-            'allocations': {rp: {'resources': r} for rp, r in moved.items()},
-            'project_id': allocations['project_id'],
-            'user_id': allocations['user_id'],
-            'consumer_generation': allocations['consumer_generation']},
-            version='1.28')
-        self.placement.delete('/resource_providers/%s' % gpu_rp,
-                              version='1.20')
+        self.move_vgpu_to(vf_rp)
 
         self.compute = self.restart_compute_service('host1')
 
-        after = self.placement.get('/allocations/%s' % server['id'],
-                                   version='1.28').body['allocations']
-        self.assertEqual({'VGPU': 1}, after[gpu_rp]['resources'])
-        self.assertNotIn(vf_rp, after)
+        self.assertNotIn(vf_rp, self.assert_reshaped())
         self.assertEqual(404, self.placement.get(
             '/resource_providers/%s' % vf_rp, version='1.20').status)
-        self.assertEqual(device.device_id, [
-            d.device_id for d in self.host_devices(self.compute)
-            if d.parent == device.parent][0])
-        self._wait_for_state_change(server, 'ACTIVE')
+
+    def test_vgpu_on_the_compute_node_reshaped_onto_the_gpu(self):
+        body = self.placement.get(
+            '/resource_providers/%s/inventories' % self.root,
+            version='1.20').body
+        inventories = dict(body['inventories'])
+        inventories['VGPU'] = {'total': 64}
+        self.placement.put('/resource_providers/%s/inventories' % self.root, {
+            'resource_provider_generation':
+                body['resource_provider_generation'],
+            'inventories': inventories}, version='1.20')
+        self.move_vgpu_to(self.root)
+        self.assertEqual(1, self._get_provider_usages(self.root)['VGPU'])
+
+        self.compute = self.restart_compute_service('host1')
+
+        after = self.assert_reshaped()
+        self.assertNotIn('VGPU', after[self.root]['resources'])
+        self.assertIn('VCPU', after[self.root]['resources'])
+        self.assertNotIn('VGPU', self._get_provider_inventory(self.root))
 
 
 class TestCompat(testtools.TestCase):
@@ -604,13 +657,127 @@ class TestCompat(testtools.TestCase):
     def test_every_overridden_private_method_is_checked_at_start(self):
         # A private method of Nova's driver that this driver overrides but
         # compat does not check would fail silently on another Nova.
-        from nova.virt.libvirt import driver as libvirt_driver
-
-        from vgpu_nova_ext.nova import compat
-        from vgpu_nova_ext.nova import driver
-
         overridden = {
-            name for name in vars(driver.LibvirtVGPUDriver)
+            name for name in vars(vgpu_driver.LibvirtVGPUDriver)
             if name.startswith('_') and not name.startswith('__') and
             hasattr(libvirt_driver.LibvirtDriver, name)}
         self.assertEqual(overridden, set(compat.PRIVATE_METHODS))
+
+
+class TestSwitchFromNovaInTreeSupport(DriverTestBase):
+    """A host on Nova's own libvirt driver, with vGPU servers, switched.
+
+    Phase one runs Nova's in-tree vGPU support unchanged: its mdevs are
+    written to a simulated sysfs that the GPUs of Nova's fake libvirt are
+    laid out in (two mdev-capable GPUs at 0000:81:00.0 and 0000:81:01.0,
+    nvidia-11). Phase two restarts the compute service with this driver on
+    the same host, the same guests and the same Placement.
+    """
+
+    enabled_types = 'nvidia-11'
+
+    def setUp(self):
+        super().setUp()
+        profile = yaml.safe_load(resources.files(
+            'vgpu_nova_ext.host.profiles').joinpath('m60.yaml').read_text())
+        profile['gpus'] = [
+            {'address': address, 'model': 'tesla-m60',
+             'sysfs_path': 'pci0000:80/0000:80:01.0/' + address}
+            for address in ('0000:81:00.0', '0000:81:01.0')]
+        path = os.path.join(self.state, 'host1.yaml')
+        with open(path, 'w') as f:
+            yaml.safe_dump(profile, f)
+        self.flags(simulated_profile=path, group='vgpu_nova_ext')
+        self.kernel = simulated.SimulatedBackend(
+            profile=path,
+            root=os.path.join(self.state, 'host1', 'simulated-host'))
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver._create_mdev',
+            side_effect=self._create_mdev))
+        self.flavor = self._create_flavor(
+            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+
+    def _setup_compute_service(self):
+        self.flags(compute_driver='libvirt.LibvirtDriver')
+
+    def _create_mdev(self, dev_name, mdev_type, uuid=None):
+        # Nova's in-tree code writes the create file of its sysfs (through
+        # privsep); here the write lands in the simulated host, and libvirt
+        # (the fake) learns of the new node device, as udev would tell it.
+        fakelibvirt = fake_libvirt.load()
+        uuid = uuid or uuidutils.generate_uuid()
+        self.kernel.create_device(dev_name, mdev_type, uuid)
+        name = 'mdev_' + uuid.replace('-', '_')
+        self.computes['host1'].driver._host.get_connection().mdev_info.\
+            devices[name] = fakelibvirt.FakeMdevDevice(
+                dev_name=name, type_id=mdev_type, parent=dev_name)
+        return uuid
+
+    def guest_devices(self, compute, server):
+        guest = compute.driver._host.get_guest(objects.Instance.get_by_uuid(
+            context.get_admin_context(), server['id']))
+        return guest_mod.devices_in_domain(guest.get_xml_desc())
+
+    def resources(self, server):
+        return {rp: a['resources'] for rp, a in
+                self._get_allocations_by_server_uuid(server['id']).items()}
+
+    def test_switch_keeps_every_server_its_vgpu(self):
+        fakelibvirt = fake_libvirt.load()
+        self.start_compute(
+            hostname='host1', pci_info=fakelibvirt.HostPCIDevicesInfo(
+                num_pci=0, num_pfs=0, num_vfs=0, num_mdevcap=2))
+        compute = self.computes['host1']
+        self.assertNotIsInstance(compute.driver, self._our_driver())
+        servers = [self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE') for _ in range(3)]
+        # Nova keeps the mdev of a deleted server, for its next one.
+        self._delete_server(servers.pop())
+        devices = {s['id']: self.guest_devices(compute, s) for s in servers}
+        allocations = {s['id']: self.resources(s) for s in servers}
+        on_host = {d.device_id for d in self.kernel.scan().mediated_devices}
+        self.assertEqual(3, len(on_host))
+        (left,) = on_host - {d for ds in devices.values() for d in ds}
+        gpu_rps = {self._get_provider_uuid_by_name('host1_' + g) for g in (
+            'pci_0000_81_00_0', 'pci_0000_81_01_0')}
+
+        self.flags(compute_driver='vgpu_nova_ext_driver.LibvirtVGPUDriver')
+        compute = self.restart_compute_service('host1')
+        self.assertIsInstance(compute.driver, self._our_driver())
+
+        # Same providers (adopted by name, UUIDs kept), now with traits;
+        # same allocations; the same device in every guest, now in the
+        # ledger as the server's; Nova's leftover a free device.
+        self.assertEqual(gpu_rps, {self._get_provider_uuid_by_name(
+            'host1_' + g) for g in ('pci_0000_81_00_0', 'pci_0000_81_01_0')})
+        for rp in gpu_rps:
+            self.assertIn('CUSTOM_VGPU_M60_0B', self._get_provider_traits(rp))
+        ledger = compute.driver._vgpu_ext().ledger
+        for server in servers:
+            self._wait_for_state_change(server, 'ACTIVE')
+            self.assertEqual(allocations[server['id']],
+                             self.resources(server))
+            self.assertEqual(devices[server['id']],
+                             self.guest_devices(compute, server))
+            self.assertEqual(devices[server['id']], [
+                e.device_id for e in ledger.of_consumer(server['id'])])
+        self.assertIsNone(ledger.get(left).consumer)
+
+        # Life goes on under this driver: a reboot keeps the device, a new
+        # server reuses what Nova left, a delete frees a device for good.
+        self._reboot_server(servers[0], hard=True)
+        self.assertEqual(devices[servers[0]['id']],
+                         self.guest_devices(compute, servers[0]))
+        new = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+        self.assertEqual([left], self.guest_devices(compute, new))
+        self._delete_server(servers[1])
+        self.assertEqual(on_host - set(devices[servers[1]['id']]), {
+            d.device_id for d in self.kernel.scan().mediated_devices})
+
+    @staticmethod
+    def _our_driver():
+        return vgpu_driver.LibvirtVGPUDriver

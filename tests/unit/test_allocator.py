@@ -244,6 +244,40 @@ class TestReconcile(AllocatorTestCase):
         self.al.claim('i1', lifecycle.alloc(self.al, GPU84))
         self.assertNotIn(foreign, [e.device_id for e in self.al.ledger.all()])
 
+    def test_unused_device_of_the_type_adopted_free_when_asked(self):
+        # What Nova's in-tree support leaves behind: an mdev of the GPU's
+        # configured type that no domain uses. With every domain known
+        # (inside nova-compute), it becomes a free device and is reused.
+        left = str(uuid.uuid4())
+        used = str(uuid.uuid4())
+        self.al.backend.create_device(GPU84, 'nvidia-18', left)
+        self.al.backend.create_device(GPU85, 'nvidia-18', used)
+        self.assertEqual(
+            [('foreign', left), ('adopt', used)],
+            sorted([(a.kind, a.device_id) for a in self.al.reconcile(
+                guest_devices={'i7': [used]}, dry_run=True)],
+                key=lambda a: a[1] != left))
+        actions = self.al.reconcile(guest_devices={'i7': [used]},
+                                    adopt_unused=True)
+        self.assertEqual({('adopt-free', left), ('adopt', used)},
+                         {(a.kind, a.device_id) for a in actions})
+        self.assertEqual({left: (None, ledger.FREE),
+                          used: ('i7', ledger.ACTIVE)}, self.ledger_states())
+        claim = self.al.claim('i8', lifecycle.alloc(self.al, GPU84))
+        self.assertEqual([left], [d.device_id for d in claim.devices])
+        self.assertAgree()
+
+    def test_unused_device_on_a_gpu_nova_does_not_use_stays_foreign(self):
+        al = self.make()
+        # As if [mdev_nvidia-18] device_addresses named only the other GPU.
+        al.targets = {u: t for u, t in al.targets.items() if t.gpu != GPU84}
+        self.assertTrue(al.targets)
+        other = str(uuid.uuid4())
+        al.backend.create_device(GPU84, 'nvidia-18', other)
+        self.assertEqual([('foreign', other)], [
+            (a.kind, a.device_id) for a in al.reconcile(adopt_unused=True)])
+        self.assertEqual({}, self.ledger_states(al))
+
     def test_device_in_a_domain_is_adopted(self):
         novas = str(uuid.uuid4())
         self.al.backend.create_device(GPU84, 'nvidia-18', novas)

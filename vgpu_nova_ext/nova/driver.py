@@ -452,16 +452,22 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         """
         ext = self._vgpu_ext()
         guests = {}
+        every_domain = True
         for guest in self._host.list_guests(only_running=False):
             try:
                 guests[guest.uuid] = guest_mod.devices_in_domain(
                     guest.get_xml_desc())
-            except Exception:  # a domain vanishing while listed
-                continue
+            except Exception as exc:  # a domain vanishing while listed
+                LOG.warning('vGPU reconcile: cannot read the domain %s '
+                            '(%s); unused devices stay foreign this time',
+                            guest.uuid, exc)
+                every_domain = False
         context = nova_context.get_admin_context()
         live = {i.uuid for i in objects.InstanceList.get_by_host(
             context, CONF.host)}
+        # Only with every domain read is a device no domain uses unused.
         for action in ext.allocator.reconcile(
-                live_consumers=live | set(guests), guest_devices=guests):
+                live_consumers=live | set(guests), guest_devices=guests,
+                adopt_unused=every_domain):
             LOG.info('vGPU reconcile: %s %s: %s', action.kind,
                      action.device_id, action.detail)
