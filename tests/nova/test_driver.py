@@ -331,6 +331,13 @@ class TestLifecycle(DriverTestBase):
         (device,) = self.own_devices()
         self.assertEqual([device], self.devices_in_guest())
 
+    def test_rebuild_keeps_the_device(self):
+        before = self.devices_in_guest()
+        self._rebuild_server(self.server, IMAGE)
+        self.assertEqual(before, self.devices_in_guest())
+        self.assertEqual(before, self.own_devices())
+        self.assertEqual({self.server['id']}, self.consumers())
+
     def test_stop_and_start_keep_the_device(self):
         before = self.devices_in_guest()
         self._stop_server(self.server)

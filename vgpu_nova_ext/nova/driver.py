@@ -378,6 +378,11 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             migration = self._reverting_migration(context, instance)
             if migration is not None:
                 self._log_freed(allocator.release(migration), instance)
+        elif instance.task_state == task_states.REBUILDING:
+            # Nova destroys the guest and spawns it again on this host with
+            # the same allocations: the devices stay, spawn's claim finds
+            # them (same UUIDs, nothing removed and re-created).
+            pass
         elif destroy_disks or instance.node != self._host.get_hostname():
             # Deleted, shelved-offloaded, or evacuated while this host was
             # down (Nova destroys it here when the host comes back, keeping
