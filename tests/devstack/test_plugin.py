@@ -120,6 +120,29 @@ class TestPlugin(testtools.TestCase):
         self.assertIn('needs VGPU_NOVA_EXT_MDEV_TYPES', proc.stderr)
 
 
+    def test_nvidia_mode_addresses_per_type(self):
+        env = {'VGPU_NOVA_EXT_MODE': 'nvidia',
+               'VGPU_NOVA_EXT_MDEV_TYPES': 'nvidia-18,nvidia-22',
+               'VGPU_NOVA_EXT_DEVICE_ADDRESSES':
+                   'nvidia-18=0000:84:00.0;nvidia-22=0000:85:00.0,'
+                   '0000:86:00.0',
+               'VGPU_NOVA_EXT_LICENSING': 'False'}
+        self.run_phases('post-config', 'start-compute', env=env)
+        conf = self.conf()
+        self.assertEqual('0000:84:00.0',
+                         conf['mdev_nvidia-18']['device_addresses'])
+        self.assertEqual('0000:85:00.0,0000:86:00.0',
+                         conf['mdev_nvidia-22']['device_addresses'])
+        # Bare addresses with two types: which type? Refused, with the form.
+        proc = self.run_phases('post-config', ok=False, env=dict(
+            env, VGPU_NOVA_EXT_DEVICE_ADDRESSES='0000:84:00.0'))
+        self.assertNotEqual(0, proc.returncode)
+        self.assertIn('<type>=<address>', proc.stderr)
+        proc = self.run_phases('post-config', ok=False, env=dict(
+            env, VGPU_NOVA_EXT_DEVICE_ADDRESSES='nvidia-99=0000:84:00.0'))
+        self.assertIn('names nvidia-99, which is not in', proc.stderr)
+
+
 class TestScripts(testtools.TestCase):
 
     def test_shellcheck_clean(self):
