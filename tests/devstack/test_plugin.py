@@ -119,7 +119,6 @@ class TestPlugin(testtools.TestCase):
             'VGPU_NOVA_EXT_MODE': 'nvidia'})
         self.assertIn('needs VGPU_NOVA_EXT_MDEV_TYPES', proc.stderr)
 
-
     def test_nvidia_mode_addresses_per_type(self):
         env = {'VGPU_NOVA_EXT_MODE': 'nvidia',
                'VGPU_NOVA_EXT_MDEV_TYPES': 'nvidia-18,nvidia-22',

@@ -331,6 +331,20 @@ class TestLifecycle(DriverTestBase):
         (device,) = self.own_devices()
         self.assertEqual([device], self.devices_in_guest())
 
+    def test_hard_reboot_repairs_an_instance_that_lost_its_device(self):
+        ext = self.compute.driver._vgpu_ext()
+        (lost,) = self.own_devices()
+        gpu = ext.ledger.get(lost).gpu
+        # A broken host state: the device and its ledger entry gone.
+        ext.backend.remove_device(lost)
+        with ext.ledger.transaction():
+            ext.ledger.delete(lost)
+        self._reboot_server(self.server, hard=True)
+        (device,) = self.own_devices()
+        self.assertEqual([device], self.devices_in_guest())
+        self.assertEqual(gpu, ext.ledger.get(device).gpu)
+        self.assertEqual({self.server['id']}, self.consumers())
+
     def test_rebuild_keeps_the_device(self):
         before = self.devices_in_guest()
         self._rebuild_server(self.server, IMAGE)

@@ -341,6 +341,39 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         uuid = lxml_etree.fromstring(xml.encode()).findtext('uuid')
         return self._hostdevs_of(uuid) if uuid else []
 
+    def _hard_reboot(self, context, instance, network_info, share_info,
+                     block_device_info=None, accel_info=None):
+        # Hard reboot (and power on, and the resume at host boot) is what
+        # operators run to repair an instance. One that should hold vGPUs
+        # and holds none here (its devices lost with a broken host state)
+        # gets them again from its allocations before the XML is made.
+        ext = self._vgpu_ext()
+        if self._wants_vgpu(instance) and \
+                not ext.ledger.of_consumer(instance.uuid):
+            allocations = self.virtapi.reportclient.\
+                get_allocations_for_consumer(context, instance.uuid)
+            with self._consumer(instance.uuid):
+                claimed = self._allocate_mdevs(allocations)
+            if claimed:
+                LOG.warning('the instance held none of its vGPU devices '
+                            'here: claimed %s again', ', '.join(claimed),
+                            instance=instance)
+        return super()._hard_reboot(context, instance, network_info,
+                                    share_info,
+                                    block_device_info=block_device_info,
+                                    accel_info=accel_info)
+
+    def _wants_vgpu(self, instance) -> bool:
+        """Whether the flavor asks for a vGPU class this host serves."""
+        classes = {t.resource_class for t in
+                   self._vgpu_ext().allocator.targets.values()}
+        for key, value in (instance.flavor.extra_specs or {}).items():
+            group, _, resource_class = key.partition(':')
+            if group.startswith('resources') and \
+                    resource_class in classes and value not in ('0', ''):
+                return True
+        return False
+
     def spawn(self, context, instance, *args, **kwargs):
         with self._consumer(instance.uuid):
             return super().spawn(context, instance, *args, **kwargs)
