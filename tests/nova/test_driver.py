@@ -77,6 +77,19 @@ class DriverTestBase(base.ServersTestBase):
     def host_devices(self, compute):
         return compute.driver._vgpu_ext().backend.scan().mediated_devices
 
+    def small_vgpu_flavor(self, memory_mb=256):
+        return self._create_flavor(
+            memory_mb=memory_mb, vcpu=1, disk=1, ephemeral=0,
+            extra_spec={'resources:VGPU': '1'})
+
+    def guest_xml(self, compute, server) -> str:
+        return compute.driver._host.get_guest(objects.Instance.get_by_uuid(
+            context.get_admin_context(), server['id'])).get_xml_desc()
+
+    def guest_devices(self, compute, server) -> list[str]:
+        """The vGPU devices in the server's domain XML on ``compute``."""
+        return guest_mod.devices_in_domain(self.guest_xml(compute, server))
+
     def provider_usage(self, name):
         rp = self._get_provider_uuid_by_name(name)
         return self._get_provider_usages(rp).get(orc.VGPU, 0)
@@ -87,8 +100,7 @@ class TestBoot(DriverTestBase):
     def setUp(self):
         super().setUp()
         self.compute = self.start_vgpu_compute('host1')
-        self.flavor = self._create_flavor(
-            extra_spec={'resources:VGPU': '1'})
+        self.flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
 
     def test_gpu_providers_reported(self):
         for gpu in ('pci_0000_84_00_0', 'pci_0000_85_00_0'):
@@ -114,19 +126,13 @@ class TestBoot(DriverTestBase):
                 for g in ('pci_0000_84_00_0', 'pci_0000_85_00_0')}
         self.assertEqual(gpus[gpu_rps[0]], device.parent)
         # Its UUID is in the guest's XML, in the extension's hostdev.
-        guest = self.compute.driver._host.get_guest(
-            self._get_instance(server))
-        xml = guest.get_xml_desc()
+        xml = self.guest_xml(self.compute, server)
         self.assertEqual([device.device_id],
                          guest_mod.devices_in_domain(xml))
         schemas.assert_valid(self, 'domain.rng', xml)
         self._delete_server(server)
         self.assertEqual((), self.host_devices(self.compute))
         self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
-
-    def _get_instance(self, server):
-        return objects.Instance.get_by_uuid(
-            context.get_admin_context(), server['id'])
 
 
 class TestLicensing(DriverTestBase):
@@ -236,12 +242,8 @@ class TestScheduling(DriverTestBase):
         devices = self.host_devices(self.compute)
         self.assertEqual({'pci_0000_84_00_0', 'pci_0000_85_00_0'},
                          {d.parent for d in devices})
-        guest = self.compute.driver._host.get_guest(
-            objects.Instance.get_by_uuid(context.get_admin_context(),
-                                         server['id']))
         self.assertEqual(sorted(d.device_id for d in devices),
-                         sorted(guest_mod.devices_in_domain(
-                             guest.get_xml_desc())))
+                         sorted(self.guest_devices(self.compute, server)))
 
 
 class TestCapacity(DriverTestBase):
@@ -250,9 +252,7 @@ class TestCapacity(DriverTestBase):
         super().setUp()
         self.compute = self.start_vgpu_compute('host1')
         # Small, so that only the vGPUs run out.
-        self.flavor = self._create_flavor(
-            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
-            extra_spec={'resources:VGPU': '1'})
+        self.flavor = self.small_vgpu_flavor()
 
     def test_fill_to_capacity_then_no_valid_host(self):
         # Eight vGPUs (two GPUs x four M60-2Q): eight boots sent at once,
@@ -291,8 +291,7 @@ class TestLifecycle(DriverTestBase):
             'nova.virt.libvirt.utils.get_instance_path',
             lambda *a, **k: nova_conf.CONF.instances_path))
         self.compute = self.start_vgpu_compute('host1')
-        self.flavor = self._create_flavor(
-            extra_spec={'resources:VGPU': '1'})
+        self.flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
         self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             expected_state='ACTIVE')
@@ -312,10 +311,7 @@ class TestLifecycle(DriverTestBase):
                 if e.consumer is not None and e.device_id in on_host]
 
     def devices_in_guest(self):
-        guest = self.compute.driver._host.get_guest(
-            objects.Instance.get_by_uuid(context.get_admin_context(),
-                                         self.server['id']))
-        return guest_mod.devices_in_domain(guest.get_xml_desc())
+        return self.guest_devices(self.compute, self.server)
 
     def test_hard_reboot_keeps_the_device(self):
         before = self.devices_in_guest()
@@ -408,23 +404,14 @@ class TestMoves(DriverTestBase):
         self.useFixture(fixtures.MockPatch('os.rename'))
         self.flags(allow_resize_to_same_host=True)
         self.compute1 = self.start_vgpu_compute('host1')
-        self.flavor = self._create_flavor(
-            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
-            extra_spec={'resources:VGPU': '1'})
-        self.bigger = self._create_flavor(
-            memory_mb=512, vcpu=1, disk=1, ephemeral=0,
-            extra_spec={'resources:VGPU': '1'})
+        self.flavor = self.small_vgpu_flavor()
+        self.bigger = self.small_vgpu_flavor(memory_mb=512)
 
     def devices(self, compute):
         return {d.device_id for d in self.host_devices(compute)}
 
     def owners(self, compute):
         return {e.consumer for e in compute.driver._vgpu_ext().ledger.all()}
-
-    def guest_devices(self, compute, server):
-        guest = compute.driver._host.get_guest(objects.Instance.get_by_uuid(
-            context.get_admin_context(), server['id']))
-        return set(guest_mod.devices_in_domain(guest.get_xml_desc()))
 
     def _confirm_resize(self, server, host='host1'):
         # As Nova's own vGPU tests do: the libvirt driver's cleanup looks at
@@ -452,7 +439,8 @@ class TestMoves(DriverTestBase):
         self._revert_resize(server)
         self.assertEqual(original, self.devices(self.compute1))
         self.assertEqual(set(), self.devices(compute2))
-        self.assertEqual(original, self.guest_devices(self.compute1, server))
+        self.assertEqual(original,
+                         set(self.guest_devices(self.compute1, server)))
 
         self._resize_server(server, self.bigger)
         self._confirm_resize(server, host='host1')
@@ -474,11 +462,12 @@ class TestMoves(DriverTestBase):
         self._revert_resize(server)
         self.assertEqual(original, self.devices(self.compute1))
         self.assertEqual({server['id']}, self.owners(self.compute1))
-        self.assertEqual(original, self.guest_devices(self.compute1, server))
+        self.assertEqual(original,
+                         set(self.guest_devices(self.compute1, server)))
 
         self._resize_server(server, self.bigger)
         new = self.devices(self.compute1) - original
-        self.assertEqual(new, self.guest_devices(self.compute1, server))
+        self.assertEqual(new, set(self.guest_devices(self.compute1, server)))
         self._confirm_resize(server, host='host1')
         self.assertEqual(new, self.devices(self.compute1))
         self.assertEqual({server['id']}, self.owners(self.compute1))
@@ -494,10 +483,7 @@ class TestMoves(DriverTestBase):
         self._confirm_resize(server, host='host1')
         self.assertEqual(set(), self.devices(self.compute1))
         (device,) = self.devices(compute2)
-        guest = compute2.driver._host.get_guest(objects.Instance.get_by_uuid(
-            context.get_admin_context(), server['id']))
-        self.assertEqual([device],
-                         guest_mod.devices_in_domain(guest.get_xml_desc()))
+        self.assertEqual([device], self.guest_devices(compute2, server))
 
 
 class TestHostEvents(DriverTestBase):
@@ -505,14 +491,7 @@ class TestHostEvents(DriverTestBase):
     def setUp(self):
         super().setUp()
         self.compute1 = self.start_vgpu_compute('host1')
-        self.flavor = self._create_flavor(
-            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
-            extra_spec={'resources:VGPU': '1'})
-
-    def guest_devices(self, compute, server):
-        guest = compute.driver._host.get_guest(objects.Instance.get_by_uuid(
-            context.get_admin_context(), server['id']))
-        return guest_mod.devices_in_domain(guest.get_xml_desc())
+        self.flavor = self.small_vgpu_flavor()
 
     def test_restart_after_a_host_reboot_brings_the_devices_back(self):
         servers = [self._create_server(
@@ -587,24 +566,19 @@ class TestReshapeFromNovaLayout(DriverTestBase):
     def setUp(self):
         super().setUp()
         self.compute = self.start_vgpu_compute('host1')
-        self.flavor = self._create_flavor(
-            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
-            extra_spec={'resources:VGPU': '1'})
+        self.flavor = self.small_vgpu_flavor()
         self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             expected_state='ACTIVE')
         (self.device,) = [d for d in self.host_devices(self.compute)
-                          if d.device_id in self.guest_devices()]
+                          if d.device_id in self.devices_in_guest()]
         gpu = self.compute.driver._vgpu_ext().backend.scan().gpu_of_parent(
             self.device.parent)
         self.gpu_rp = inventory.provider_uuid('host1_' + gpu.name)
         self.root = self.compute_rp_uuids['host1']
 
-    def guest_devices(self):
-        return guest_mod.devices_in_domain(
-            self.compute.driver._host.get_guest(objects.Instance.get_by_uuid(
-                context.get_admin_context(),
-                self.server['id'])).get_xml_desc())
+    def devices_in_guest(self):
+        return self.guest_devices(self.compute, self.server)
 
     def allocations(self):
         return self.placement.get('/allocations/%s' % self.server['id'],
@@ -632,7 +606,7 @@ class TestReshapeFromNovaLayout(DriverTestBase):
         self.assertEqual(self.device.device_id, [
             d.device_id for d in self.host_devices(self.compute)
             if d.parent == self.device.parent][0])
-        self.assertEqual([self.device.device_id], self.guest_devices())
+        self.assertEqual([self.device.device_id], self.devices_in_guest())
         self._wait_for_state_change(self.server, 'ACTIVE')
         return after
 
@@ -715,9 +689,7 @@ class TestSwitchFromNovaInTreeSupport(DriverTestBase):
         self.useFixture(fixtures.MockPatch(
             'nova.virt.libvirt.driver.LibvirtDriver._create_mdev',
             side_effect=self._create_mdev))
-        self.flavor = self._create_flavor(
-            memory_mb=256, vcpu=1, disk=1, ephemeral=0,
-            extra_spec={'resources:VGPU': '1'})
+        self.flavor = self.small_vgpu_flavor()
 
     def _setup_compute_service(self):
         self.flags(compute_driver='libvirt.LibvirtDriver')
@@ -734,11 +706,6 @@ class TestSwitchFromNovaInTreeSupport(DriverTestBase):
             devices[name] = fakelibvirt.FakeMdevDevice(
                 dev_name=name, type_id=mdev_type, parent=dev_name)
         return uuid
-
-    def guest_devices(self, compute, server):
-        guest = compute.driver._host.get_guest(objects.Instance.get_by_uuid(
-            context.get_admin_context(), server['id']))
-        return guest_mod.devices_in_domain(guest.get_xml_desc())
 
     def resources(self, server):
         return {rp: a['resources'] for rp, a in
