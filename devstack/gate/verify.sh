@@ -17,10 +17,17 @@ openstack server create --flavor "$FLAVOR" --image "$IMAGE" \
 server=$(openstack server show vgpu-check -f value -c id)
 test "$(openstack server show vgpu-check -f value -c status)" = ACTIVE
 
-# Placement: the allocation is on a GPU provider under this compute node.
-openstack resource provider allocation show "$server" -f json \
+# Placement: the vGPU is allocated on a GPU provider, a child of this
+# compute node's provider (not the node itself).
+gpu_rp=$(openstack resource provider allocation show "$server" -f json \
     | python3 -c 'import json, sys; a = json.load(sys.stdin); \
-assert any(r["resources"].get("VGPU") for r in a), a'
+print([r["resource_provider"] for r in a if r["resources"].get("VGPU")][0])')
+parent=$(openstack resource provider show "$gpu_rp" -f value \
+    -c parent_provider_uuid)
+test -n "$parent" && test "$parent" != None
+node=$(openstack resource provider show "$parent" -f value -c name)
+gpu_name=$(openstack resource provider show "$gpu_rp" -f value -c name)
+[[ "$gpu_name" == "${node}_"* ]]
 
 # The host: a device owned by the server, in its domain XML.
 device=$(vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
@@ -30,10 +37,15 @@ print([x['device'] for x in d if x['owner'] == '$server'][0])")
 domain=$(openstack server show vgpu-check -f value \
     -c OS-EXT-SRV-ATTR:instance_name)
 sudo virsh dumpxml "$domain" | grep -q "$device"
+test -e "/sys/bus/mdev/devices/$device"
 
-# The config drive carries the licensing files.
+# The config drive carries the licensing files: Nova lists them in the
+# metadata's "files", their contents under openstack/content/.
 drive=$(sudo virsh domblklist "$domain" | awk '/disk.config/ {print $2}')
-sudo isoinfo -R -f -i "$drive" | grep -q nvidia
+sudo isoinfo -R -i "$drive" -x /openstack/latest/meta_data.json \
+    | python3 -c 'import json, sys; m = json.load(sys.stdin); \
+paths = {f["path"] for f in m.get("files", [])}; \
+assert "/etc/nvidia/gridd.conf" in paths, paths'
 
 openstack server delete --wait vgpu-check
 if vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \

@@ -18,7 +18,10 @@ simulated host backend behind it.
 """
 
 from importlib import resources
+import json
 import os
+import shutil
+import subprocess
 import sys
 
 import fixtures
@@ -26,6 +29,7 @@ import nova.conf as nova_conf
 from nova.conf import devices as nova_devices
 from nova import context
 from nova import objects
+from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional.api import client
 from nova.tests.functional.libvirt import base
 from nova.virt.libvirt import driver as libvirt_driver
@@ -136,66 +140,85 @@ class TestBoot(DriverTestBase):
 
 
 class TestLicensing(DriverTestBase):
+    """The licensing files on the config drive Nova really builds.
+
+    Nova's own _create_configdrive runs (InstanceMetadata, its
+    ConfigDriveBuilder, genisoimage from Debian's genisoimage package); the
+    ISO is read back with isoinfo, as a guest's cloud-init would see it.
+    """
 
     def setUp(self):
+        # Nova's fake image backend (set up by Nova's base class) says every
+        # disk exists, so Nova would never build the config drive.
+        init = nova_fixtures.LibvirtImageBackendFixture.__init__
+
+        def no_config_drive_yet(fixture, *args, **kwargs):
+            kwargs.setdefault('exists', lambda name: name != 'disk.config')
+            init(fixture, *args, **kwargs)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.LibvirtImageBackendFixture.__init__',
+            no_config_drive_yet))
         super().setUp()
+        for tool in ('genisoimage', 'isoinfo'):
+            if shutil.which(tool) is None:
+                message = '%s missing: apt-get install genisoimage' % tool
+                if os.environ.get('VGPU_NOVA_EXT_REQUIRE_SCHEMAS'):
+                    self.fail(message)
+                self.skipTest(message)
         token = os.path.join(self.state, 'client.tok')
         with open(token, 'wb') as f:
             f.write(TOKEN)
         os.chmod(token, 0o600)
         self.flags(enabled=True, client_config_token_file=token,
                    group='vgpu_licensing')
+        # The fake instances have no directory for disk.config.
+        instances = self.useFixture(fixtures.TempDir()).path
+
+        def instance_path(instance, *args, **kwargs):
+            path = os.path.join(instances, instance.uuid)
+            os.makedirs(path, exist_ok=True)
+            return path
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.utils.get_instance_path', instance_path))
+        self.instances = instances
         self.compute = self.start_vgpu_compute('host1')
         self.vgpu = self._create_flavor(extra_spec={'resources:VGPU': '1'})
         self.plain = self._create_flavor(name='plain')
 
-    def _instance(self, server):
-        return objects.Instance.get_by_uuid(context.get_admin_context(),
-                                            server['id'])
-
-    def test_config_drive_of_a_vgpu_server_carries_the_files(self):
-        # What the driver hands Nova's own _create_configdrive, which
-        # passes injection_info.files to the config drive builder as the
-        # content of InstanceMetadata.
-        handed = []
-
-        def nova_create_configdrive(driver, ctx, instance, injection_info,
-                                    rescue=False):
-            handed.append(injection_info)
-
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.virt.libvirt.driver.LibvirtDriver._create_configdrive',
-            nova_create_configdrive))
-        body = self._build_server(image_uuid=IMAGE, flavor_id=self.vgpu,
+    def config_drive(self, flavor):
+        """{path in the guest: content} of the server's config drive."""
+        body = self._build_server(image_uuid=IMAGE, flavor_id=flavor,
                                   networks='none')
         body['config_drive'] = True
-        server = self.api.post_server({'server': body})
-        server = self._wait_for_state_change(server, 'ACTIVE')
-        (injection,) = handed
-        files = dict(injection.files)
+        server = self._wait_for_state_change(
+            self.api.post_server({'server': body}), 'ACTIVE')
+        iso = os.path.join(self.instances, server['id'], 'disk.config')
+
+        def read(path):
+            return subprocess.run(['isoinfo', '-R', '-i', iso, '-x', path],
+                                  check=True, capture_output=True).stdout
+
+        meta = json.loads(read('/openstack/latest/meta_data.json'))
+        return {f['path']: read('/openstack' + f['content_path'])
+                for f in meta.get('files', [])}
+
+    def test_config_drive_of_a_vgpu_server_carries_the_files(self):
+        files = self.config_drive(self.vgpu)
         self.assertEqual(
             {'/etc/nvidia/gridd.conf',
              '/etc/nvidia/ClientConfigToken/client_configuration_token.tok'},
             set(files))
-        self.assertEqual(TOKEN, bytes(files[
-            '/etc/nvidia/ClientConfigToken/client_configuration_token.tok']))
-        self.assertIn(b'FeatureType=1', bytes(files['/etc/nvidia/gridd.conf']))
-        # As Nova would log them (InjectionInfo shows its files), the
+        self.assertEqual(TOKEN, files[
+            '/etc/nvidia/ClientConfigToken/client_configuration_token.tok'])
+        self.assertIn(b'FeatureType=1', files['/etc/nvidia/gridd.conf'])
+        # Nova logs the InjectionInfo it builds the drive from: the
         # contents stay hidden.
-        self.assertNotIn(TOKEN.decode(), repr(injection))
+        self.assertNotIn(TOKEN.decode(), self.stdlog.logger.output)
 
     def test_server_without_vgpu_gets_none(self):
-        handed = []
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.virt.libvirt.driver.LibvirtDriver._create_configdrive',
-            lambda driver, ctx, instance, info, rescue=False:
-                handed.append(info)))
-        body = self._build_server(image_uuid=IMAGE, flavor_id=self.plain,
-                                  networks='none')
-        body['config_drive'] = True
-        server = self.api.post_server({'server': body})
-        self._wait_for_state_change(server, 'ACTIVE')
-        self.assertEqual([], list(handed[0].files or []))
+        self.assertEqual({}, self.config_drive(self.plain))
 
 
 class TestScheduling(DriverTestBase):
