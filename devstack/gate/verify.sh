@@ -24,7 +24,10 @@ gpu_rp=$(openstack resource provider allocation show "$server" -f json \
 print([r["resource_provider"] for r in a if r["resources"].get("VGPU")][0])')
 parent=$(openstack resource provider show "$gpu_rp" -f value \
     -c parent_provider_uuid)
-test -n "$parent" && test "$parent" != None
+# (Each check on a line of its own: set -e ignores all but the last
+# command of an && list.)
+test -n "$parent"
+test "$parent" != None
 node=$(openstack resource provider show "$parent" -f value -c name)
 gpu_name=$(openstack resource provider show "$gpu_rp" -f value -c name)
 [[ "$gpu_name" == "${node}_"* ]]
@@ -36,7 +39,8 @@ device=$(vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
 print([x['device'] for x in d if x['owner'] == '$server'][0])")
 domain=$(openstack server show vgpu-check -f value \
     -c OS-EXT-SRV-ATTR:instance_name)
-sudo virsh dumpxml "$domain" | grep -q "$device"
+# Not "| grep -q": with pipefail, virsh killed by SIGPIPE would fail it.
+[[ "$(sudo virsh dumpxml "$domain")" == *"$device"* ]]
 test -e "/sys/bus/mdev/devices/$device"
 
 # The config drive carries the licensing files: Nova lists them in the
@@ -48,9 +52,9 @@ paths = {f["path"] for f in m.get("files", [])}; \
 assert "/etc/nvidia/gridd.conf" in paths, paths'
 
 openstack server delete --wait vgpu-check
-if vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
-        --state-path "$STATE" --host "$HOST" devices --format json \
-        | grep -q "$device"; then
+devices=$(vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
+    --state-path "$STATE" --host "$HOST" devices --format json)
+if [[ "$devices" == *"$device"* || -e "/sys/bus/mdev/devices/$device" ]]; then
     echo "device $device was not freed" >&2
     exit 1
 fi
