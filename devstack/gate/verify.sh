@@ -11,6 +11,7 @@ IMAGE=${IMAGE:-$(openstack image list -f value -c Name | grep -m1 cirros)}
 source "$DEVSTACK_DIR/openrc" admin admin
 STATE=${VGPU_NOVA_EXT_STATE_PATH:-/opt/stack/data/vgpu-nova-ext}
 HOST=$(hostname)
+MDEV_DEVICES=${MDEV_DEVICES:-/sys/bus/mdev/devices}
 
 openstack server create --flavor "$FLAVOR" --image "$IMAGE" \
     --network private --config-drive True --wait vgpu-check
@@ -41,7 +42,7 @@ domain=$(openstack server show vgpu-check -f value \
     -c OS-EXT-SRV-ATTR:instance_name)
 # Not "| grep -q": with pipefail, virsh killed by SIGPIPE would fail it.
 [[ "$(sudo virsh dumpxml "$domain")" == *"$device"* ]]
-test -e "/sys/bus/mdev/devices/$device"
+test -e "$MDEV_DEVICES/$device"
 
 # The config drive carries the licensing files: Nova lists them in the
 # metadata's "files", their contents under openstack/content/.
@@ -54,7 +55,7 @@ assert "/etc/nvidia/gridd.conf" in paths, paths'
 openstack server delete --wait vgpu-check
 devices=$(vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \
     --state-path "$STATE" --host "$HOST" devices --format json)
-if [[ "$devices" == *"$device"* || -e "/sys/bus/mdev/devices/$device" ]]; then
+if [[ "$devices" == *"$device"* || -e "$MDEV_DEVICES/$device" ]]; then
     echo "device $device was not freed" >&2
     exit 1
 fi

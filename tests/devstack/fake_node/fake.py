@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""A stacked devstack node, as the gate check sees it through its commands.
+
+Installed under the names openstack, sudo, virsh, isoinfo, hostname and
+vgpu-nova-ext; answers from the world in $FAKE_WORLD/world.json (what is
+right or broken on this node) and keeps the server's life in that
+directory. Any command the check was not expected to run fails.
+"""
+
+import json
+import os
+import sys
+
+SERVER = '5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a'
+DEVICE = 'b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d'
+ROOT = '0a9b8c7d-6e5f-4a3b-9c1d-2e3f4a5b6c7d'
+GPU = '7f6e5d4c-3b2a-4f1e-8d9c-0b1a2c3d4e5f'
+
+
+def main(name: str, args: list[str]) -> int:
+    world_dir = os.environ['FAKE_WORLD']
+    world = json.load(open(os.path.join(world_dir, 'world.json')))
+    deleted = os.path.join(world_dir, 'deleted')
+    device_file = os.path.join(os.environ['MDEV_DEVICES'], DEVICE)
+    line = ' '.join(args)
+    if name == 'sudo':
+        os.execvp(args[0], args)
+    if name == 'hostname':
+        print('node1')
+    elif name == 'openstack' and line.startswith('image list'):
+        print('cirros-0.6.2-x86_64-disk')
+    elif name == 'openstack' and line.startswith('server create'):
+        open(device_file, 'w').close()
+    elif name == 'openstack' and line.startswith('server show vgpu-check'):
+        print({'id': SERVER, 'status': world.get('status', 'ACTIVE'),
+               'OS-EXT-SRV-ATTR:instance_name': 'instance-00000001'}[
+            args[-1]])
+    elif name == 'openstack' and line.startswith(
+            'resource provider allocation show %s' % SERVER):
+        gpu = ROOT if world.get('vgpu_on_root') else GPU
+        print(json.dumps([
+            {'resource_provider': ROOT, 'generation': 3,
+             'resources': {'VCPU': 1, 'MEMORY_MB': 512}},
+            {'resource_provider': gpu, 'generation': 5,
+             'resources': {'VGPU': 1}}]))
+    elif name == 'openstack' and line.startswith('resource provider show'):
+        print({ROOT: {'name': 'node1', 'parent_provider_uuid': 'None'},
+               GPU: {'name': 'node1_mtty_mtty',
+                     'parent_provider_uuid': ROOT}}[args[3]][args[-1]])
+    elif name == 'openstack' and line == 'server delete --wait vgpu-check':
+        open(deleted, 'w').close()
+        if world.get('freed', True):
+            os.unlink(device_file)
+    elif name == 'virsh' and line == 'dumpxml instance-00000001':
+        source = DEVICE if world.get('in_domain', True) else 'other'
+        print("<domain><devices><hostdev mode='subsystem' type='mdev'>"
+              "<source><address uuid='%s'/></source></hostdev></devices>"
+              "</domain>" % source)
+    elif name == 'virsh' and line == 'domblklist instance-00000001':
+        print(' Target   Source\n' + '-' * 40 + '\n'
+              ' vda      /opt/stack/data/nova/instances/%s/disk\n'
+              ' hdd      /opt/stack/data/nova/instances/%s/disk.config'
+              % (SERVER, SERVER))
+    elif name == 'isoinfo' and line == (
+            '-R -i /opt/stack/data/nova/instances/%s/disk.config -x '
+            '/openstack/latest/meta_data.json' % SERVER):
+        files = [{'path': '/etc/nvidia/gridd.conf',
+                  'content_path': '/content/0000'}]
+        print(json.dumps({'uuid': SERVER,
+                          'files': files if world.get('files', True)
+                          else []}))
+    elif name == 'vgpu-nova-ext' and args[-3:] == [
+            'devices', '--format', 'json']:
+        held = not os.path.exists(deleted) or not world.get('freed', True)
+        print(json.dumps({'host': 'node1', 'devices': [
+            {'device': DEVICE, 'owner': SERVER, 'gpu': 'mtty_mtty',
+             'type': 'mtty-1'}] if held else []}))
+    else:
+        print('fake node: unexpected command: %s %s' % (name, line),
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(os.path.basename(sys.argv[0]), sys.argv[1:]))

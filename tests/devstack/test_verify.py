@@ -1,0 +1,77 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The gate job's check (devstack/gate/verify.sh) against a fake node.
+
+No devstack here: the commands the check runs (openstack, sudo, virsh,
+isoinfo, hostname, vgpu-nova-ext) are one stub, tests/devstack/fake_node/
+fake.py, answering from a described world. The check must pass on a
+healthy node and fail on each broken one.
+"""
+
+import json
+import os
+import subprocess
+
+import fixtures
+import testtools
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+VERIFY = os.path.join(TOP, 'devstack', 'gate', 'verify.sh')
+FAKE = os.path.join(HERE, 'fake_node', 'fake.py')
+COMMANDS = ('openstack', 'sudo', 'virsh', 'isoinfo', 'hostname',
+            'vgpu-nova-ext')
+
+
+class TestGateCheck(testtools.TestCase):
+
+    def run_check(self, **world):
+        work = self.useFixture(fixtures.TempDir()).path
+        bin_dir = os.path.join(work, 'bin')
+        devstack = os.path.join(work, 'devstack')
+        mdevs = os.path.join(work, 'mdev-devices')
+        for path in (bin_dir, devstack, mdevs):
+            os.mkdir(path)
+        for name in COMMANDS:
+            os.symlink(FAKE, os.path.join(bin_dir, name))
+        open(os.path.join(devstack, 'openrc'), 'w').close()
+        with open(os.path.join(work, 'world.json'), 'w') as f:
+            json.dump(world, f)
+        env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ['PATH'],
+                   FAKE_WORLD=work, DEVSTACK_DIR=devstack, MDEV_DEVICES=mdevs)
+        return subprocess.run(['bash', VERIFY], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    def assertFails(self, proc, why=None):
+        self.assertNotEqual(0, proc.returncode, proc.stderr)
+        self.assertNotIn('unexpected command', proc.stderr)
+        if why:
+            self.assertIn(why, proc.stderr)
+
+    def test_healthy_node_passes(self):
+        proc = self.run_check()
+        self.assertEqual(0, proc.returncode, proc.stderr)
+
+    def test_server_not_active(self):
+        self.assertFails(self.run_check(status='ERROR'))
+
+    def test_vgpu_on_the_compute_node_itself(self):
+        self.assertFails(self.run_check(vgpu_on_root=True))
+
+    def test_device_not_in_the_domain(self):
+        self.assertFails(self.run_check(in_domain=False))
+
+    def test_no_licensing_files_on_the_config_drive(self):
+        self.assertFails(self.run_check(files=False), 'gridd.conf')
+
+    def test_device_not_freed(self):
+        self.assertFails(self.run_check(freed=False), 'was not freed')
