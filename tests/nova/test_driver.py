@@ -556,22 +556,101 @@ class TestHostEvents(DriverTestBase):
         self.assertEqual([], self.compute1.driver._vgpu_ext().ledger.all())
         self.assertEqual(1, len(self.host_devices(compute2)))
 
-    def test_live_migration_is_refused_clearly(self):
-        self.start_vgpu_compute('host2')
-        server = self._create_server(
+
+class LiveMigrationBase(base.LibvirtMigrationMixin, DriverTestBase):
+    """Live migration of a vGPU server, through Nova's own mdev path."""
+
+    def setUp(self):
+        super().setUp()
+        # The versions Nova requires for mdev live migration.
+        for name in ('src', 'dest'):
+            self.start_compute(hostname=name, libvirt_version=8006000,
+                               qemu_version=8001000)
+        self.src, self.dest = self.computes['src'], self.computes['dest']
+        self.flavor = self.small_vgpu_flavor()
+
+    def ledger(self, compute):
+        return {e.device_id: e.consumer
+                for e in compute.driver._vgpu_ext().ledger.all()}
+
+
+class TestLiveMigration(LiveMigrationBase):
+
+    def test_live_migration_moves_the_vgpu(self):
+        self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
-            host='host1', expected_state='ACTIVE')
+            host='src', expected_state='ACTIVE')
+        (source,) = self.ledger(self.src)
+        self._live_migrate(self.server, 'completed')
+        self.assertEqual('dest', self.api.get_server(
+            self.server['id'])['OS-EXT-SRV-ATTR:host'])
+        # A device of the destination, the server's, in the migrated XML;
+        # the source's freed.
+        (device, owner), = self.ledger(self.dest).items()
+        self.assertEqual(self.server['id'], owner)
+        self.assertNotEqual(source, device)
+        self.assertEqual([device], self.guest_devices(self.dest, self.server))
+        self.assertIn(device, [d.device_id for d in
+                               self.host_devices(self.dest)])
+        self.assertEqual({}, self.ledger(self.src))
+        self.assertEqual((), self.host_devices(self.src))
+        usage = {h: sum(self.provider_usage(h + '_' + g) for g in (
+            'pci_0000_84_00_0', 'pci_0000_85_00_0')) for h in ('src', 'dest')}
+        self.assertEqual({'src': 0, 'dest': 1}, usage)
+
+
+class TestLiveMigrationFails(LiveMigrationBase):
+    """The migration fails: the destination frees what it claimed."""
+
+    def _migrate_stub(self, domain, destination, params, flags):
+        # Mid-flight: both hosts hold a device for the server.
+        self.assertEqual([self.server['id']], list(
+            self.ledger(self.dest).values()))
+        self.assertEqual([self.server['id']], list(
+            self.ledger(self.src).values()))
+        conn = self.src.driver._host.get_connection()
+        conn.lookupByUUIDString(self.server['id']).fail_job()
+        self.migrate_stub_ran = True
+
+    def test_destination_frees_what_it_claimed(self):
+        self.server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='src', expected_state='ACTIVE')
+        before = self.ledger(self.src)
+        self._live_migrate(self.server, 'failed')
+        self.assertTrue(self.migrate_stub_ran)
+        self.assertEqual('src', self.api.get_server(
+            self.server['id'])['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(before, self.ledger(self.src))
+        self.assertEqual(list(before), self.guest_devices(self.src,
+                                                          self.server))
+        self.assertEqual({}, self.ledger(self.dest))
+        self.assertEqual((), self.host_devices(self.dest))
+
+
+class TestLiveMigrationVfio(DriverTestBase):
+    """NVIDIA's vendor-specific VFIO: the VF is not live-migrated."""
+
+    profile = 'a40-vfio'
+    enabled_types = 'nvidia-558'
+
+    def test_refused_clearly(self):
+        for name in ('host1', 'host2'):
+            self.start_compute(hostname=name, libvirt_version=8006000,
+                               qemu_version=8001000)
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.small_vgpu_flavor(),
+            networks='none', host='host1', expected_state='ACTIVE')
         # The source's pre-check refuses; Nova's conductor then finds no
         # valid host and the API answers with its own error.
         self.assertRaises(
             client.OpenStackApiException, self.api.post_server_action,
             server['id'], {'os-migrateLive': {
                 'host': 'host2', 'block_migration': 'auto'}})
-        self.assertIn('does not live-migrate them yet',
+        self.assertIn('which vgpu-nova-ext does not live-migrate',
                       self.stdlog.logger.output)
         server = self._wait_for_state_change(server, 'ACTIVE')
         self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual(1, len(self.host_devices(self.compute1)))
 
 
 class TestReshapeFromNovaLayout(DriverTestBase):

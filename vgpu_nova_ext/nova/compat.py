@@ -27,7 +27,8 @@ PRIVATE_METHODS = ('_update_provider_tree_for_vgpu', '_allocate_mdevs',
                    '_guest_add_mdevs', '_get_supported_vgpu_types',
                    '_get_all_assigned_mediated_devices',
                    '_detach_mediated_devices', '_get_mdevs_from_guest_config',
-                   '_create_configdrive', '_hard_reboot')
+                   '_create_configdrive', '_hard_reboot',
+                   '_get_mdev_types_from_uuids')
 
 
 def nova_version() -> str:

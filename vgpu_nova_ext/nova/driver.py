@@ -41,6 +41,7 @@ from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import guest as guest_mod
 from vgpu_nova_ext.host import base as host_base
+from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import ledger as ledger_mod
@@ -465,18 +466,81 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                                            rescue=rescue)
 
     # -- live migration ----------------------------------------------------
+    # Nova's own mdev live migration (libvirt >= 8.6.0, QEMU >= 8.1.0 on
+    # both hosts) with the ledger as the source of truth: the destination
+    # claims devices of the same types for the instance before the guest
+    # moves, Nova rewrites the migrated XML to them, the source frees its
+    # own once the guest runs on the destination, a rollback frees the
+    # destination's.
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
-        if self._vgpu_ext().ledger.of_consumer(instance.uuid):
+        vfs = [e.device_id for e in
+               self._vgpu_ext().ledger.of_consumer(instance.uuid)
+               if e.kind == model.VF]
+        if vfs:
             raise nova_exception.MigrationPreCheckError(
-                reason='instance %s holds vGPU devices managed by '
-                       'vgpu-nova-ext, which does not live-migrate them yet; '
-                       'use a cold migration (openstack server migrate)'
-                       % instance.uuid)
+                reason='instance %s holds vGPU VFs of NVIDIA\'s '
+                       'vendor-specific VFIO (%s), which vgpu-nova-ext does '
+                       'not live-migrate; use a cold migration (openstack '
+                       'server migrate)' % (instance.uuid, ', '.join(vfs)))
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data,
             block_device_info=block_device_info)
+
+    def _get_mdev_types_from_uuids(self, mdev_uuids):
+        ledger = self._vgpu_ext().ledger
+        return {e.device_id: e.type_id for e in
+                (ledger.get(u) for u in mdev_uuids) if e is not None}
+
+    def check_source_migrate_data_at_dest(self, ctxt, instance, migrate_data,
+                                          migration, limits, allocs):
+        source = (migrate_data.source_mdev_types
+                  if 'source_mdev_types' in migrate_data else None)
+        if not source:
+            return super().check_source_migrate_data_at_dest(
+                ctxt, instance, migrate_data, migration, limits, allocs)
+        served = {t.type_id for t in
+                  self._vgpu_ext().allocator.targets.values()}
+        missing = sorted(set(source.values()) - served)
+        if missing:
+            raise nova_exception.MigrationPreCheckError(
+                reason='instance %s holds vGPUs of type %s, which no GPU '
+                       'of this host serves' % (instance.uuid,
+                                                ', '.join(missing)))
+        with self._consumer(instance.uuid):
+            try:
+                claimed = self._allocate_mdevs(allocs)
+            except nova_exception.ComputeResourcesUnavailable as exc:
+                raise nova_exception.MigrationPreCheckError(
+                    reason=exc.format_message())
+        types = self._get_mdev_types_from_uuids(claimed)
+        free = sorted(claimed)
+        target = {}
+        for src_mdev, src_type in sorted(source.items()):
+            match = next((d for d in free if types.get(d) == src_type), None)
+            if match is not None:
+                free.remove(match)
+                target[src_mdev] = match
+        if len(target) != len(source):
+            self._log_freed(self._vgpu_ext().allocator.release(
+                instance.uuid), instance)
+            raise nova_exception.MigrationPreCheckError(
+                reason='instance %s: the devices claimed here (%s) do not '
+                       'match its devices on the source (%s)' % (
+                           instance.uuid, types, source))
+        LOG.info('live migration: source vGPU devices map to %s here',
+                 target, instance=instance)
+        migrate_data.target_mdevs = target
+        return migrate_data
+
+    def post_live_migration_at_source(self, context, instance, network_info):
+        result = super().post_live_migration_at_source(context, instance,
+                                                       network_info)
+        # The guest runs on the destination, with devices of its own.
+        self._log_freed(self._vgpu_ext().allocator.release_instance(
+            instance.uuid), instance)
+        return result
 
     def init_host(self, host):
         super().init_host(host)
