@@ -5,6 +5,12 @@
 set -euxo pipefail
 
 DEVSTACK_DIR=${DEVSTACK_DIR:-/opt/stack/devstack}
+# devstack's global virtualenv (GLOBAL_VENV, the default) holds the
+# openstack client and vgpu-nova-ext; older layouts put them on PATH.
+DEVSTACK_VENV=${DEVSTACK_VENV:-/opt/stack/data/venv}
+if [[ -d "$DEVSTACK_VENV/bin" ]]; then
+    PATH=$DEVSTACK_VENV/bin:$PATH
+fi
 FLAVOR=${VGPU_NOVA_EXT_FLAVOR:-vgpu.small}
 IMAGE=${IMAGE:-$(openstack image list -f value -c Name | grep -m1 cirros)}
 # shellcheck source=/dev/null

@@ -47,7 +47,8 @@ class TestGateCheck(testtools.TestCase):
         with open(os.path.join(work, 'world.json'), 'w') as f:
             json.dump(world, f)
         env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ['PATH'],
-                   FAKE_WORLD=work, DEVSTACK_DIR=devstack, MDEV_DEVICES=mdevs)
+                   FAKE_WORLD=work, DEVSTACK_DIR=devstack, MDEV_DEVICES=mdevs,
+                   DEVSTACK_VENV=os.path.join(work, 'no-venv'))
         return subprocess.run(['bash', VERIFY], env=env, capture_output=True,
                               text=True, timeout=60)
 
