@@ -536,6 +536,27 @@ class TestHostEvents(DriverTestBase):
             (device,) = self.guest_devices(self.compute1, server)
             self.assertIn(device, after)
 
+    def test_periodic_task_frees_what_no_instance_holds(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+        ext = self.compute1.driver._vgpu_ext()
+        ext.allocator.orphan_grace = 0  # [vgpu_nova_ext] orphan_grace_period
+        (kept,) = self.guest_devices(self.compute1, server)
+        # A claim no instance here holds (a live migration's destination
+        # claim that the conductor abandoned, say).
+        rp = self._get_provider_uuid_by_name('host1_pci_0000_85_00_0')
+        (leaked,) = ext.allocator.claim(uuidutils.generate_uuid(), {
+            rp: {'resources': {'VGPU': 1}}}).devices
+        self._run_periodics()  # marked an orphan
+        self.assertIsNotNone(ext.ledger.get(leaked.device_id).orphaned_at)
+        self._run_periodics()  # freed: past the grace period
+        self.assertIsNone(ext.ledger.get(leaked.device_id))
+        self.assertEqual([kept], [d.device_id for d in
+                                  self.host_devices(self.compute1)])
+        self.assertEqual({server['id']}, {
+            e.consumer for e in ext.ledger.all()})
+
     def test_evacuated_instances_freed_when_the_source_comes_back(self):
         compute2 = self.start_vgpu_compute('host2')
         server = self._create_server(
@@ -603,7 +624,13 @@ class TestLiveMigrationFails(LiveMigrationBase):
     """The migration fails: the destination frees what it claimed."""
 
     def _migrate_stub(self, domain, destination, params, flags):
-        # Mid-flight: both hosts hold a device for the server.
+        # Mid-flight: both hosts hold a device for the server, and keep it
+        # through the periodic tasks, the grace period notwithstanding (the
+        # instance is not on the destination yet; its migration is).
+        for compute in (self.src, self.dest):
+            compute.driver._vgpu_ext().allocator.orphan_grace = 0
+        self._run_periodics()
+        self._run_periodics()
         self.assertEqual([self.server['id']], list(
             self.ledger(self.dest).values()))
         self.assertEqual([self.server['id']], list(

@@ -546,11 +546,36 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         self._reconcile_devices()
 
-    def _reconcile_devices(self) -> None:
-        """Make host and ledger agree before Nova resumes guests.
+    def get_available_resource(self, nodename):
+        # Nova's resource tracker asks every periodic task interval: the
+        # devices are reconciled as often, so that what no instance here
+        # holds any more (an abandoned live-migration claim, an instance
+        # deleted behind Nova's back) is freed after orphan_grace_period.
+        resources = super().get_available_resource(nodename)
+        self._reconcile_devices(periodic=True)
+        return resources
 
-        Devices come back after a host reboot, half-done work is finished,
-        devices that guests already use are adopted.
+    def _live_consumers(self, context) -> set[str]:
+        """Instances on this host, and those moving to or from it.
+
+        A migration in progress (or in error) keeps its instance's devices
+        and its own: a long live migration is not an orphan on its
+        destination.
+        """
+        live = {i.uuid for i in objects.InstanceList.get_by_host(
+            context, CONF.host)}
+        for migration in objects.MigrationList.get_in_progress_and_error(
+                context, CONF.host, self._host.get_hostname()):
+            live |= {migration.instance_uuid, migration.uuid}
+        return live
+
+    def _reconcile_devices(self, periodic: bool = False) -> None:
+        """Make host and ledger agree.
+
+        At start-up (before Nova resumes guests) and every periodic task:
+        devices come back after a host reboot, half-done work is finished,
+        devices that guests already use are adopted, devices of instances
+        gone from this host are freed after the grace period.
         """
         ext = self._vgpu_ext()
         guests = {}
@@ -564,12 +589,13 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                             '(%s); unused devices stay foreign this time',
                             guest.uuid, exc)
                 every_domain = False
-        context = nova_context.get_admin_context()
-        live = {i.uuid for i in objects.InstanceList.get_by_host(
-            context, CONF.host)}
+        live = self._live_consumers(nova_context.get_admin_context())
         # Only with every domain read is a device no domain uses unused.
         for action in ext.allocator.reconcile(
                 live_consumers=live | set(guests), guest_devices=guests,
                 adopt_unused=every_domain):
-            LOG.info('vGPU reconcile: %s %s: %s', action.kind,
-                     action.device_id, action.detail)
+            # Foreign devices are news at start-up, not every minute.
+            log = LOG.debug if periodic and action.kind == 'foreign' \
+                else LOG.info
+            log('vGPU reconcile: %s %s: %s', action.kind, action.device_id,
+                action.detail)
