@@ -552,7 +552,12 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         # holds any more (an abandoned live-migration claim, an instance
         # deleted behind Nova's back) is freed after orphan_grace_period.
         resources = super().get_available_resource(nodename)
-        self._reconcile_devices(periodic=True)
+        try:
+            self._reconcile_devices(periodic=True)
+        except Exception:
+            # Resource tracking goes on; the next periodic task tries again.
+            LOG.exception('vGPU reconcile failed; retried at the next '
+                          'periodic task')
         return resources
 
     def _live_consumers(self, context) -> set[str]:
