@@ -205,9 +205,13 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 provider_tree.remove(name)
 
     @staticmethod
-    def _old_layout(provider_tree, nodename, desired) -> set[str]:
+    def _vgpu_classes(desired) -> set[str]:
+        """The classes vGPUs are counted in, now or by Nova's layouts."""
+        return {p.resource_class for p in desired.providers} | {'VGPU'}
+
+    def _old_layout(self, provider_tree, nodename, desired) -> set[str]:
         """Providers holding vGPU inventory that this layout does not."""
-        classes = {p.resource_class for p in desired.providers} | {'VGPU'}
+        classes = self._vgpu_classes(desired)
         wanted = {p.uuid for p in desired.providers}
         return {u for u in provider_tree.get_provider_uuids(nodename)
                 if u not in wanted and
@@ -227,11 +231,9 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             if gpu is not None:
                 gpu_of[device.device_id] = inventory.provider_name(
                     nodename, gpu.name)
-        owners = {}
-        for guest in self._host.list_guests(only_running=False):
-            owners[guest.uuid] = [
-                gpu_of[d] for d in guest_mod.devices_in_domain(
-                    guest.get_xml_desc()) if d in gpu_of]
+        domains, _ = self._domain_devices()
+        owners = {uuid: [gpu_of[d] for d in devices if d in gpu_of]
+                  for uuid, devices in domains.items()}
         root_uuid = provider_tree.data(nodename).uuid
         states = {}
         for rp_uuid in provider_tree.get_provider_uuids(nodename):
@@ -257,7 +259,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             raise nova_exception.ReshapeFailed(error=str(exc))
         for consumer, body in plan.allocations.items():
             allocations[consumer]['allocations'] = body['allocations']
-        classes = {p.resource_class for p in desired.providers} | {'VGPU'}
+        classes = self._vgpu_classes(desired)
         root = provider_tree.data(root_uuid)
         if classes & set(root.inventory):
             provider_tree.update_inventory(nodename, {
@@ -560,6 +562,25 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                           'periodic task')
         return resources
 
+    def _domain_devices(self) -> tuple[dict[str, list[str]], bool]:
+        """The vGPU devices of the host's domains.
+
+        :returns: {domain uuid: device ids in its XML}, and whether every
+            domain could be read.
+        """
+        found = {}
+        every_domain = True
+        for guest in self._host.list_guests(only_running=False):
+            try:
+                found[guest.uuid] = guest_mod.devices_in_domain(
+                    guest.get_xml_desc())
+            except Exception as exc:  # a domain vanishing while listed
+                LOG.warning('cannot read the domain %s (%s): its vGPU '
+                            'devices are not counted as used this time',
+                            guest.uuid, exc)
+                every_domain = False
+        return found, every_domain
+
     def _live_consumers(self, context) -> set[str]:
         """Instances on this host, and those moving to or from it.
 
@@ -583,17 +604,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         gone from this host are freed after the grace period.
         """
         ext = self._vgpu_ext()
-        guests = {}
-        every_domain = True
-        for guest in self._host.list_guests(only_running=False):
-            try:
-                guests[guest.uuid] = guest_mod.devices_in_domain(
-                    guest.get_xml_desc())
-            except Exception as exc:  # a domain vanishing while listed
-                LOG.warning('vGPU reconcile: cannot read the domain %s '
-                            '(%s); unused devices stay foreign this time',
-                            guest.uuid, exc)
-                every_domain = False
+        guests, every_domain = self._domain_devices()
         live = self._live_consumers(nova_context.get_admin_context())
         # Only with every domain read is a device no domain uses unused.
         for action in ext.allocator.reconcile(
