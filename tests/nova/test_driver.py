@@ -40,7 +40,7 @@ import yaml
 
 from tests.nova import fake_libvirt
 from tests.unit import schemas
-from vgpu_nova_ext import guest as guest_mod
+from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat

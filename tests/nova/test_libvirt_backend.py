@@ -20,11 +20,11 @@ import testtools
 from tests.nova import fake_libvirt
 from tests.unit import lifecycle
 from tests.unit import schemas
-from vgpu_nova_ext import allocator
+from vgpu_nova_ext.devices import allocator
+from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import libvirt as libvirt_backend
 from vgpu_nova_ext.host import simulated
-from vgpu_nova_ext import ledger
 
 GPU84 = 'pci_0000_84_00_0'
 

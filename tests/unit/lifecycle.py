@@ -14,10 +14,10 @@
 import os
 import textwrap
 
-from vgpu_nova_ext import allocator
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import allocator
+from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext.host import simulated
-from vgpu_nova_ext import ledger
 from vgpu_nova_ext import mapping
 
 HOST = 'cn1'

@@ -27,7 +27,7 @@ import signal
 import sys
 
 from tests.unit import lifecycle
-from vgpu_nova_ext import allocator
+from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext import exception
 
 

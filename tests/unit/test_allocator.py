@@ -17,11 +17,11 @@ import testtools
 
 from tests.unit import base
 from tests.unit import lifecycle
-from vgpu_nova_ext import allocator
+from vgpu_nova_ext.devices import allocator
+from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import sysfs
-from vgpu_nova_ext import ledger
 
 GPU84 = 'pci_0000_84_00_0'
 GPU85 = 'pci_0000_85_00_0'

@@ -12,7 +12,7 @@
 import testtools
 
 from tests.unit import schemas
-from vgpu_nova_ext import guest
+from vgpu_nova_ext.devices import guest
 from vgpu_nova_ext.host import model
 
 DOMAIN = """<domain type='kvm'>

@@ -141,8 +141,8 @@ def allocator(args, plan: Plan):
     Its ledger is ``<state_path>/<host>``, where the driver in
     nova-compute keeps it for the same host.
     """
-    from vgpu_nova_ext import allocator as allocator_mod
-    from vgpu_nova_ext import ledger as ledger_mod
+    from vgpu_nova_ext.devices import allocator as allocator_mod
+    from vgpu_nova_ext.devices import ledger as ledger_mod
 
     group = CONF.vgpu_nova_ext
     state_path = os.path.join(args.state_path or group.state_path,

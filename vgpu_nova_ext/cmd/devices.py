@@ -14,9 +14,9 @@
 import json
 import sys
 
-from vgpu_nova_ext import allocator as allocator_mod
 from vgpu_nova_ext.cmd import common
-from vgpu_nova_ext import ledger as ledger_mod
+from vgpu_nova_ext.devices import allocator as allocator_mod
+from vgpu_nova_ext.devices import ledger as ledger_mod
 
 
 def add_parsers(sub) -> None:

@@ -35,16 +35,16 @@ from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 
-from vgpu_nova_ext import allocator as allocator_mod
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import allocator as allocator_mod
+from vgpu_nova_ext.devices import guest as guest_mod
+from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import guest as guest_mod
 from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import ledger as ledger_mod
 from vgpu_nova_ext import licensing
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
@@ -55,7 +55,7 @@ CONF = conf_pkg.CONF
 
 
 class _Hostdev(vconfig.LibvirtConfigGuestDevice):
-    """A ``<hostdev>`` made by :mod:`vgpu_nova_ext.guest`."""
+    """A ``<hostdev>`` made by :mod:`vgpu_nova_ext.devices.guest`."""
 
     def __init__(self, kind: str, device_id: str) -> None:
         super().__init__(root_name='hostdev')

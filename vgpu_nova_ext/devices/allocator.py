@@ -34,12 +34,12 @@ import time
 
 from oslo_concurrency import lockutils
 
+from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import ledger as ledger_mod
 from vgpu_nova_ext import mapping
 
 LOG = logging.getLogger(__name__)
