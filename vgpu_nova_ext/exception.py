@@ -94,3 +94,9 @@ class ClaimError(VGPUNovaExtError):
     """A claim cannot be met; nothing was changed on the host."""
 
     code = 'vgpu_nova_ext.claim'
+
+
+class LedgerError(VGPUNovaExtError):
+    """The ledger file or its state directory cannot be used."""
+
+    code = 'vgpu_nova_ext.ledger'

@@ -409,7 +409,7 @@ class TestLedgerFile(testtools.TestCase):
         self.assertEqual(0, os.stat(led.path).st_mode & 0o077)
 
     def test_unwritable_state_path(self):
-        exc = self.assertRaises(exception.ConfigError, ledger.Ledger,
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger,
                                 '/proc/vgpu-nova-ext')
         self.assertIn('state_path', str(exc))
 

@@ -23,12 +23,29 @@ done after, so that after a crash at any point the allocator's
 The file lives in the state directory, readable by its owner only.
 Transactions are ``BEGIN IMMEDIATE`` so that concurrent processes
 serialise on the database as well as on the allocator's lock.
+
+Threads: nova-compute calls the driver from many threads (native threads
+in Nova 34's default mode, green threads under eventlet). The ledger keeps
+ONE connection, opened with ``check_same_thread=False``, behind a
+re-entrant lock held for each statement and for the whole of a
+transaction. One connection rather than one per thread: Nova's thread
+pools start and end threads, and a connection per thread would be opened
+and leaked with each; every ledger statement is a sub-millisecond index
+look-up, so serialising them costs nothing next to the host writes, which
+the lock never covers.
+
+Schema: ``PRAGMA user_version`` numbers the schema; :data:`_MIGRATIONS`
+takes a ledger of any earlier version (0: the first release, which set no
+version) to the current one, in one transaction. A ledger written by a
+newer release is refused, not guessed at.
 """
 
 import contextlib
 import dataclasses
 import os
 import sqlite3
+import stat
+import threading
 import time
 
 from vgpu_nova_ext import exception
@@ -40,7 +57,7 @@ REMOVING = 'removing'
 CREATED = 'created'
 ADOPTED = 'adopted'
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -61,6 +78,13 @@ CREATE TABLE IF NOT EXISTS links (
 );
 CREATE INDEX IF NOT EXISTS links_instance ON links (instance);
 """
+#: Statements that take a ledger from version N-1 to N, N = index + 1.
+#: Append only: a released step never changes. Version 1 is the first
+#: release's schema (its ledgers have user_version 0 and these tables).
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    tuple(s.strip() for s in _SCHEMA_V1.split(';') if s.strip()),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
            'state', 'origin', 'changed_at', 'orphaned_at')
 
@@ -79,51 +103,126 @@ class Entry:
     orphaned_at: float | None = None
 
 
+def check_state_dir(path: str) -> None:
+    """Make sure the state directory is this service user's to write.
+
+    :raises LedgerError: naming the directory, what is wrong and the fix.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError as exc:
+        raise exception.LedgerError(
+            'cannot create the state directory %s: %s; create it owned by '
+            'the user nova-compute runs as (uid %d), or set [vgpu_nova_ext] '
+            'state_path to a directory it can write' % (
+                path, exc.strerror, os.geteuid()))
+    if not stat.S_ISDIR(info.st_mode):
+        raise exception.LedgerError(
+            'the state directory %s is not a directory; set [vgpu_nova_ext] '
+            'state_path to a directory' % path)
+    euid = os.geteuid()
+    if info.st_uid != euid:
+        raise exception.LedgerError(
+            'the state directory %s belongs to uid %d, not to uid %d that '
+            'this service runs as: the ledger must be written by one user '
+            'only; chown -R %d %s' % (path, info.st_uid, euid, euid, path))
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise exception.LedgerError(
+            'the state directory %s is not writable by uid %d (mode %o); '
+            'chmod u+rwx %s' % (path, euid, stat.S_IMODE(info.st_mode),
+                                path))
+
+
 class Ledger:
-    """The ledger file of one host."""
+    """The ledger file of one host; safe to share between threads."""
 
     FILE = 'ledger.sqlite'
 
     def __init__(self, state_path: str) -> None:
-        try:
-            os.makedirs(state_path, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise exception.ConfigError(
-                'cannot create the state directory %s: %s; set '
-                '[vgpu_nova_ext] state_path to a directory the service can '
-                'write' % (state_path, exc.strerror))
+        check_state_dir(state_path)
         self.path = os.path.join(state_path, self.FILE)
+        # Created in __init__, not at import: under eventlet this is then
+        # the patched (green) lock.
+        self._lock = threading.RLock()
         old_umask = os.umask(0o077)
         try:
             self._db = sqlite3.connect(self.path, timeout=60,
-                                       isolation_level=None)
+                                       isolation_level=None,
+                                       check_same_thread=False)
+            self._execute('PRAGMA journal_mode=WAL')
+            self._execute('PRAGMA synchronous=FULL')
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise self._error('cannot open', exc)
         finally:
             os.umask(old_umask)
-        self._db.execute('PRAGMA journal_mode=WAL')
-        self._db.execute('PRAGMA synchronous=FULL')
-        self._db.executescript(_SCHEMA)
+
+    def _error(self, doing: str, exc: sqlite3.Error) -> exception.LedgerError:
+        return exception.LedgerError(
+            '%s the vGPU ledger %s: %s; check the file system and the file '
+            '(a damaged ledger can be moved away: the next start rebuilds '
+            'what it can from the host and the guests)' % (doing, self.path,
+                                                           exc))
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self._execute('PRAGMA user_version').fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise exception.LedgerError(
+                    'the vGPU ledger %s has schema version %d, newer than '
+                    'the %d this release knows: it was written by a newer '
+                    'vgpu-nova-ext; install that release again (a '
+                    'downgrade does not convert the ledger)' % (
+                        self.path, version, SCHEMA_VERSION))
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
+                    self._execute(statement)
+            if version != SCHEMA_VERSION:
+                # PRAGMA takes no parameters; the value is our constant.
+                self._execute('PRAGMA user_version = %d' % SCHEMA_VERSION)
+
+    @property
+    def schema_version(self) -> int:
+        return self._execute('PRAGMA user_version').fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+    def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args)
+            except sqlite3.Error as exc:
+                raise self._error('cannot use', exc)
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
+        # Statement and fetch under one hold of the lock: a cursor shares
+        # its connection's state with every other thread's statements.
+        with self._lock:
+            return self._execute(sql, args).fetchall()
 
     @contextlib.contextmanager
     def transaction(self):
-        self._db.execute('BEGIN IMMEDIATE')
-        try:
-            yield self
-        except BaseException:
-            self._db.execute('ROLLBACK')
-            raise
-        self._db.execute('COMMIT')
+        """One write transaction; other threads wait until it ends."""
+        with self._lock:
+            self._execute('BEGIN IMMEDIATE')
+            try:
+                yield self
+            except BaseException:
+                self._execute('ROLLBACK')
+                raise
+            self._execute('COMMIT')
 
     # -- reads -------------------------------------------------------------
     def _select(self, where: str = '', args: tuple = (),
                 limit: int | None = None) -> list[Entry]:
-        rows = self._db.execute(
+        rows = self._fetch(
             'SELECT %s FROM devices %s ORDER BY device_id%s' % (
                 ', '.join(_FIELDS), where,
                 ' LIMIT %d' % limit if limit is not None else ''),
-            args).fetchall()
+            args)
         return [Entry(*row) for row in rows]
 
     def all(self) -> list[Entry]:
@@ -142,9 +241,9 @@ class Ledger:
 
     def count(self, gpu: str, type_id: str) -> int:
         """Devices of a type on a GPU, in any state (index-only)."""
-        return self._db.execute(
+        return self._fetch(
             'SELECT COUNT(*) FROM devices WHERE gpu = ? AND type_id = ?',
-            (gpu, type_id)).fetchone()[0]
+            (gpu, type_id))[0][0]
 
     def in_state(self, *states: str) -> list[Entry]:
         return self._select('WHERE state IN (%s)' % ','.join(
@@ -152,34 +251,34 @@ class Ledger:
 
     def linked(self, instance: str) -> list[str]:
         """Consumers (migrations) whose devices belong to ``instance``."""
-        return [row[0] for row in self._db.execute(
+        return [row[0] for row in self._fetch(
             'SELECT consumer FROM links WHERE instance = ? ORDER BY '
             'consumer', (instance,))]
 
     def instance_of(self, consumer: str) -> str | None:
-        row = self._db.execute('SELECT instance FROM links WHERE '
-                               'consumer = ?', (consumer,)).fetchone()
-        return row[0] if row else None
+        rows = self._fetch('SELECT instance FROM links WHERE consumer = ?',
+                           (consumer,))
+        return rows[0][0] if rows else None
 
     # -- writes (inside a transaction) --------------------------------------
     def link(self, consumer: str, instance: str) -> None:
-        self._db.execute('INSERT OR REPLACE INTO links (consumer, instance) '
-                         'VALUES (?, ?)', (consumer, instance))
+        self._execute('INSERT OR REPLACE INTO links (consumer, instance) '
+                      'VALUES (?, ?)', (consumer, instance))
 
     def unlink(self, consumer: str) -> None:
-        self._db.execute('DELETE FROM links WHERE consumer = ?', (consumer,))
+        self._execute('DELETE FROM links WHERE consumer = ?', (consumer,))
 
     def add(self, entry: Entry) -> None:
-        self._db.execute('INSERT INTO devices (%s) VALUES (%s)' % (
+        self._execute('INSERT INTO devices (%s) VALUES (%s)' % (
             ', '.join(_FIELDS), ', '.join('?' * len(_FIELDS))),
             dataclasses.astuple(entry))
 
     def update(self, device_id: str, **changes) -> None:
         changes.setdefault('changed_at', time.time())
-        self._db.execute('UPDATE devices SET %s WHERE device_id = ?' % (
+        self._execute('UPDATE devices SET %s WHERE device_id = ?' % (
             ', '.join('%s = ?' % k for k in changes)),
             tuple(changes.values()) + (device_id,))
 
     def delete(self, device_id: str) -> None:
-        self._db.execute('DELETE FROM devices WHERE device_id = ?',
-                         (device_id,))
+        self._execute('DELETE FROM devices WHERE device_id = ?',
+                      (device_id,))

@@ -1,0 +1,201 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The ledger: shared between threads, schema versions, its faults named."""
+
+import os
+import sqlite3
+import threading
+
+import testtools
+
+from tests.unit import base
+from tests.unit import lifecycle
+from tests.unit import test_allocator
+from vgpu_nova_ext.devices import ledger
+from vgpu_nova_ext import exception
+
+V0_SCHEMA = """
+CREATE TABLE devices (device_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+    gpu TEXT NOT NULL, parent TEXT NOT NULL, type_id TEXT NOT NULL,
+    consumer TEXT, state TEXT NOT NULL, origin TEXT NOT NULL,
+    changed_at REAL NOT NULL, orphaned_at REAL);
+CREATE TABLE links (consumer TEXT PRIMARY KEY, instance TEXT NOT NULL);
+INSERT INTO devices VALUES ('d1', 'mdev', 'pci_0000_84_00_0',
+    'pci_0000_84_00_0', 'nvidia-18', 'i1', 'active', 'created', 1.0, NULL);
+INSERT INTO links VALUES ('m1', 'i1');
+"""
+
+
+class TestThreads(test_allocator.AllocatorTestCase):
+    """One allocator and one ledger, used by many threads at once.
+
+    As nova-compute does in native threading mode: its RPC workers claim
+    and release while the periodic task reconciles.
+    """
+
+    def setUp(self):
+        self.profile = lifecycle.profile_file(
+            self.useFixture(base.fixtures.TempDir()).path)
+        self.config = None
+        super().setUp()
+
+    def run_threads(self, work, count=8):
+        errors = []
+
+        def guarded(n):
+            try:
+                work(n)
+            except BaseException as exc:  # reported below, by thread
+                errors.append((n, exc))
+
+        threads = [threading.Thread(target=guarded, args=(n,))
+                   for n in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+            self.assertFalse(thread.is_alive(), 'a thread hung')
+        return errors
+
+    def test_claims_from_eight_threads_at_capacity(self):
+        gpus = sorted({t.gpu for t in self.al.targets.values()})
+        results = {}
+
+        def work(n):
+            for i in range(n, 72, 8):
+                consumer = 'c%02d' % i
+                try:
+                    results[consumer] = self.al.claim(
+                        consumer, lifecycle.alloc(self.al, gpus[i % 8]))
+                except exception.ClaimError as exc:
+                    results[consumer] = exc
+
+        self.assertEqual([], self.run_threads(work))
+        won = [r for r in results.values() if not isinstance(r, Exception)]
+        lost = [r for r in results.values() if isinstance(r, Exception)]
+        self.assertEqual((64, 8), (len(won), len(lost)))
+        devices = [d.device_id for c in won for d in c.devices]
+        self.assertEqual(64, len(set(devices)))
+        self.assertAgree()
+
+    def test_releases_while_reconcile_runs(self):
+        gpus = sorted({t.gpu for t in self.al.targets.values()})
+        consumers = ['c%02d' % i for i in range(32)]
+        for i, consumer in enumerate(consumers):
+            self.al.claim(consumer, lifecycle.alloc(self.al, gpus[i % 8]))
+        stop = threading.Event()
+        seen = []
+
+        def reconcile_loop():
+            while not stop.is_set():
+                seen.append(self.al.reconcile(
+                    live_consumers=set(consumers)))
+
+        checker = threading.Thread(target=reconcile_loop)
+        checker.start()
+        try:
+            errors = self.run_threads(
+                lambda n: [self.al.release(c) for c in consumers[n::8]])
+        finally:
+            stop.set()
+            checker.join(timeout=120)
+        self.assertEqual([], errors)
+        self.assertTrue(seen)
+        # Nothing the releases freed was taken for an orphan or re-made.
+        self.assertEqual([], [a for actions in seen for a in actions
+                              if a.kind not in ('foreign',)])
+        self.assertEqual({}, self.ledger_states())
+        self.assertEqual(set(), set(self.host_devices()) - self.foreign)
+
+
+class TestSchema(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.state = os.path.join(
+            self.useFixture(base.fixtures.TempDir()).path, 'state')
+        os.makedirs(self.state, mode=0o700)
+        self.path = os.path.join(self.state, ledger.Ledger.FILE)
+
+    def sqlite(self, script):
+        db = sqlite3.connect(self.path)
+        db.executescript(script)
+        db.close()
+
+    def test_new_ledger_has_the_current_version(self):
+        led = ledger.Ledger(self.state)
+        self.addCleanup(led.close)
+        self.assertEqual(ledger.SCHEMA_VERSION, led.schema_version)
+
+    def test_first_release_ledger_is_migrated_with_its_data(self):
+        self.sqlite(V0_SCHEMA)
+        led = ledger.Ledger(self.state)
+        self.addCleanup(led.close)
+        self.assertEqual(ledger.SCHEMA_VERSION, led.schema_version)
+        (entry,) = led.all()
+        self.assertEqual(('d1', 'i1', 'active'),
+                         (entry.device_id, entry.consumer, entry.state))
+        self.assertEqual('i1', led.instance_of('m1'))
+
+    def test_ledger_of_a_newer_release_is_refused_untouched(self):
+        self.sqlite(V0_SCHEMA + 'PRAGMA user_version = 99;')
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger,
+                                self.state)
+        self.assertIn('schema version 99', str(exc))
+        self.assertIn(self.path, str(exc))
+        db = sqlite3.connect(self.path)
+        self.addCleanup(db.close)
+        self.assertEqual(99, db.execute('PRAGMA user_version').fetchone()[0])
+        self.assertEqual(1, db.execute('SELECT COUNT(*) FROM devices')
+                         .fetchone()[0])
+
+
+class TestFaults(testtools.TestCase):
+    """Each fault names the file or directory and the fix."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(base.fixtures.TempDir()).path
+
+    def test_damaged_file(self):
+        state = os.path.join(self.dir, 'state')
+        os.makedirs(state, mode=0o700)
+        path = os.path.join(state, ledger.Ledger.FILE)
+        with open(path, 'wb') as f:
+            f.write(b'not a database, ' * 256)
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger, state)
+        self.assertIn(path, str(exc))
+        self.assertIn('moved away', str(exc))
+
+    def test_directory_in_place_of_the_file(self):
+        state = os.path.join(self.dir, 'state')
+        os.makedirs(os.path.join(state, ledger.Ledger.FILE))
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger, state)
+        self.assertIn(os.path.join(state, ledger.Ledger.FILE), str(exc))
+
+    def test_file_in_place_of_the_state_directory(self):
+        state = os.path.join(self.dir, 'state')
+        open(state, 'w').close()
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger, state)
+        self.assertIn(state, str(exc))
+        self.assertIn('state_path', str(exc))
+
+    def test_state_directory_of_another_user(self):
+        if os.geteuid() != 0:
+            self.skipTest('needs root to give a directory away')
+        state = os.path.join(self.dir, 'state')
+        os.makedirs(state, mode=0o700)
+        os.chown(state, 65534, 65534)
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger, state)
+        self.assertIn('belongs to uid 65534', str(exc))
+        self.assertIn('chown -R 0 %s' % state, str(exc))
+        self.assertEqual([], os.listdir(state))
