@@ -32,9 +32,10 @@ import sys
 import tempfile
 import time
 
+from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import allocator
-from vgpu_nova_ext.devices import ledger
+from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import mapping
 
@@ -63,10 +64,10 @@ def build(directory: str) -> allocator.Allocator:
         f.write('[devices]\nenabled_mdev_types = nvidia-194\n')
     plan = mapping.assign(devices_conf.load_device_config([conf]),
                           backend.scan())
-    state = os.path.join(directory, 'state')
-    return allocator.Allocator(backend, ledger.Ledger(state),
-                               allocator.targets('bench', plan),
-                               lock_path=state)
+    conf = conf_pkg.new_conf(state_path=os.path.join(directory, 'state'))
+    return factory.open_host(conf, 'bench', backend=backend,
+                             targets=allocator.targets('bench',
+                                                       plan)).allocator
 
 
 def percentile(samples: list[float], pct: float) -> float:

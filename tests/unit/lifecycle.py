@@ -14,9 +14,10 @@
 import os
 import textwrap
 
+from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import allocator
-from vgpu_nova_ext.devices import ledger
+from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import mapping
 
@@ -49,11 +50,12 @@ def profile_file(directory: str, text: str = EIGHT_BY_EIGHT) -> str:
 
 def build(directory: str, profile: str, config: str | None = None,
           free_policy: str = allocator.REMOVE, backend_class=None,
-          **kwargs) -> allocator.Allocator:
+          orphan_grace: int | None = None,
+          mdevctl_path: str | None = None) -> allocator.Allocator:
     """An allocator on the simulated host kept in ``directory``.
 
     Every call with the same directory sees the same host and ledger, from
-    any process.
+    any process. Assembled by the factory the driver and the CLI use.
     """
     prof = simulated.load_profile(profile)
     backend = (backend_class or simulated.SimulatedBackend)(
@@ -64,10 +66,14 @@ def build(directory: str, profile: str, config: str | None = None,
             f.write(config if config is not None else prof.example_config)
     plan = mapping.assign(devices_conf.load_device_config([conf]),
                           backend.scan())
-    state = os.path.join(directory, 'state')
-    return allocator.Allocator(
-        backend, ledger.Ledger(state), allocator.targets(HOST, plan),
-        lock_path=state, free_policy=free_policy, **kwargs)
+    overrides = {'state_path': os.path.join(directory, 'state'),
+                 'free_device_policy': free_policy,
+                 'mdevctl_path': mdevctl_path}
+    if orphan_grace is not None:
+        overrides['orphan_grace_period'] = orphan_grace
+    return factory.open_host(
+        conf_pkg.new_conf(**overrides), HOST, backend=backend,
+        targets=allocator.targets(HOST, plan)).allocator
 
 
 def alloc(al: allocator.Allocator, *gpus: str, rc: str = 'VGPU') -> dict:

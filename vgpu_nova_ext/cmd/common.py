@@ -19,8 +19,9 @@ import tempfile
 
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import allocator as allocator_mod
+from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext import exception
-from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
@@ -90,20 +91,22 @@ def _config_files(args, profile: simulated.Profile | None):
                   % ', '.join(DEFAULT_CONFIG_FILES))
 
 
-def _backend(args, profile: simulated.Profile | None
-             ) -> host_base.HostBackend:
+def _check_sysfs_root(args) -> None:
+    if args.sysfs_root and not os.path.isdir(
+            os.path.join(args.sysfs_root, 'sys')):
+        raise exception.HostReadError(
+            '--sysfs-root %s has no sys/ directory; give the directory '
+            'that contains sys/ (/ on a real host)' % args.sysfs_root)
+
+
+def _backend_args(args, profile: simulated.Profile | None) -> dict:
+    """What the command line says of the host backend."""
+    _check_sysfs_root(args)
     if profile is not None:
-        return simulated.SimulatedBackend(profile=profile)
+        return {'profile': profile}
     if args.sysfs_root:
-        if not os.path.isdir(os.path.join(args.sysfs_root, 'sys')):
-            raise exception.HostReadError(
-                '--sysfs-root %s has no sys/ directory; give the directory '
-                'that contains sys/ (/ on a real host)' % args.sysfs_root)
-        return host_base.load_backend('sysfs', sysfs_root=args.sysfs_root)
-    group = CONF.vgpu_nova_ext
-    return host_base.load_backend(group.host_backend,
-                                  sysfs_root=group.sysfs_root,
-                                  profile=group.simulated_profile)
+        return {'backend': 'sysfs', 'sysfs_root': args.sysfs_root}
+    return {}
 
 
 def build_plan(args) -> Plan:
@@ -117,14 +120,18 @@ def build_plan(args) -> Plan:
         except Exception as exc:
             raise exception.ConfigError(
                 'cannot read %s: %s' % (', '.join(files), exc))
-    backend = _backend(args, profile)
+    host = args.host or default_host()
+    state = factory.host_state_path(CONF, host, args.state_path)
+    # A simulated host is read from a temporary copy: planning writes
+    # nothing where the allocator keeps its host.
+    backend = factory.make_backend(CONF, state, keep_simulated_host=False,
+                                   **_backend_args(args, profile))
     try:
         snapshot = backend.scan()
         description = backend.describe()
     finally:
         backend.close()
     assignment = mapping.assign(device_config, snapshot)
-    host = args.host or default_host()
     # A profile's example configuration is no file of the operator's.
     operator_files = tuple(files) if args.config_file or note is None else ()
     return Plan(
@@ -139,40 +146,18 @@ def allocator(args, plan: Plan):
     """The allocator of this host (or of the simulated one).
 
     Its ledger is ``<state_path>/<host>``, where the driver in
-    nova-compute keeps it for the same host.
+    nova-compute keeps it for the same host; a simulated host is kept
+    beside it when ``--state-path`` is given, so that successive commands
+    see the same devices.
     """
-    from vgpu_nova_ext.devices import allocator as allocator_mod
-    from vgpu_nova_ext.devices import ledger as ledger_mod
-
-    group = CONF.vgpu_nova_ext
-    state_path = os.path.join(args.state_path or group.state_path,
-                              plan.host)
-    ledger = ledger_mod.Ledger(state_path)
-    try:
-        profile = (simulated.load_profile(args.simulate) if args.simulate
-                   else None)
-        if profile is not None:
-            # The simulated host lives beside the ledger when a state path
-            # is given, so that successive commands see the same devices.
-            root = (os.path.join(state_path, 'simulated-host')
-                    if args.state_path else None)
-            backend = simulated.SimulatedBackend(
-                profile=profile, root=root, timeout=group.device_timeout)
-        else:
-            backend = _backend(args, None)
-    except BaseException:
-        ledger.close()
-        raise
-    try:
-        yield allocator_mod.Allocator(
-            backend, ledger, allocator_mod.targets(plan.host,
-                                                   plan.assignment),
-            lock_path=state_path, free_policy=group.free_device_policy,
-            orphan_grace=group.orphan_grace_period,
-            mdevctl_path=group.mdevctl_path)
-    finally:
-        ledger.close()
-        backend.close()
+    profile = simulated.load_profile(args.simulate) if args.simulate \
+        else None
+    with factory.open_host(
+            CONF, plan.host, state_path=args.state_path,
+            targets=allocator_mod.targets(plan.host, plan.assignment),
+            keep_simulated_host=bool(args.state_path),
+            **_backend_args(args, profile)) as devices:
+        yield devices.allocator
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:

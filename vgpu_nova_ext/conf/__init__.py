@@ -27,3 +27,20 @@ CONF = cfg.CONF
 extension.register_opts(CONF)
 licensing.register_opts(CONF)
 vendordata.register_opts(CONF)
+
+
+def new_conf(group: str = 'vgpu_nova_ext', **overrides) -> cfg.ConfigOpts:
+    """A configuration object of this project's own, read from no file.
+
+    For tools, tests and benchmarks that assemble the pieces themselves:
+    ``overrides`` are set on ``group``.
+    """
+    conf = cfg.ConfigOpts()
+    extension.register_opts(conf)
+    licensing.register_opts(conf)
+    vendordata.register_opts(conf)
+    conf([], project='vgpu-nova-ext', default_config_files=[],
+         default_config_dirs=[], use_env=False)
+    for name, value in overrides.items():
+        conf.set_override(name, value, group=group)
+    return conf

@@ -27,9 +27,7 @@ ledger in ``BEGIN IMMEDIATE`` transactions.
 """
 
 import dataclasses
-import json
 import logging
-import os
 import time
 
 from oslo_concurrency import lockutils
@@ -228,24 +226,23 @@ class Allocator:
                                          len(reuse), len(create)))
                 plan.append((target, reuse, create))
             now = time.time()
-            new = []
+            # Host reads before the transaction: it holds the ledger, which
+            # other threads wait for, and should not wait on the host.
+            new = [ledger_mod.Entry(
+                device_id=self.backend.new_device_id(parent, target.type_id),
+                kind=self.backend.device_kind_of(parent), gpu=target.gpu,
+                parent=parent, type_id=target.type_id, consumer=consumer,
+                state=ledger_mod.CREATING, origin=ledger_mod.CREATED,
+                changed_at=now)
+                for target, _, create in plan for parent in create]
             with self.ledger.transaction():
-                for target, reuse, create in plan:
+                for _, reuse, _ in plan:
                     for entry in reuse:
                         self.ledger.update(entry.device_id, consumer=consumer,
                                            state=ledger_mod.ACTIVE,
                                            orphaned_at=None)
-                    for parent in create:
-                        entry = ledger_mod.Entry(
-                            device_id=self.backend.new_device_id(
-                                parent, target.type_id),
-                            kind=self.backend.device_kind_of(parent),
-                            gpu=target.gpu,
-                            parent=parent, type_id=target.type_id,
-                            consumer=consumer, state=ledger_mod.CREATING,
-                            origin=ledger_mod.CREATED, changed_at=now)
-                        self.ledger.add(entry)
-                        new.append(entry)
+                for entry in new:
+                    self.ledger.add(entry)
             checkpoint('claim.intent_written')
             try:
                 for entry in new:
@@ -533,27 +530,25 @@ class Allocator:
             return tuple(removed)
 
     # -- mdevctl -------------------------------------------------------------
-    def _mdevctl_file(self, entry) -> str | None:
+    def _mdevctl_parent(self, entry) -> str | None:
+        """The parent's directory name in mdevctl.d, if one is kept."""
         if not self.mdevctl_path or entry.kind != model.MDEV:
             return None
-        pci = address.normalize_pci_address(entry.parent)
-        parent = pci or entry.parent.rsplit('_', 1)[-1]
-        return os.path.join(self.mdevctl_path, parent, entry.device_id)
+        return (address.normalize_pci_address(entry.parent)
+                or entry.parent.rsplit('_', 1)[-1])
 
     def _write_mdevctl(self, entry) -> None:
         """``/etc/mdevctl.d/<parent>/<uuid>``: the kernel side persisted."""
-        path = self._mdevctl_file(entry)
-        if path is None:
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'w') as f:
-            json.dump({'mdev_type': entry.type_id, 'start': 'auto',
-                       'attrs': []}, f, indent=2)
+        parent = self._mdevctl_parent(entry)
+        if parent is not None:
+            self.backend.writer.write_mdevctl(
+                self.mdevctl_path, parent, entry.device_id, entry.type_id)
 
     def _forget_mdevctl(self, entry) -> None:
-        path = self._mdevctl_file(entry)
-        if path and os.path.exists(path):
-            os.unlink(path)
+        parent = self._mdevctl_parent(entry)
+        if parent is not None:
+            self.backend.writer.remove_mdevctl(self.mdevctl_path, parent,
+                                               entry.device_id)
 
 
 def _counts(per_gpu: dict[str, int]) -> str:
