@@ -20,8 +20,8 @@ import testtools
 from tests.nova import fake_libvirt
 from tests.unit import lifecycle
 from tests.unit import schemas
-from vgpu_nova_ext.devices import allocator
-from vgpu_nova_ext.devices import ledger
+from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import libvirt as libvirt_backend
 from vgpu_nova_ext.host import simulated
@@ -63,15 +63,9 @@ class TestLibvirtBackend(testtools.TestCase):
         self.conn = fake_libvirt.connection_class(fake)(
             self.kernel, lambda xml: schemas.assert_valid(
                 self, 'nodedev.rng', xml))
-        kernel = self.kernel
-
-        class OnSimulatedKernel(libvirt_backend.LibvirtBackend):
-            # Its own sysfs writes (for devices libvirt does not know)
-            # reach the same simulated kernel.
-            def _write_attr(self, path, value):
-                kernel._write_attr(path, value)
-
-        self.backend = OnSimulatedKernel(
+        # Its own sysfs writes (for devices libvirt does not know) reach
+        # the same simulated kernel, as every write to a simulated host.
+        self.backend = libvirt_backend.LibvirtBackend(
             sysfs_root=self.kernel.root, connection=self.conn,
             libvirt_module=fake, timeout=2)
 
@@ -116,11 +110,11 @@ class TestLibvirtBackend(testtools.TestCase):
                           GPU84, 'nvidia-18', str(uuid.uuid4()))
 
     def test_allocator_on_libvirt(self):
-        al = lifecycle.build(self.dir, 'm60')
-        al.ledger.close()
-        state = os.path.join(self.dir, 'state')
-        al = allocator.Allocator(self.backend, ledger.Ledger(state),
-                                 al.targets, lock_path=state)
+        planned = lifecycle.build(self.dir, 'm60')
+        planned.ledger.close()
+        conf = conf_pkg.new_conf(state_path=os.path.join(self.dir, 'state'))
+        al = factory.open_host(conf, lifecycle.HOST, backend=self.backend,
+                               targets=planned.targets).allocator
         self.addCleanup(al.ledger.close)
         claim = al.claim('i1', lifecycle.alloc(al, GPU84))
         self.assertEqual(1, len(self.conn.defined))

@@ -25,12 +25,18 @@ from stevedore import extension
 
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import privsep
 
 NAMESPACE = 'vgpu_nova_ext.host_backends'
 
 
 class HostBackend(abc.ABC):
     """Reads (and, for the lifecycle work, changes) the host's devices."""
+
+    #: Where this backend's host writes go (mdevctl's files too):
+    #: :mod:`vgpu_nova_ext.host.privsep`, or in place where no privilege
+    #: is needed.
+    writer = privsep
 
     @abc.abstractmethod
     def describe(self) -> str:

@@ -28,10 +28,12 @@ import dataclasses
 import errno
 import fcntl
 import importlib.resources
+import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid as uuidlib
 
 import yaml
@@ -42,6 +44,7 @@ from vgpu_nova_ext.host import layout
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext.host import writes
 
 TIME_SLICED = 'time-sliced'
 SRIOV = 'sriov'
@@ -130,6 +133,8 @@ class Profile:
     mediated_devices: tuple[model.MediatedDevice, ...] = ()
     example_config: str | None = None
     source: str | None = None
+    text: str = ''
+    """The YAML it was read from (kept with a simulated host)."""
 
 
 def builtin_profiles() -> list[str]:
@@ -238,7 +243,7 @@ def parse_profile(text: str, source: str) -> Profile:
         gpus=tuple(gpus),
         mediated_devices=tuple(_parse_mdevs(r, data, gpus)),
         example_config=r.get(data, 'example_config', str, 'top level', None),
-        source=r.get(data, 'source', str, 'top level', None))
+        source=r.get(data, 'source', str, 'top level', None), text=text)
     # Lay out once to check the devices against the kernel's rules.
     KernelModel(profile).available()
     return profile
@@ -474,15 +479,184 @@ def _creatable(spec: ModelSpec, available: dict[str, int]
             if available.get(t.id)]
 
 
+_KERNELS: dict[tuple[str, int], 'SimulatedKernel'] = {}
+_KERNELS_LOCK = threading.Lock()
+
+
+class SimulatedKernel:
+    """The kernel and vGPU manager of a simulated host.
+
+    Carries out a write to ``create``, ``remove`` or a VF's
+    ``current_vgpu_type`` as they would (a device appears,
+    ``available_instances`` moves, ENOSPC when there is no room, EBUSY
+    when a guest uses the device). It runs wherever the write is made: in
+    the privsep daemon for a host owned by root, in place otherwise
+    (:mod:`vgpu_nova_ext.host.writes`).
+    """
+
+    def __init__(self, profile: Profile, root: str) -> None:
+        self.profile = profile
+        self.root = root
+        self.reader = sysfs.SysfsReader(root)
+        self.tree = layout.SysfsTree(root)
+        self.model = KernelModel(profile, ())
+        self._parents: dict[str, str] | None = None
+
+    @classmethod
+    def at(cls, root: str) -> 'SimulatedKernel':
+        """The kernel of the simulated host laid out at ``root``."""
+        path = os.path.join(root, writes.SIMULATED_MARK)
+        key = (root, os.stat(path).st_mtime_ns)
+        with _KERNELS_LOCK:
+            kernel = _KERNELS.get(key)
+            if kernel is None:
+                with open(path) as f:
+                    mark = json.load(f)
+                kernel = _KERNELS[key] = cls(
+                    parse_profile(mark['profile'], mark['source']), root)
+            return kernel
+
+    @staticmethod
+    def mark(profile: Profile, root: str) -> None:
+        layout.SysfsTree._write(
+            os.path.join(root, writes.SIMULATED_MARK), json.dumps(
+                {'source': profile.name, 'profile': profile.text}), 0o644)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def lock(root: str):
+        with open(os.path.join(root, '.kernel.lock'), 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def write(self, path: str, value: str) -> None:
+        """A write to the attribute at ``path`` (resolved)."""
+        name = os.path.basename(path)
+        with self.lock(self.root):
+            if name == 'create':
+                self._create(os.path.dirname(path), value.strip())
+            elif name == 'remove':
+                self._remove(os.path.dirname(path))
+            elif name == vfio.CURRENT:
+                self._set_vf_type(os.path.dirname(os.path.dirname(path)),
+                                  value.strip())
+            else:
+                raise _fail(errno.EACCES)
+
+    def _device_dir(self, device_id: str) -> str:
+        return os.path.join(self.reader.sys, 'bus', 'mdev', 'devices',
+                            device_id)
+
+    def _set_vf_type(self, vf_dir: str, value: str) -> None:
+        """NVIDIA's driver on a write to ``current_vgpu_type``."""
+        try:
+            number = int(value)
+        except ValueError:
+            raise _fail(errno.EINVAL)
+        nvidia = os.path.join(vf_dir, vfio.NVIDIA_DIR)
+        current = self.reader.vfio_current(vf_dir)
+        if number == 0:
+            if os.path.exists(os.path.join(nvidia, IN_USE_MARK)):
+                raise _fail(errno.EBUSY)
+        elif current:
+            raise _fail(errno.EBUSY)
+        else:
+            creatable = [n for n, _ in vfio.parse_creatable(
+                self.reader._read(os.path.join(nvidia, vfio.CREATABLE)))]
+            if number not in creatable:
+                known = any(vfio.type_number(t.id) == number
+                            for g in self.profile.gpus for t in g.model.types)
+                raise _fail(errno.ENOSPC if known else errno.EINVAL)
+        layout.SysfsTree._write(os.path.join(nvidia, vfio.CURRENT),
+                                '%d\n' % number, 0o644)
+        self._recompute(vf_dir)
+
+    def _create(self, type_dir: str, device_id: str) -> None:
+        try:
+            device_id = str(uuidlib.UUID(device_id))
+        except ValueError:
+            raise _fail(errno.EINVAL)
+        if os.path.lexists(self._device_dir(device_id)):
+            raise _fail(errno.EEXIST)
+        if self.reader._read_int(os.path.join(
+                type_dir, 'available_instances')) < 1:
+            raise _fail(errno.ENOSPC)
+        parent_dir = os.path.dirname(os.path.dirname(type_dir))
+        self.tree.add_mdev(parent_dir, device_id, os.path.basename(type_dir))
+        self._recompute(parent_dir)
+
+    def _remove(self, mdev_dir: str) -> None:
+        if os.path.exists(os.path.join(mdev_dir, IN_USE_MARK)):
+            raise _fail(errno.EBUSY)
+        device_id = os.path.basename(mdev_dir)
+        type_dir = os.path.realpath(os.path.join(mdev_dir, 'mdev_type'))
+        for link in (self._device_dir(device_id),
+                     os.path.join(type_dir, 'devices', device_id)):
+            if os.path.lexists(link):
+                os.unlink(link)
+        shutil.rmtree(mdev_dir)
+        self._recompute(os.path.dirname(mdev_dir))
+
+    def _parent_dir(self, name: str) -> str:
+        if self._parents is None:
+            # A simulated host's parent devices never change.
+            bus = os.path.join(self.reader.sys, 'class', 'mdev_bus')
+            dirs = [self.reader._resolve(os.path.join(bus, entry))
+                    for entry in self.reader._listdir(bus)]
+            self._parents = {self.reader._parent_identity(d)[0]: d
+                             for d in dirs + self.reader._vfio_vfs()}
+        try:
+            return self._parents[name]
+        except KeyError:
+            raise _fail(errno.ENODEV)
+
+    def _recompute(self, parent_dir: str) -> None:
+        """Rewrite available_instances on the GPU of ``parent_dir``."""
+        parent = self.reader._parent_identity(parent_dir)[0]
+        gpu = next(g for g in self.profile.gpus
+                   if parent in [n for n, _ in self.model._parents(g)])
+        dirs = {name: self._parent_dir(name)
+                for name, _ in self.model._parents(gpu)}
+        on_gpu = []
+        if gpu.model.vfio:
+            for name, pdir in dirs.items():
+                current = self.reader.vfio_current(pdir)
+                if current:
+                    on_gpu.append(model.MediatedDevice(
+                        name, name, vfio.type_id(current), model.VF))
+            for name, types in self.model.gpu_available(gpu,
+                                                        on_gpu).items():
+                layout.SysfsTree._write(
+                    os.path.join(dirs[name], vfio.NVIDIA_DIR,
+                                 vfio.CREATABLE),
+                    vfio.format_creatable(_creatable(gpu.model, types)))
+            return
+        for name, pdir in dirs.items():
+            types_dir = os.path.join(pdir, 'mdev_supported_types')
+            for type_id in os.listdir(types_dir):
+                for entry in os.listdir(os.path.join(types_dir, type_id,
+                                                     'devices')):
+                    on_gpu.append(model.MediatedDevice(entry, name, type_id))
+        for name, types in self.model.gpu_available(gpu, on_gpu).items():
+            for type_id, count in types.items():
+                self.tree.set_available_instances(dirs[name], type_id, count)
+
+
+def _fail(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
 class SimulatedBackend(sysfs.SysfsBackend):
     """Host backend on a simulated host described by a profile.
 
-    The host is a sysfs tree; writes to its ``create`` and ``remove`` files
-    are carried out here as the kernel and the vGPU manager would (a device
-    appears, ``available_instances`` moves, ENOSPC when there is no room,
-    EBUSY when a guest uses the device), so the sysfs backend's own write
-    path runs unchanged against it. Give ``root`` to share one simulated
-    host between processes.
+    The host is a sysfs tree that the sysfs backend reads and writes
+    unchanged; its :class:`SimulatedKernel` carries the writes out. Give
+    ``root`` to share one simulated host between processes. A host owned
+    by another user (root) is written through the privsep daemon, as a
+    real host is.
     """
 
     def __init__(self, profile: 'str | Profile' = 'v100x8',
@@ -492,17 +666,18 @@ class SimulatedBackend(sysfs.SysfsBackend):
         self._own_root = root is None
         root = root or tempfile.mkdtemp(prefix='vgpu-nova-ext-sim-')
         try:
-            os.makedirs(root, exist_ok=True)
-            with self._kernel_lock(root):
-                if not os.path.isdir(os.path.join(root, 'sys')):
-                    lay_out(self.profile, root)
+            if not os.path.isdir(os.path.join(root, 'sys')):
+                os.makedirs(root, exist_ok=True)
+                with SimulatedKernel.lock(root):
+                    if not os.path.isdir(os.path.join(root, 'sys')):
+                        lay_out(self.profile, root)
+                        SimulatedKernel.mark(self.profile, root)
         except BaseException:
             if self._own_root:
                 shutil.rmtree(root, ignore_errors=True)
             raise
+        kwargs.setdefault('privileged', os.stat(root).st_uid != os.geteuid())
         super().__init__(sysfs_root=root, **kwargs)
-        self.tree = layout.SysfsTree(root)
-        self.kernel = KernelModel(self.profile, ())
 
     @property
     def root(self) -> str:
@@ -515,114 +690,6 @@ class SimulatedBackend(sysfs.SysfsBackend):
     def close(self) -> None:
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    # -- the simulated kernel ---------------------------------------------
-    @staticmethod
-    @contextlib.contextmanager
-    def _kernel_lock(root: str):
-        with open(os.path.join(root, '.kernel.lock'), 'a') as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _write_attr(self, path: str, value: str) -> None:
-        name = os.path.basename(path)
-        if name not in ('create', 'remove', vfio.CURRENT):
-            return super()._write_attr(path, value)
-        with self._kernel_lock(self.root):
-            if name == 'create':
-                self._create(os.path.dirname(path), value.strip())
-            elif name == 'remove':
-                self._remove(os.path.realpath(os.path.dirname(path)))
-            else:
-                self._set_vf_type(os.path.realpath(os.path.dirname(
-                    os.path.dirname(path))), value.strip())
-
-    def _set_vf_type(self, vf_dir: str, value: str) -> None:
-        """NVIDIA's driver on a write to ``current_vgpu_type``."""
-        try:
-            number = int(value)
-        except ValueError:
-            raise self._fail(errno.EINVAL)
-        nvidia = os.path.join(vf_dir, vfio.NVIDIA_DIR)
-        current = self.reader.vfio_current(vf_dir)
-        if number == 0:
-            if os.path.exists(os.path.join(nvidia, IN_USE_MARK)):
-                raise self._fail(errno.EBUSY)
-        elif current:
-            raise self._fail(errno.EBUSY)
-        else:
-            creatable = [n for n, _ in vfio.parse_creatable(
-                self.reader._read(os.path.join(nvidia, vfio.CREATABLE)))]
-            if number not in creatable:
-                known = any(vfio.type_number(t.id) == number
-                            for g in self.profile.gpus for t in g.model.types)
-                raise self._fail(errno.ENOSPC if known else errno.EINVAL)
-        layout.SysfsTree._write(os.path.join(nvidia, vfio.CURRENT),
-                                '%d\n' % number, 0o644)
-        self._recompute(vf_dir)
-
-    def _fail(self, code: int) -> OSError:
-        return OSError(code, os.strerror(code))
-
-    def _create(self, type_dir: str, device_id: str) -> None:
-        try:
-            device_id = str(uuidlib.UUID(device_id))
-        except ValueError:
-            raise self._fail(errno.EINVAL)
-        if os.path.lexists(self._device_dir(device_id)):
-            raise self._fail(errno.EEXIST)
-        if self.reader._read_int(os.path.join(
-                type_dir, 'available_instances')) < 1:
-            raise self._fail(errno.ENOSPC)
-        parent_dir = os.path.dirname(os.path.dirname(type_dir))
-        self.tree.add_mdev(parent_dir, device_id, os.path.basename(type_dir))
-        self._recompute(parent_dir)
-
-    def _remove(self, mdev_dir: str) -> None:
-        if os.path.exists(os.path.join(mdev_dir, IN_USE_MARK)):
-            raise self._fail(errno.EBUSY)
-        device_id = os.path.basename(mdev_dir)
-        type_dir = os.path.realpath(os.path.join(mdev_dir, 'mdev_type'))
-        for link in (self._device_dir(device_id),
-                     os.path.join(type_dir, 'devices', device_id)):
-            if os.path.lexists(link):
-                os.unlink(link)
-        shutil.rmtree(mdev_dir)
-        self._recompute(os.path.dirname(mdev_dir))
-
-    def _recompute(self, parent_dir: str) -> None:
-        """Rewrite available_instances on the GPU of ``parent_dir``."""
-        parent = self.reader._parent_identity(parent_dir)[0]
-        gpu = next(g for g in self.profile.gpus
-                   if parent in [n for n, _ in self.kernel._parents(g)])
-        dirs = {name: self._parent_dir(name)
-                for name, _ in self.kernel._parents(gpu)}
-        on_gpu = []
-        if gpu.model.vfio:
-            for name, pdir in dirs.items():
-                current = self.reader.vfio_current(pdir)
-                if current:
-                    on_gpu.append(model.MediatedDevice(
-                        name, name, vfio.type_id(current), model.VF))
-            for name, types in self.kernel.gpu_available(gpu,
-                                                         on_gpu).items():
-                layout.SysfsTree._write(
-                    os.path.join(dirs[name], vfio.NVIDIA_DIR,
-                                 vfio.CREATABLE),
-                    vfio.format_creatable(_creatable(gpu.model, types)))
-            return
-        for name, pdir in dirs.items():
-            types_dir = os.path.join(pdir, 'mdev_supported_types')
-            for type_id in os.listdir(types_dir):
-                for entry in os.listdir(os.path.join(types_dir, type_id,
-                                                     'devices')):
-                    on_gpu.append(model.MediatedDevice(entry, name, type_id))
-        for name, types in self.kernel.gpu_available(gpu, on_gpu).items():
-            for type_id, count in types.items():
-                self.tree.set_available_instances(dirs[name], type_id, count)
 
 
 #: A file in an mdev's directory that the simulated kernel takes as "a

@@ -27,6 +27,7 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import vfio
 
 NVIDIA_VENDOR_ID = '0x10de'
@@ -302,7 +303,9 @@ _ERRNO = {
     errno.EEXIST: (exception.DeviceExistsError,
                    'a device with that UUID exists already'),
     errno.EACCES: (exception.DeviceError,
-                   'permission denied: run as root or as nova-compute'),
+                   'permission denied: host writes need privilege; check '
+                   'that the privsep daemon can start ([vgpu_nova_ext_'
+                   'privileged] helper_command, "vgpu-nova-ext check")'),
     errno.EPERM: (exception.DeviceError,
                   'permission denied: run as root or as nova-compute'),
     errno.EINVAL: (exception.DeviceError,
@@ -321,10 +324,13 @@ class SysfsBackend(base.HostBackend):
     """
 
     def __init__(self, sysfs_root: str = '/', timeout: float = 10.0,
-                 **kwargs) -> None:
+                 privileged: bool = True, **kwargs) -> None:
         self.reader = SysfsReader(sysfs_root)
         self.timeout = timeout
         self._parents: dict[str, str] | None = None
+        # Every write goes through privsep (or in place where no privilege
+        # is needed): see vgpu_nova_ext.host.privsep.
+        self.writer = privsep.writer(privileged)
 
     def describe(self) -> str:
         return 'sysfs at %s' % self.reader.root
@@ -373,19 +379,14 @@ class SysfsBackend(base.HostBackend):
         return os.path.join(self.reader.sys, 'bus', 'mdev', 'devices',
                             device_id)
 
-    def _write_attr(self, path: str, value: str) -> None:
-        """Write a sysfs attribute, as the kernel takes it."""
-        with open(path, 'w') as f:
-            f.write(value)
-
-    def _write(self, path: str, value: str, what: str) -> None:
+    def _write(self, what: str, func, *args) -> None:
+        """One of the host writes of :mod:`vgpu_nova_ext.host.writes`."""
         try:
-            self._write_attr(path, value)
+            func(self.reader.root, *args)
         except OSError as exc:
             cls, why = _ERRNO.get(exc.errno, (
                 exception.DeviceError, exc.strerror or str(exc)))
-            raise cls('%s: writing %r to %s failed: %s' % (
-                what, value.strip(), self.reader._show(path), why))
+            raise cls('%s: the kernel refused the write: %s' % (what, why))
 
     def _wait_until(self, done, what: str, expected: str) -> None:
         """Poll ``done()`` with backoff until true, or time out."""
@@ -428,16 +429,18 @@ class SysfsBackend(base.HostBackend):
             if number is None:
                 raise exception.DeviceGoneError(
                     '%s: %s is not an NVIDIA vGPU type' % (what, type_id))
-            self._write(os.path.join(vf_dir, vfio.NVIDIA_DIR, vfio.CURRENT),
-                        str(number), what)
+            self._write(what, self.writer.set_vf_vgpu_type,
+                        self.reader._parent_identity(vf_dir)[1], number)
             self._wait_vf(vf_dir, number, what)
             return
-        create = os.path.join(self._parent_dir(parent),
-                              'mdev_supported_types', type_id, 'create')
-        if not os.path.exists(create):
+        parent_dir = self._parent_dir(parent)
+        if not os.path.exists(os.path.join(
+                parent_dir, 'mdev_supported_types', type_id, 'create')):
             raise exception.DeviceGoneError(
                 '%s: %s offers no type %s' % (what, parent, type_id))
-        self._write(create, device_id, what)
+        # The device's directory is named as its mdev_bus entry.
+        self._write(what, self.writer.create_mdev,
+                    os.path.basename(parent_dir), type_id, device_id)
         self._wait(device_id, True, what)
 
     def _vf_of(self, device_id: str) -> str | None:
@@ -457,14 +460,13 @@ class SysfsBackend(base.HostBackend):
         vf_dir = self._vf_of(device_id)
         if vf_dir is not None:
             if self.reader.vfio_current(vf_dir):
-                self._write(os.path.join(vf_dir, vfio.NVIDIA_DIR,
-                                         vfio.CURRENT), '0', what)
+                self._write(what, self.writer.set_vf_vgpu_type,
+                            address.normalize_pci_address(device_id), 0)
                 self._wait_vf(vf_dir, 0, what)
             return
         if not os.path.lexists(self._device_dir(device_id)):
             return
-        self._write(os.path.join(self._device_dir(device_id), 'remove'),
-                    '1', what)
+        self._write(what, self.writer.remove_mdev, device_id)
         self._wait(device_id, False, what)
 
     def device_exists(self, device_id: str) -> bool:

@@ -1,0 +1,198 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Host writes as nova-compute makes them: an unprivileged user.
+
+A simulated host owned by root, with the kernel's modes (``create`` and
+``remove`` 0200, attributes 0444 and 0644), written by a process running
+as an unprivileged account: in place the writes fail with EACCES; through
+this project's privsep daemon (started by the test process while it is
+still root, oslo.privsep's fork method, before it drops to that account)
+they succeed. The process is a fork of the test, so nothing else of the
+test runner changes user.
+"""
+
+import json
+import os
+import pwd
+import select
+import signal
+import time
+import uuid
+
+from oslo_privsep import priv_context
+import testtools
+
+from tests.unit import base
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import privsep
+from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext.host import writes
+
+TIMEOUT = 120
+
+
+def _in_child(root_m60, root_vfio, use_daemon, account):
+    """Runs in the forked child; returns what happened, as data."""
+    if use_daemon:
+        privsep.vgpu_pctxt.set_client_mode(True)
+        privsep.vgpu_pctxt.start(method=priv_context.Method.FORK)
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)
+    out = {'uid': os.getuid()}
+    for name, root, parent, type_id in (
+            ('mdev', root_m60, 'pci_0000_84_00_0', 'nvidia-18'),
+            ('vf', root_vfio, 'pci_0000_3d_00_5', 'nvidia-558')):
+        backend = simulated.SimulatedBackend(
+            simulated.load_profile(name == 'mdev' and 'm60' or 'a40-vfio'),
+            root=root)
+        if not use_daemon:
+            backend.writer = writes
+        device_id = backend.new_device_id(parent, type_id)
+        try:
+            backend.create_device(parent, type_id, device_id)
+            created = backend.device_exists(device_id)
+            backend.remove_device(device_id)
+            out[name] = {'created': created,
+                         'removed': not backend.device_exists(device_id)}
+        except exception.DeviceError as exc:
+            out[name] = {'error': str(exc)}
+    return out
+
+
+class TestUnprivileged(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            message = 'needs root to lay a root-owned host and change user'
+            if os.environ.get('VGPU_NOVA_EXT_REQUIRE_SCHEMAS'):
+                self.fail(message + ' (CI runs as root)')
+            self.skipTest(message)
+        self.account = pwd.getpwnam('nobody')
+        top = self.useFixture(base.fixtures.TempDir()).path
+        os.chmod(top, 0o755)
+        self.roots = []
+        for profile in ('m60', 'a40-vfio'):
+            root = os.path.join(top, profile)
+            simulated.SimulatedBackend(profile, root=root)
+            self.roots.append(root)
+        create = os.path.join(self.roots[0], 'sys', 'class', 'mdev_bus',
+                              '0000:84:00.0', 'mdev_supported_types',
+                              'nvidia-18', 'create')
+        info = os.stat(create)
+        self.assertEqual((0, 0o200), (info.st_uid, info.st_mode & 0o777))
+
+    def run_child(self, use_daemon: bool) -> dict:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the test runner
+            code = 1
+            try:
+                os.close(read_end)
+                result = _in_child(*self.roots, use_daemon, self.account)
+                os.write(write_end, json.dumps(result).encode())
+                code = 0
+            except BaseException as exc:
+                os.write(write_end, json.dumps(
+                    {'crash': repr(exc)}).encode())
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        self.addCleanup(os.close, read_end)
+        deadline = time.monotonic() + TIMEOUT
+        data = b''
+        while True:
+            ready, _, _ = select.select([read_end], [], [], max(
+                0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                self.fail('the unprivileged child did not finish in %d s'
+                          % TIMEOUT)
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+        os.waitpid(pid, 0)
+        result = json.loads(data)
+        self.assertNotIn('crash', result)
+        self.assertEqual(self.account.pw_uid, result['uid'])
+        return result
+
+    def test_in_place_writes_are_refused(self):
+        result = self.run_child(use_daemon=False)
+        for kind in ('mdev', 'vf'):
+            self.assertIn('permission denied', result[kind]['error'])
+
+    def test_writes_through_the_privsep_daemon(self):
+        result = self.run_child(use_daemon=True)
+        for kind in ('mdev', 'vf'):
+            self.assertEqual({'created': True, 'removed': True},
+                             result[kind])
+        # The daemon made them as the kernel would, in the root-owned tree.
+        self.assertEqual([], os.listdir(os.path.join(
+            self.roots[0], 'sys', 'bus', 'mdev', 'devices')))
+
+
+class TestArguments(testtools.TestCase):
+    """No caller can name a path: every argument is checked."""
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(base.fixtures.TempDir()).path
+        self.backend = simulated.SimulatedBackend('m60', root=self.root)
+
+    def test_device_id_cannot_climb_out(self):
+        for bad in ('../../pci/devices/0000:84:00.0',
+                    '../../../../etc/passwd', 'ABCDEF', '',
+                    str(uuid.uuid4()).upper()):
+            exc = self.assertRaises(writes.InvalidHostWrite,
+                                    writes.remove_mdev, self.root, bad)
+            self.assertIn('nothing was written', str(exc))
+
+    def test_parent_and_type_are_names(self):
+        good = str(uuid.uuid4())
+        for parent, type_id in (('..', 'nvidia-18'),
+                                ('0000:84:00.0/../..', 'nvidia-18'),
+                                ('0000:84:00.0', '../../remove'),
+                                ('0000:84:00.0', 'a/b')):
+            self.assertRaises(writes.InvalidHostWrite, writes.create_mdev,
+                              self.root, parent, type_id, good)
+
+    def test_vf_address_and_type_number(self):
+        for address, number in (('0000:3d:00.4/..', 558), ('x', 1),
+                                ('0000:3d:00.4', -1), ('0000:3d:00.4', '1'),
+                                ('0000:3d:00.4', True)):
+            self.assertRaises(writes.InvalidHostWrite,
+                              writes.set_vf_vgpu_type, self.root, address,
+                              number)
+
+    def test_a_link_out_of_sys_is_refused(self):
+        # A parent entry on the mdev bus that points outside sys/.
+        outside = self.useFixture(base.fixtures.TempDir()).path
+        target = os.path.join(outside, 'mdev_supported_types', 't', 'create')
+        os.makedirs(os.path.dirname(target))
+        open(target, 'w').close()
+        os.symlink(outside, os.path.join(self.root, 'sys', 'class',
+                                         'mdev_bus', 'evil'))
+        exc = self.assertRaises(writes.InvalidHostWrite, writes.create_mdev,
+                                self.root, 'evil', 't', str(uuid.uuid4()))
+        self.assertIn('outside', str(exc))
+        with open(target) as f:
+            self.assertEqual('', f.read())
+
+    def test_a_planted_mark_is_not_taken(self):
+        mark = os.path.join(self.root, writes.SIMULATED_MARK)
+        os.chmod(mark, 0o666)
+        self.assertRaises(writes.InvalidHostWrite, self.backend.create_device,
+                          'pci_0000_84_00_0', 'nvidia-18', str(uuid.uuid4()))

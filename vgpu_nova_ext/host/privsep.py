@@ -1,0 +1,94 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Privilege separation: the host writes, in oslo.privsep's daemon.
+
+nova-compute runs as an unprivileged user; creating and removing vGPU
+devices writes root-owned sysfs attributes (``create`` and ``remove``
+0200, a VF's ``nvidia/current_vgpu_type`` 0644) and mdevctl's files. As
+Nova (``nova.privsep``) and os-vif do, those writes run in a privsep
+daemon of this project's own context, started on first use through the
+``[vgpu_nova_ext_privileged] helper_command`` (default: ``sudo
+privsep-helper`` with the service's configuration files).
+
+Capabilities kept: ``CAP_DAC_OVERRIDE`` only. The writes need nothing but
+permission to write (and create mdevctl files in) root-owned places,
+which is what it grants; no device control (``CAP_SYS_ADMIN``), no
+ownership changes (``CAP_CHOWN``, ``CAP_FOWNER``), no network.
+
+Entry points take typed values and hand them to
+:mod:`vgpu_nova_ext.host.writes`, which checks them and builds every path
+itself: there is no "write this path" call.
+"""
+
+import os
+import sys
+import types
+
+from oslo_privsep import capabilities as caps
+from oslo_privsep import priv_context
+
+from vgpu_nova_ext.host import writes
+
+CFG_SECTION = 'vgpu_nova_ext_privileged'
+
+vgpu_pctxt = priv_context.PrivContext(
+    'vgpu_nova_ext',
+    cfg_section=CFG_SECTION,
+    pypath=__name__ + '.vgpu_pctxt',
+    capabilities=[caps.CAP_DAC_OVERRIDE],
+)
+
+
+@vgpu_pctxt.entrypoint
+def create_mdev(sysfs_root: str, parent: str, type_id: str,
+                device_uuid: str) -> None:
+    writes.create_mdev(sysfs_root, parent, type_id, device_uuid)
+
+
+@vgpu_pctxt.entrypoint
+def remove_mdev(sysfs_root: str, device_uuid: str) -> None:
+    writes.remove_mdev(sysfs_root, device_uuid)
+
+
+@vgpu_pctxt.entrypoint
+def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
+                     type_number: int) -> None:
+    writes.set_vf_vgpu_type(sysfs_root, vf_address, type_number)
+
+
+@vgpu_pctxt.entrypoint
+def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
+                  type_id: str) -> None:
+    writes.write_mdevctl(mdevctl_path, parent, device_uuid, type_id)
+
+
+@vgpu_pctxt.entrypoint
+def remove_mdevctl(mdevctl_path: str, parent: str,
+                   device_uuid: str) -> None:
+    writes.remove_mdevctl(mdevctl_path, parent, device_uuid)
+
+
+def writer(privileged: bool = True) -> types.ModuleType:
+    """Where host writes go: this module (the daemon) or ``writes``.
+
+    In place when no privilege is needed (``privileged`` False: a
+    simulated host this user owns) or already held (root); else through
+    the daemon.
+    """
+    if privileged and os.geteuid() != 0:
+        return sys.modules[__name__]
+    return writes
+
+
+def list_opts():
+    """The privsep context's options, for oslo-config-generator."""
+    return [(CFG_SECTION, priv_context.OPTS)]

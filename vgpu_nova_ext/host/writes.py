@@ -1,0 +1,199 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Every write this project makes to the host, with typed arguments.
+
+The only code that opens a host file for writing. Each function checks
+its arguments as the kernel names things (a device UUID, a PCI address, a
+parent or type name), builds the path itself below the sysfs root (or
+mdevctl's directory) and refuses a path that resolves anywhere else: no
+caller can name a file. In production they run in the privsep daemon
+(:mod:`vgpu_nova_ext.host.privsep`); in a process that needs no privilege
+(root, or a simulated host it owns) they run in place.
+
+On a simulated host (a root with :data:`SIMULATED_MARK`), the write is
+carried out by the simulated kernel instead, as the real kernel would
+carry it out on a real sysfs attribute.
+"""
+
+import json
+import os
+import re
+import stat
+import uuid as uuidlib
+
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import vfio
+
+#: A file at the root of a simulated host naming its profile.
+SIMULATED_MARK = '.simulated-host.json'
+# Names in sysfs and in mdevctl.d: the kernel's device and type names
+# (0000:84:00.0, mtty, nvidia-18, i915-GVTg_V5_4); never "/" or "..".
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$')
+
+
+class InvalidHostWrite(exception.DeviceError):
+    """A host write with an argument no kernel name looks like."""
+
+    code = 'vgpu_nova_ext.device.invalid'
+
+
+def _uuid(value: str) -> str:
+    try:
+        canonical = str(uuidlib.UUID(value))
+    except (TypeError, ValueError, AttributeError):
+        canonical = None
+    if canonical != value:
+        raise InvalidHostWrite(
+            'device id %r is not a UUID in the kernel\'s form '
+            '(8-4-4-4-12 lower-case hexadecimal digits); nothing was '
+            'written' % (value,))
+    return value
+
+
+def _name(what: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) \
+            or '..' in value:
+        raise InvalidHostWrite(
+            '%s %r is not a kernel device or type name (letters, digits '
+            'and _.:+-, no "/" or ".."); nothing was written' % (what, value))
+    return value
+
+
+def _pci(value: str) -> str:
+    pci = address.normalize_pci_address(value) if isinstance(
+        value, str) else None
+    if pci is None or pci != value:
+        raise InvalidHostWrite(
+            'VF address %r is not a PCI address DDDD:BB:SS.F; nothing was '
+            'written' % (value,))
+    return value
+
+
+def _sys(sysfs_root: str) -> str:
+    if not isinstance(sysfs_root, str) or not os.path.isabs(sysfs_root):
+        raise InvalidHostWrite(
+            'sysfs root %r is not an absolute path; set [vgpu_nova_ext] '
+            'sysfs_root to one (/ on a real host)' % (sysfs_root,))
+    return os.path.realpath(os.path.join(sysfs_root, 'sys'))
+
+
+def _simulated_kernel(sysfs_root: str):
+    """The simulated kernel of ``sysfs_root``, or None for a real host.
+
+    Only a mark written by this user or by root counts: the privileged
+    daemon never takes a simulation planted by its unprivileged caller.
+    """
+    mark = os.path.join(sysfs_root, SIMULATED_MARK)
+    try:
+        info = os.lstat(mark)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_uid not in (
+            0, os.geteuid()) or info.st_mode & 0o022:
+        raise InvalidHostWrite(
+            '%s is not a simulated host\'s mark written by its owner; '
+            'nothing was written' % mark)
+    from vgpu_nova_ext.host import simulated  # simulated imports sysfs
+    return simulated.SimulatedKernel.at(sysfs_root)
+
+
+def _write_attribute(sysfs_root: str, parts: tuple[str, ...],
+                     value: str) -> None:
+    """Write ``value`` to the sysfs attribute ``sys/<parts...>``."""
+    sys_dir = _sys(sysfs_root)
+    path = os.path.realpath(os.path.join(sys_dir, *parts))
+    if not path.startswith(sys_dir + os.sep):
+        raise InvalidHostWrite(
+            '%s resolves to %s, outside %s; nothing was written' % (
+                os.path.join(sys_dir, *parts), path, sys_dir))
+    kernel = _simulated_kernel(sysfs_root)
+    if kernel is not None:
+        kernel.write(path, value)
+        return
+    # An attribute is there or the device is not: never created here.
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+# -- sysfs ---------------------------------------------------------------
+def create_mdev(sysfs_root: str, parent: str, type_id: str,
+                device_uuid: str) -> None:
+    """``<parent>/mdev_supported_types/<type>/create`` <- the UUID.
+
+    :param parent: the parent's name on the mdev bus (a PCI address, or a
+        virtual device's name such as ``mtty``).
+    """
+    _write_attribute(sysfs_root, (
+        'class', 'mdev_bus', _name('parent', parent),
+        'mdev_supported_types', _name('type', type_id), 'create'),
+        _uuid(device_uuid))
+
+
+def remove_mdev(sysfs_root: str, device_uuid: str) -> None:
+    """``/sys/bus/mdev/devices/<uuid>/remove`` <- 1."""
+    _write_attribute(sysfs_root, (
+        'bus', 'mdev', 'devices', _uuid(device_uuid), 'remove'), '1')
+
+
+def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
+                     type_number: int) -> None:
+    """A VF's ``nvidia/current_vgpu_type`` <- the type (0 frees it)."""
+    if isinstance(type_number, bool) or not isinstance(type_number, int) \
+            or not 0 <= type_number < 2 ** 31:
+        raise InvalidHostWrite(
+            'vGPU type number %r is not a whole number >= 0; nothing was '
+            'written' % (type_number,))
+    _write_attribute(sysfs_root, (
+        'bus', 'pci', 'devices', _pci(vf_address), vfio.NVIDIA_DIR,
+        vfio.CURRENT), str(type_number))
+
+
+# -- mdevctl -------------------------------------------------------------
+def _mdevctl_file(mdevctl_path: str, parent: str, device_uuid: str) -> str:
+    if not isinstance(mdevctl_path, str) or not os.path.isabs(mdevctl_path):
+        raise InvalidHostWrite(
+            'mdevctl directory %r is not an absolute path; set '
+            '[vgpu_nova_ext] mdevctl_path to one (/etc/mdevctl.d)' % (
+                mdevctl_path,))
+    return os.path.join(mdevctl_path, _name('parent', parent),
+                        _uuid(device_uuid))
+
+
+def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
+                  type_id: str) -> None:
+    """``<mdevctl_path>/<parent>/<uuid>``: the device, for mdevctl."""
+    path = _mdevctl_file(mdevctl_path, parent, device_uuid)
+    body = json.dumps({'mdev_type': _name('type', type_id), 'start': 'auto',
+                       'attrs': []}, indent=2)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + '.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, body.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def remove_mdevctl(mdevctl_path: str, parent: str,
+                   device_uuid: str) -> None:
+    path = _mdevctl_file(mdevctl_path, parent, device_uuid)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
