@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import fixtures
 import nova.conf as nova_conf
@@ -39,6 +40,7 @@ import testtools
 import yaml
 
 from tests.nova import fake_libvirt
+from tests import timeout
 from tests.unit import schemas
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.host import simulated
@@ -58,6 +60,8 @@ class DriverTestBase(base.ServersTestBase):
     enabled_types = 'nvidia-18'
 
     def setUp(self):
+        # First, so that it also bounds Nova's own set-up and clean-up.
+        self.useFixture(timeout.HardTimeout())
         self.state = self.useFixture(fixtures.TempDir()).path
         super().setUp()
         self.flags(host_backend='simulated', simulated_profile=self.profile,
@@ -295,6 +299,80 @@ class TestCapacity(DriverTestBase):
         self.assertEqual(8, len(self.host_devices(self.compute)))
         self.assertEqual(8, len(self.compute.driver._vgpu_ext()
                                 .ledger.all()))
+
+
+class TestStress(DriverTestBase):
+    """Boots and deletes sent at once, as nova-compute's threads meet them.
+
+    Nova 34's nova-compute runs native threads; the suite runs in both
+    modes. Two rounds: eleven boots at once on a host of eight vGPUs (eight
+    go ACTIVE, three get No valid host), then eight deletes at once.
+    Afterwards Placement, the ledger, the host and the guests agree.
+    """
+
+    def setUp(self):
+        super().setUp()
+        # More servers at once than the default quota of ten.
+        self.flags(instances=-1, cores=-1, ram=-1, group='quota')
+        self.compute = self.start_vgpu_compute('host1')
+        self.flavor = self.small_vgpu_flavor()
+        self.gpus = {inventory.provider_uuid('host1_' + g): g
+                     for g in ('pci_0000_84_00_0', 'pci_0000_85_00_0')}
+
+    def settle(self, server, seconds=120):
+        """The server once ACTIVE, or in ERROR with its fault recorded."""
+        deadline = time.monotonic() + seconds
+        while True:
+            server = self.api.get_server(server['id'])
+            if server['status'] == 'ACTIVE' or (
+                    server['status'] == 'ERROR' and 'fault' in server):
+                return server
+            if time.monotonic() > deadline:
+                self.fail('server %s did not settle: %s' % (
+                    server['id'], server))
+            time.sleep(0.2)
+
+    def assertAgree(self, servers):
+        """Placement, ledger, host devices and guest XML: one picture."""
+        ledger = self.compute.driver._vgpu_ext().ledger
+        held = {e.device_id: (e.consumer, e.gpu) for e in ledger.all()}
+        on_host = {d.device_id: d.parent
+                   for d in self.host_devices(self.compute)}
+        self.assertEqual({d: gpu for d, (_, gpu) in held.items()}, on_host)
+        per_gpu = {}
+        for server in servers:
+            allocations = self._get_allocations_by_server_uuid(server['id'])
+            (rp,) = [rp for rp, a in allocations.items()
+                     if orc.VGPU in a['resources']]
+            mine = sorted(d for d, (c, _) in held.items()
+                          if c == server['id'])
+            self.assertEqual(1, len(mine), server['id'])
+            self.assertEqual(self.gpus[rp], held[mine[0]][1])
+            self.assertEqual(mine, self.guest_devices(self.compute, server))
+            per_gpu[rp] = per_gpu.get(rp, 0) + 1
+        for rp in self.gpus:
+            self.assertEqual(per_gpu.get(rp, 0),
+                             self._get_provider_usages(rp).get(orc.VGPU, 0))
+        self.assertEqual(len(servers), len(held))
+
+    def test_concurrent_boots_and_deletes(self):
+        for _round in range(2):
+            posted = [self.api.post_server({'server': self._build_server(
+                image_uuid=IMAGE, flavor_id=self.flavor, networks='none')})
+                for _ in range(11)]
+            settled = [self.settle(s) for s in posted]
+            active = [s for s in settled if s['status'] == 'ACTIVE']
+            failed = [s for s in settled if s['status'] == 'ERROR']
+            self.assertEqual((8, 3), (len(active), len(failed)))
+            for server in failed:
+                self.assertIn('No valid host', server['fault']['message'])
+            self.assertAgree(active)
+            for server in active + failed:
+                self.api.delete_server(server['id'])
+            for server in active + failed:
+                self._wait_until_deleted(server)
+            self.assertAgree([])
+            self.assertEqual([], self.compute.driver._host.list_guests())
 
 
 class TestLifecycle(DriverTestBase):

@@ -22,7 +22,6 @@ imports nova; nova.conf names the driver through the shim module
 """
 
 import contextlib
-import os
 import threading
 
 from lxml import etree as lxml_etree
@@ -38,12 +37,11 @@ from oslo_log import log as logging
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import allocator as allocator_mod
+from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
-from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
-from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import licensing
 from vgpu_nova_ext import mapping
@@ -82,28 +80,16 @@ class _Extension:
     """The host's backend, plan and allocator, for one compute node."""
 
     def __init__(self, nodename: str, libvirt_connection=None) -> None:
-        group = CONF.vgpu_nova_ext
         self.nodename = nodename
-        self.state_path = os.path.join(group.state_path, nodename)
         self.config = devices_conf.from_nova_conf(
             CONF, list(CONF.config_file or []))
-        if group.host_backend == 'simulated':
-            self.backend = simulated.SimulatedBackend(
-                profile=group.simulated_profile,
-                root=os.path.join(self.state_path, 'simulated-host'),
-                timeout=group.device_timeout)
-        else:
-            # The libvirt backend shares nova-compute's own connection.
-            self.backend = host_base.load_backend(
-                group.host_backend, sysfs_root=group.sysfs_root,
-                timeout=group.device_timeout,
-                connection=libvirt_connection)
-        self.ledger = ledger_mod.Ledger(self.state_path)
-        self.allocator = allocator_mod.Allocator(
-            self.backend, self.ledger, {}, lock_path=self.state_path,
-            free_policy=group.free_device_policy,
-            orphan_grace=group.orphan_grace_period,
-            mdevctl_path=group.mdevctl_path)
+        # The libvirt backend shares nova-compute's own connection.
+        self.devices = factory.open_host(CONF, nodename,
+                                         connection=libvirt_connection)
+        self.state_path = self.devices.state_path
+        self.backend = self.devices.backend
+        self.ledger = self.devices.ledger
+        self.allocator = self.devices.allocator
         self.refresh()
 
     def refresh(self, existing_uuids: dict[str, str] | None = None
@@ -581,14 +567,26 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 every_domain = False
         return found, every_domain
 
-    def _live_consumers(self, context) -> set[str]:
-        """Instances on this host, and those moving to or from it.
+    def _live_consumers(self, guests: dict[str, list[str]]) -> set[str]:
+        """Consumers whose devices stay.
 
-        A migration in progress (or in error) keeps its instance's devices
+        Instances with a domain here and, when the ledger names others,
+        the instances on this host and those moving to or from it. A
+        migration in progress (or in error) keeps its instance's devices
         and its own: a long live migration is not an orphan on its
-        destination.
+        destination. Nova is asked (a conductor RPC in production, two
+        database reads in Nova's test harness) only when a consumer in the
+        ledger has no domain here: on most periodic tasks every device
+        belongs to a guest of the host and nothing is asked.
         """
-        live = {i.uuid for i in objects.InstanceList.get_by_host(
+        live = set(guests)
+        ledger = self._vgpu_ext().ledger
+        unknown = {e.consumer for e in ledger.in_state(
+            ledger_mod.ACTIVE, ledger_mod.CREATING)} - live - {None}
+        if not {ledger.instance_of(c) or c for c in unknown} - live:
+            return live
+        context = nova_context.get_admin_context()
+        live |= {i.uuid for i in objects.InstanceList.get_by_host(
             context, CONF.host)}
         for migration in objects.MigrationList.get_in_progress_and_error(
                 context, CONF.host, self._host.get_hostname()):
@@ -605,10 +603,10 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         """
         ext = self._vgpu_ext()
         guests, every_domain = self._domain_devices()
-        live = self._live_consumers(nova_context.get_admin_context())
+        live = self._live_consumers(guests)
         # Only with every domain read is a device no domain uses unused.
         for action in ext.allocator.reconcile(
-                live_consumers=live | set(guests), guest_devices=guests,
+                live_consumers=live, guest_devices=guests,
                 adopt_unused=every_domain):
             # Foreign devices are news at start-up, not every minute.
             log = LOG.debug if periodic and action.kind == 'foreign' \

@@ -1,0 +1,45 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""A hard time limit per test that holds under eventlet and native threads.
+
+oslotest's ``OS_TEST_TIMEOUT`` raises in the main thread on SIGALRM: a
+test stuck there fails with its traceback. A deadlock inside eventlet's hub
+or between native threads may never reach that exception, so behind it
+faulthandler's watchdog (a C thread that neither eventlet nor a held lock
+stops) prints every thread's stack and ends the worker process: the
+runner reports the test as failed, and CI goes on instead of hanging.
+"""
+
+import faulthandler
+import os
+import sys
+
+import fixtures
+
+#: Seconds past the gentle limit before the watchdog ends the process.
+GRACE = 120
+
+
+class HardTimeout(fixtures.Fixture):
+
+    def __init__(self, seconds: float | None = None) -> None:
+        super().__init__()
+        gentle = float(os.environ.get('OS_TEST_TIMEOUT') or 0)
+        self.seconds = seconds if seconds is not None else (
+            gentle + GRACE if gentle > 0 else 0)
+
+    def _setUp(self) -> None:
+        if self.seconds <= 0:
+            return
+        faulthandler.dump_traceback_later(self.seconds, exit=True,
+                                          file=sys.__stderr__)
+        self.addCleanup(faulthandler.cancel_dump_traceback_later)
