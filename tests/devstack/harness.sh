@@ -28,6 +28,7 @@ function trueorfalse {
     esac
 }
 function get_python_exec_prefix { echo /usr/local/bin; }
+function get_rootwrap_location { echo "/usr/local/bin/$1-rootwrap"; }
 function setup_develop { record setup_develop "$@"; }
 function install_package { record install_package "$@"; }
 function is_service_enabled { return 0; }

@@ -13,13 +13,17 @@
 
 import configparser
 import os
+import re
 import shutil
 import stat
 import subprocess
 
 import fixtures
+from oslo_config import cfg
 import testtools
 import yaml
+
+from vgpu_nova_ext.host import privsep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -79,6 +83,42 @@ class TestPlugin(testtools.TestCase):
         self.assertEqual(2, len(flavors))
         self.assertIn('resources:VGPU=1', flavors[0])
         self.assertIn('trait:CUSTOM_VGPU_MTTY_1=required', flavors[1])
+        state = conf['vgpu_nova_ext']['state_path']
+        self.assertEqual(0o700, stat.S_IMODE(os.stat(state).st_mode))
+
+    def test_privsep_daemon_starts_through_nova_rootwrap(self):
+        self.run_phases('install', 'post-config', 'start-compute')
+        helper = self.conf()['vgpu_nova_ext_privileged']['helper_command']
+        # The command oslo.privsep builds from it, as nova-compute will.
+        cfg.CONF.set_override('helper_command', helper,
+                              group=privsep.CFG_SECTION)
+        self.addCleanup(cfg.CONF.clear_override, 'helper_command',
+                        group=privsep.CFG_SECTION)
+        command = privsep.vgpu_pctxt.helper_command(
+            '/tmp/tmpab12/privsep.sock')
+        self.assertEqual(['sudo', '/usr/local/bin/nova-rootwrap',
+                          os.path.join(self.work, 'etc', 'nova',
+                                       'rootwrap.conf')], command[:3])
+        # What rootwrap then runs must match the installed filter, as
+        # oslo.rootwrap's RegExpFilter matches: same count, each in full.
+        filters = configparser.ConfigParser(interpolation=None)
+        filters.read(os.path.join(self.work, 'etc', 'nova', 'rootwrap.d',
+                                  'vgpu-nova-ext.filters'))
+        (spec,) = filters['Filters'].values()
+        kind, executable, user, *patterns = [
+            p.strip() for p in spec.split(',')]
+        self.assertEqual(('RegExpFilter', 'privsep-helper', 'root'),
+                         (kind, executable, user))
+        ran = command[3:]
+        # The file nova-compute reads; on a node /etc/nova/nova-cpu.conf,
+        # here below the harness's directory.
+        self.assertEqual(['--config-file', os.path.join(
+            self.work, 'etc', 'nova', 'nova-cpu.conf')], ran[1:3])
+        ran[2] = '/etc/nova/nova-cpu.conf'
+        self.assertEqual(len(patterns), len(ran), ran)
+        for pattern, arg in zip(patterns, ran):
+            self.assertTrue(re.match(pattern + '$', arg), (pattern, arg))
+        self.assertFalse(re.match(patterns[-1] + '$', '/etc/shadow'))
 
     def test_unstack_and_clean_undo_it(self):
         self.run_phases('install', 'post-config', 'start-compute', 'extra')
@@ -90,10 +130,14 @@ class TestPlugin(testtools.TestCase):
                                 ('devices', 'enabled_mdev_types'),
                                 ('mdev_mtty-1', 'device_addresses'),
                                 ('vgpu_licensing', 'enabled'),
+                                ('vgpu_nova_ext_privileged',
+                                 'helper_command'),
                                 ('api', 'vendordata_dynamic_targets')):
             self.assertFalse(conf.has_option(section, option),
                              '%s %s' % (section, option))
         self.assertFalse(os.path.exists(token))
+        self.assertFalse(os.path.exists(os.path.join(
+            self.work, 'etc', 'nova', 'rootwrap.d', 'vgpu-nova-ext.filters')))
         actions = self.actions()
         self.assertIn('stop_process vgpu-nova-ext-vendordata', actions)
         self.assertEqual(2, len([a for a in actions if a.startswith(

@@ -16,9 +16,10 @@ from vgpu_nova_ext.conf import extension
 from vgpu_nova_ext.conf import licensing
 from vgpu_nova_ext.conf import placement
 from vgpu_nova_ext.conf import vendordata
+from vgpu_nova_ext.host import privsep
 
 
 def list_opts():
     return (extension.list_opts() + licensing.list_opts() +
             vendordata.list_opts() + devices.list_opts() +
-            placement.list_opts())
+            placement.list_opts() + privsep.list_opts())
