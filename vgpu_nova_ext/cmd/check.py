@@ -19,6 +19,7 @@ finding: 0 all good, 1 warnings, 2 errors.
 from oslo_upgradecheck import upgradecheck
 
 from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext.cmd import host_checks
 from vgpu_nova_ext.cmd import licensing_checks
 from vgpu_nova_ext.cmd import nova_checks
 from vgpu_nova_ext import exception
@@ -40,6 +41,16 @@ def add_parser(sub) -> None:
     parser.set_defaults(func=run)
 
 
+def _host_findings(args, plan) -> list:
+    """State directory and privsep: what only a real host run needs."""
+    if args.simulate or args.sysfs_root:
+        return []
+    conf = common.CONF
+    return (host_checks.state_dir_findings(
+        args.state_path or conf.vgpu_nova_ext.state_path) +
+        host_checks.privsep_findings(conf.vgpu_nova_ext.host_backend))
+
+
 def run(args) -> int:
     try:
         plan = common.build_plan(args)
@@ -49,7 +60,7 @@ def run(args) -> int:
         return int(upgradecheck.Code.FAILURE)
     problems = (list(plan.assignment.problems) + licensing_checks.findings(
         common.CONF.vgpu_licensing, plan.device_config, plan.config_files) +
-        nova_checks.findings(plan.config_files))
+        nova_checks.findings(plan.config_files) + _host_findings(args, plan))
     results = [upgradecheck.Result(_CODES[p.severity], str(p))
                for p in problems]
     print('Host %s: %s' % (plan.host, plan.backend))

@@ -33,6 +33,7 @@ import os
 import sys
 import types
 
+from oslo_config import cfg
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
@@ -91,4 +92,13 @@ def writer(privileged: bool = True) -> types.ModuleType:
 
 def list_opts():
     """The privsep context's options, for oslo-config-generator."""
-    return [(CFG_SECTION, priv_context.OPTS)]
+    group = cfg.OptGroup(
+        CFG_SECTION, title='vgpu-nova-ext privsep daemon',
+        help='The oslo.privsep daemon that makes vgpu-nova-ext\'s host '
+             'writes (mdev create and remove, a VF\'s current_vgpu_type, '
+             'mdevctl files) for an unprivileged nova-compute. '
+             '``helper_command`` says how it starts: with Nova\'s rootwrap, '
+             '``sudo nova-rootwrap /etc/nova/rootwrap.conf privsep-helper '
+             '--config-file /etc/nova/nova.conf`` and the rootwrap filter '
+             'this package ships (etc/nova/rootwrap.d).')
+    return [(group, priv_context.OPTS)]

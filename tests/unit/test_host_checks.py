@@ -1,0 +1,61 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``check``'s host findings: the state directory and the privsep daemon."""
+
+import os
+
+import testtools
+
+from tests.unit import base
+from vgpu_nova_ext.cmd import host_checks
+from vgpu_nova_ext import mapping
+
+
+class TestStateDirectory(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.top = self.useFixture(base.fixtures.TempDir()).path
+        self.path = os.path.join(self.top, 'state')
+
+    def codes(self):
+        return [(p.severity, p.code)
+                for p in host_checks.state_dir_findings(self.path)]
+
+    def test_missing_says_how_to_create_it(self):
+        (problem,) = host_checks.state_dir_findings(self.path)
+        self.assertEqual(mapping.WARNING, problem.severity)
+        self.assertIn('install -d -o', problem.fix)
+        self.assertIn(self.path, problem.fix)
+
+    def test_a_file_is_no_state_directory(self):
+        open(self.path, 'w').close()
+        self.assertEqual([(mapping.ERROR, 'state.not_dir')], self.codes())
+
+    def test_private_directory_is_fine(self):
+        os.mkdir(self.path, 0o700)
+        self.assertEqual([], self.codes())
+
+    def test_mode_open_to_others_is_reported(self):
+        os.mkdir(self.path)
+        os.chmod(self.path, 0o755)
+        (problem,) = host_checks.state_dir_findings(self.path)
+        self.assertEqual('state.mode', problem.code)
+        self.assertIn('chmod 0700 %s' % self.path, problem.fix)
+
+    def test_as_root_the_daemon_is_not_needed(self):
+        if os.geteuid() != 0:
+            self.skipTest('root only')
+        self.assertEqual([], host_checks.privsep_findings('sysfs'))
+
+    def test_simulated_host_needs_no_daemon(self):
+        self.assertEqual([], host_checks.privsep_findings('simulated'))

@@ -1,0 +1,96 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The host findings of ``vgpu-nova-ext check``: state directory, privsep.
+
+What nova-compute needs of the host before it can own a device: a state
+directory that belongs to the user it runs as, and a privsep daemon that
+can start when that user is not root.
+"""
+
+import os
+import pwd
+import stat
+
+from oslo_config import cfg
+
+from vgpu_nova_ext.host import privsep
+from vgpu_nova_ext import mapping
+
+#: Backends whose devices are written by this process (through privsep).
+WRITING_BACKENDS = ('libvirt', 'sysfs', 'vfio')
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return 'uid %d' % uid
+
+
+def state_dir_findings(path: str) -> list[mapping.Problem]:
+    option = '[vgpu_nova_ext] state_path'
+    fix_create = ('install -d -o <nova-compute\'s user> -m 0700 %s' % path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return [mapping.Problem(
+            mapping.WARNING, 'state.missing', option, path,
+            'the state directory does not exist yet; nova-compute creates '
+            'it only if it may write its parent', fix_create)]
+    except OSError as exc:
+        return [mapping.Problem(
+            mapping.ERROR, 'state.unreadable', option, path,
+            'cannot read the state directory: %s' % exc.strerror,
+            fix_create)]
+    if not stat.S_ISDIR(info.st_mode):
+        return [mapping.Problem(
+            mapping.ERROR, 'state.not_dir', option, path,
+            'is not a directory', 'remove it, then %s' % fix_create)]
+    problems = []
+    euid = os.geteuid()
+    if euid != 0 and info.st_uid != euid:
+        problems.append(mapping.Problem(
+            mapping.ERROR, 'state.owner', option, path,
+            'belongs to %s, not to %s who runs this check: nova-compute '
+            'running as %s could not keep its ledger there' % (
+                _user(info.st_uid), _user(euid), _user(euid)),
+            'chown -R %s %s' % (_user(euid), path)))
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        problems.append(mapping.Problem(
+            mapping.WARNING, 'state.mode', option, path,
+            'mode %o lets other users read the ledger (owner %s)' % (
+                stat.S_IMODE(info.st_mode), _user(info.st_uid)),
+            'chmod 0700 %s' % path))
+    return problems
+
+
+def privsep_findings(backend: str) -> list[mapping.Problem]:
+    """Whether the privsep daemon starts for this (unprivileged) user."""
+    if backend not in WRITING_BACKENDS or os.geteuid() == 0:
+        return []
+    try:
+        privsep.vgpu_pctxt.start()
+    except Exception as exc:
+        return [mapping.Problem(
+            mapping.ERROR, 'privsep.start',
+            '[%s] helper_command' % privsep.CFG_SECTION,
+            cfg.CONF[privsep.CFG_SECTION].helper_command or
+            'sudo privsep-helper (default)',
+            'the privsep daemon that makes the host writes cannot start '
+            '(%s: %s)' % (type(exc).__name__, exc),
+            'allow this user to run privsep-helper as root: install '
+            'etc/nova/rootwrap.d/vgpu-nova-ext.filters and set '
+            'helper_command to Nova\'s rootwrap, or add a sudoers line '
+            '(see the operator guide)')]
+    finally:
+        privsep.vgpu_pctxt.stop()
+    return []
