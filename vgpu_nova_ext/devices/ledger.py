@@ -123,10 +123,14 @@ def check_state_dir(path: str) -> None:
             'state_path to a directory' % path)
     euid = os.geteuid()
     if info.st_uid != euid:
+        # Root running the command line over nova-compute's directory must
+        # not take it over: files it made would lock nova-compute out.
+        fix = ('run this as its owner (sudo -u \'#%d\' ...)' % info.st_uid
+               if euid == 0 else 'chown -R %d %s' % (euid, path))
         raise exception.LedgerError(
             'the state directory %s belongs to uid %d, not to uid %d that '
-            'this service runs as: the ledger must be written by one user '
-            'only; chown -R %d %s' % (path, info.st_uid, euid, euid, path))
+            'this process runs as: the ledger must be written by one user '
+            'only; %s' % (path, info.st_uid, euid, fix))
     if not os.access(path, os.W_OK | os.X_OK):
         raise exception.LedgerError(
             'the state directory %s is not writable by uid %d (mode %o); '
