@@ -133,11 +133,11 @@ class Allocator:
                               lock_path=self.lock_path)
 
     # -- claim -------------------------------------------------------------
-    def _wanted(self, consumer: str, allocations: dict
-                ) -> list[tuple[Target, int]]:
+    def _wanted(self, consumer: str, allocations: dict,
+                targets: dict[str, Target]) -> list[tuple[Target, int]]:
         wanted = []
         # Other resources (VCPU on the root, PCI devices ...) are not ours.
-        classes = {t.resource_class for t in self.targets.values()} | {
+        classes = {t.resource_class for t in targets.values()} | {
             'VGPU'}
         elsewhere = []
         for rp_uuid, body in sorted(allocations.items()):
@@ -146,7 +146,7 @@ class Allocator:
                      if rc in classes and n}
             if not units:
                 continue
-            target = self.targets.get(rp_uuid)
+            target = targets.get(rp_uuid)
             if target is None:
                 # During an evacuation the instance holds allocations on
                 # the host it left too: those are not this host's to claim.
@@ -172,7 +172,7 @@ class Allocator:
                 'claim for %s: provider(s) %s are not among this host\'s GPU '
                 'providers (%s); was the instance scheduled to another '
                 'host?' % (consumer, ', '.join(elsewhere), ', '.join(
-                    sorted(t.provider_name for t in self.targets.values()))
+                    sorted(t.provider_name for t in targets.values()))
                     or 'none'))
         return wanted
 
@@ -206,13 +206,16 @@ class Allocator:
         if instance and instance != consumer:
             with self.ledger.transaction():
                 self.ledger.link(consumer, instance)
+        # The periodic refresh replaces the whole dict: one claim works
+        # from one plan, whichever it finds.
+        targets = self.targets
         with self._lock():
-            wanted = self._wanted(consumer, allocations)
+            wanted = self._wanted(consumer, allocations, targets)
             held = self.ledger.of_consumer(consumer)
             if held:
                 wanted = self._still_wanted(consumer, held, wanted)
                 if not wanted:
-                    return self._as_claim(consumer, held)
+                    return self._as_claim(consumer, held, targets)
             plan = []
             for target, n in wanted:
                 reuse = self.ledger.free(target.gpu, target.type_id, n)
@@ -259,7 +262,8 @@ class Allocator:
                 raise exception.ClaimError(
                     'claim for %s failed and was undone: %s' % (
                         consumer, exc))
-            return self._as_claim(consumer, self.ledger.of_consumer(consumer))
+            return self._as_claim(consumer, self.ledger.of_consumer(consumer),
+                                  targets)
 
     def _still_wanted(self, consumer, held, wanted):
         """What a repeated claim still lacks.
@@ -280,8 +284,9 @@ class Allocator:
         return [(t, n - have.get(t.gpu, 0)) for t, n in wanted
                 if n > have.get(t.gpu, 0)]
 
-    def _as_claim(self, consumer, entries) -> Claim:
-        by_gpu = {t.gpu: t.provider_uuid for t in self.targets.values()}
+    def _as_claim(self, consumer, entries,
+                  targets: dict[str, Target]) -> Claim:
+        by_gpu = {t.gpu: t.provider_uuid for t in targets.values()}
         return Claim(consumer=consumer, devices=tuple(ClaimedDevice(
             device_id=e.device_id, kind=e.kind, gpu=e.gpu, parent=e.parent,
             type_id=e.type_id, provider_uuid=by_gpu.get(e.gpu))
