@@ -635,6 +635,22 @@ class TestHostEvents(DriverTestBase):
         self.assertEqual({server['id']}, {
             e.consumer for e in ext.ledger.all()})
 
+    def test_periodic_task_adopts_a_guest_device_the_ledger_lost(self):
+        # The periodic task reads the guests' XML only when the host holds
+        # a device the ledger does not know (a ledger restored from an old
+        # backup, a device attached by hand); then it is adopted.
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+        ext = self.compute1.driver._vgpu_ext()
+        (device,) = self.guest_devices(self.compute1, server)
+        with ext.ledger.transaction():
+            ext.ledger.delete(device)
+        self._run_periodics()
+        entry = ext.ledger.get(device)
+        self.assertEqual((server['id'], 'active', 'adopted'),
+                         (entry.consumer, entry.state, entry.origin))
+
     def test_evacuated_instances_freed_when_the_source_comes_back(self):
         compute2 = self.start_vgpu_compute('host2')
         server = self._create_server(

@@ -214,6 +214,45 @@ class TestRelease(AllocatorTestCase):
         self.assertAgree()
 
 
+class TestScanReuse(AllocatorTestCase):
+    """A recent scan stands for the host until a device changes."""
+
+    def test_recent_scan_reused(self):
+        first = self.al.scan()
+        self.assertIs(first, self.al.scan(max_age=60))
+        self.assertIsNot(first, self.al.scan())      # max_age 0: a new one
+
+    def test_too_old_scan_not_reused(self):
+        first = self.al.scan()
+        self.assertIsNot(first, self.al.scan(max_age=1e-9))
+
+    def test_claim_and_release_make_it_stale(self):
+        self.al.scan()
+        claim = self.al.claim('i1', lifecycle.alloc(self.al, GPU84))
+        (device,) = claim.devices
+        seen = {d.device_id for d in self.al.scan(
+            max_age=60).mediated_devices}
+        self.assertIn(device.device_id, seen)
+        self.al.release('i1')
+        seen = {d.device_id for d in self.al.scan(
+            max_age=60).mediated_devices}
+        self.assertNotIn(device.device_id, seen)
+
+    def test_a_failed_create_makes_it_stale_too(self):
+        # Whether the kernel made the device or not is unknown then.
+        self.al.scan()
+        full = {t.gpu: t for t in self.al.targets.values()}[GPU84]
+        for n in range(64):
+            try:
+                self.al.claim('f%d' % n, lifecycle.alloc(self.al, GPU84))
+            except exception.ClaimError:
+                break
+        before = self.al.scan(max_age=60)
+        self.assertRaises(exception.DeviceError, self.al._create_on_host,
+                          full.parents[0], 'nvidia-18', str(uuid.uuid4()))
+        self.assertIsNot(before, self.al.scan(max_age=60))
+
+
 class TestReconcile(AllocatorTestCase):
 
     def test_host_reboot_recreates_with_the_same_ids(self):

@@ -122,6 +122,43 @@ class TestRawKernelLayout(base.TestCase):
         self.assertIsNone(vgpu_type.name)
         self.assertIsNone(vgpu_type.description)
 
+    def test_mdev_removed_while_listed_is_not_on_the_host(self):
+        t = v100_host(self.root)
+        # What a scan finds when the device goes between the listing of
+        # /sys/bus/mdev/devices and the read of its type.
+        os.unlink(os.path.join(t.sys, GPU5, UUID, 'mdev_type'))
+        self.assertEqual((), self.scan().mediated_devices)
+        self.assertEqual(1, len(self.scan().gpus))
+
+    def test_mdev_link_leaving_sys_is_refused(self):
+        t = v100_host(self.root)
+        os.unlink(os.path.join(t.sys, 'bus/mdev/devices', UUID))
+        t.link('bus/mdev/devices/' + UUID, '../../../../../etc/' + UUID)
+        exc = self.assertRaises(exception.HostReadError, self.scan)
+        self.assertIn('outside /sys', str(exc))
+        self.assertNotIn(self.root, str(exc))
+
+    def test_type_names_read_again_after_a_driver_reload(self):
+        t = v100_host(self.root)
+        reader = sysfs.SysfsReader(self.root)
+        tdir = os.path.join(t.sys, GPU5, 'mdev_supported_types',
+                            'nvidia-197')
+        self.assertEqual('GRID V100DX-8Q', reader.scan().gpus[0].parents[
+            0].type('nvidia-197').name)
+        # A reload of the vendor driver makes the type directories anew
+        # (the old one kept aside, so that its inode is not reused).
+        os.rename(tdir, os.path.join(self.root, 'unloaded'))
+        os.makedirs(tdir)
+        for name, content in (('name', 'GRID V100DX-8C'),
+                              ('available_instances', '2'),
+                              ('device_api', 'vfio-pci')):
+            with open(os.path.join(tdir, name), 'w') as f:
+                f.write(content + '\n')
+        vgpu_type = reader.scan().gpus[0].parents[0].type('nvidia-197')
+        self.assertEqual(('GRID V100DX-8C', 2, None),
+                         (vgpu_type.name, vgpu_type.available_instances,
+                          vgpu_type.description))
+
     def test_empty_root_is_an_empty_host(self):
         snap = self.scan()
         self.assertEqual((), snap.gpus)

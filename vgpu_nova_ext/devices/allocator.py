@@ -28,6 +28,7 @@ ledger in ``BEGIN IMMEDIATE`` transactions.
 
 import dataclasses
 import logging
+import threading
 import time
 
 from oslo_concurrency import lockutils
@@ -127,6 +128,52 @@ class Allocator:
         self.free_policy = free_policy
         self.orphan_grace = orphan_grace
         self.mdevctl_path = mdevctl_path
+        # The last scan of the host, and how many device changes this
+        # allocator had made when it began: see scan().
+        self._host_changes = 0
+        self._last_scan: tuple[model.HostSnapshot, int, float] | None = None
+        self._scan_guard = threading.Lock()
+
+    def scan(self, max_age: float = 0.0) -> model.HostSnapshot:
+        """The host, from the last scan if it is recent enough.
+
+        nova-compute's periodic task reconciles the devices and then
+        updates the provider tree, each needing a scan; the second reuses
+        the first. A scan is reused only if it is at most ``max_age``
+        seconds old and no device was created or removed through this
+        allocator since it began (a change made by another process shows
+        at the next scan).
+        """
+        with self._scan_guard:
+            last = self._last_scan
+        if last is not None and max_age > 0:
+            snapshot, changes, taken = last
+            if (changes == self._host_changes and
+                    time.monotonic() - taken <= max_age):
+                return snapshot
+        # Counted before the scan begins: a change that ends during the
+        # scan makes this snapshot stale.
+        changes = self._host_changes
+        taken = time.monotonic()
+        snapshot = self.backend.scan()
+        with self._scan_guard:
+            self._last_scan = (snapshot, changes, taken)
+        return snapshot
+
+    def _create_on_host(self, parent: str, type_id: str,
+                        device_id: str) -> None:
+        try:
+            self.backend.create_device(parent, type_id, device_id)
+        finally:
+            with self._scan_guard:
+                self._host_changes += 1
+
+    def _remove_from_host(self, device_id: str) -> None:
+        try:
+            self.backend.remove_device(device_id)
+        finally:
+            with self._scan_guard:
+                self._host_changes += 1
 
     def _lock(self):
         return lockutils.lock(LOCK_NAME, external=True,
@@ -249,8 +296,8 @@ class Allocator:
             checkpoint('claim.intent_written')
             try:
                 for entry in new:
-                    self.backend.create_device(entry.parent, entry.type_id,
-                                               entry.device_id)
+                    self._create_on_host(entry.parent, entry.type_id,
+                                         entry.device_id)
                     checkpoint('claim.device_created')
                     with self.ledger.transaction():
                         self.ledger.update(entry.device_id,
@@ -351,7 +398,7 @@ class Allocator:
         with self.ledger.transaction():
             self.ledger.update(entry.device_id, state=ledger_mod.REMOVING)
         checkpoint('remove.intent_written')
-        self.backend.remove_device(entry.device_id)
+        self._remove_from_host(entry.device_id)
         checkpoint('remove.device_removed')
         self._forget_mdevctl(entry)
         with self.ledger.transaction():
@@ -363,7 +410,8 @@ class Allocator:
                   guest_devices: dict[str, list[str]] | None = None,
                   dry_run: bool = False,
                   now: float | None = None,
-                  adopt_unused: bool = False) -> tuple[Action, ...]:
+                  adopt_unused: bool = False,
+                  scan_max_age: float = 0.0) -> tuple[Action, ...]:
         """Make host and ledger agree; return what was (or would be) done.
 
         :param live_consumers: consumers that exist; devices of others are
@@ -375,25 +423,30 @@ class Allocator:
             is one Nova's in-tree support left for reuse (Nova never removes
             its mdevs): it becomes a free device here instead of a foreign
             one, which would hold capacity Placement counts.
+        :param scan_max_age: the host may be read from a scan this many
+            seconds old (see :meth:`scan`).
         """
         now = time.time() if now is None else now
         if live_consumers is not None:
             # A migration's devices live as long as its instance does.
             live_consumers = set(live_consumers) | {
-                c for i in live_consumers for c in self.ledger.linked(i)}
+                c for c, i in self.ledger.links().items()
+                if i in live_consumers}
         with self._lock():
             actions = self._plan(live_consumers, guest_devices or {}, now,
-                                 adopt_unused)
+                                 adopt_unused, scan_max_age)
             if not dry_run:
                 for action in actions:
                     self._apply(action, now)
             return tuple(a for a, _ in actions)
 
-    def _plan(self, live, guest_devices, now, adopt_unused=False):
-        snapshot = self.backend.scan()
+    def _plan(self, live, guest_devices, now, adopt_unused=False,
+              scan_max_age=0.0):
+        snapshot = self.scan(max_age=scan_max_age)
         on_host = {d.device_id: d for d in snapshot.mediated_devices}
         owner_of = {dev: consumer for consumer, devs in guest_devices.items()
                     for dev in devs}
+        entries = self.ledger.all()
         actions = []
 
         def add(kind, entry_or_id, detail, payload=None):
@@ -401,7 +454,7 @@ class Allocator:
             actions.append((Action(kind, device_id, detail),
                             payload if payload is not None else entry_or_id))
 
-        for entry in self.ledger.all():
+        for entry in entries:
             exists = entry.device_id in on_host
             if entry.state == ledger_mod.CREATING:
                 if exists:
@@ -444,7 +497,7 @@ class Allocator:
             if not exists:
                 add('recreate', entry, 'missing from the host (rebooted?): '
                     'made again with the same id on %s' % entry.parent)
-        known = {e.device_id for e in self.ledger.all()}
+        known = {e.device_id for e in entries}
         managed = {(parent, t.type_id) for t in self.targets.values()
                    for parent in t.parents}
         for device_id, device in sorted(on_host.items()):
@@ -495,8 +548,8 @@ class Allocator:
             self._release([payload])
         elif kind == 'recreate':
             try:
-                self.backend.create_device(payload.parent, payload.type_id,
-                                           payload.device_id)
+                self._create_on_host(payload.parent, payload.type_id,
+                                     payload.device_id)
             except exception.DeviceError as exc:
                 LOG.error('cannot re-create %s for %s: %s', payload.device_id,
                           payload.consumer, exc)
@@ -530,7 +583,7 @@ class Allocator:
             removed = []
             for device_id in device_ids:
                 if self.backend.device_exists(device_id):
-                    self.backend.remove_device(device_id)
+                    self._remove_from_host(device_id)
                     removed.append(device_id)
             return tuple(removed)
 

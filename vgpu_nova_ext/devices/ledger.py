@@ -259,6 +259,10 @@ class Ledger:
             'SELECT consumer FROM links WHERE instance = ? ORDER BY '
             'consumer', (instance,))]
 
+    def links(self) -> dict[str, str]:
+        """{consumer (a migration): the instance its devices belong to}."""
+        return dict(self._fetch('SELECT consumer, instance FROM links'))
+
     def instance_of(self, consumer: str) -> str | None:
         rows = self._fetch('SELECT instance FROM links WHERE consumer = ?',
                            (consumer,))

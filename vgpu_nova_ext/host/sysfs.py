@@ -20,6 +20,7 @@ test or a dry run can point it at a tree of files.
 import errno
 import os
 import re
+import stat
 import time
 import uuid as uuidlib
 
@@ -42,6 +43,10 @@ class SysfsReader:
     def __init__(self, root: str = '/') -> None:
         self.root = os.path.abspath(root)
         self.sys = os.path.join(self.root, 'sys')
+        # type directory -> (its stat key, (name, device_api, description))
+        self._type_attrs: dict[str, tuple[tuple[int, int, int],
+                                          tuple[str | None, str,
+                                                str | None]]] = {}
 
     # -- low level -------------------------------------------------------
     def _show(self, path: str) -> str:
@@ -133,17 +138,31 @@ class SysfsReader:
         types_dir = os.path.join(device_dir, 'mdev_supported_types')
         types = []
         for type_id in self._listdir(types_dir):
-            tdir = os.path.join(types_dir, type_id)
-            if not os.path.isdir(tdir):
+            tdir = types_dir + '/' + type_id
+            try:
+                st = os.stat(tdir)
+            except FileNotFoundError:
                 continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            # A type's name, device API and description are fixed while
+            # the vendor driver is loaded (a reload makes new directories,
+            # with new inodes): read once, not at every periodic task.
+            key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            cached = self._type_attrs.get(tdir)
+            if cached is None or cached[0] != key:
+                cached = (key, (
+                    self._read(os.path.join(tdir, 'name'), False) or None,
+                    self._read(os.path.join(tdir, 'device_api')),
+                    self._read(os.path.join(tdir, 'description'), False)
+                    or None))
+                self._type_attrs[tdir] = cached
+            name, device_api, description = cached[1]
             types.append(model.VGPUType(
-                id=type_id,
-                name=self._read(os.path.join(tdir, 'name'), False) or None,
+                id=type_id, name=name,
                 available_instances=self._read_int(
-                    os.path.join(tdir, 'available_instances')),
-                device_api=self._read(os.path.join(tdir, 'device_api')),
-                description=self._read(
-                    os.path.join(tdir, 'description'), False) or None))
+                    tdir + '/available_instances'),
+                device_api=device_api, description=description))
         return tuple(types)
 
     def _pci_id(self, device_dir: str, attr: str) -> str | None:
@@ -270,23 +289,65 @@ class SysfsReader:
             idle.append(self._gpu(address.libvirt_name(pci), dev, False, ()))
         return idle
 
+    def _follow(self, link: str) -> str | None:
+        """Where a sysfs link points; None if it is gone.
+
+        The kernel's links are relative and lead to real directories, so
+        one readlink finds the target (an absolute target is taken inside
+        the root). Anything else goes the long way (:meth:`_resolve`).
+        A per-device step, kept cheap: a host holds hundreds of devices
+        and nova-compute scans it every periodic task.
+        """
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return self._resolve(link)
+        if os.path.isabs(target):
+            path = os.path.join(self.root, target.lstrip('/'))
+        else:
+            path = os.path.join(os.path.dirname(link), target)
+        path = os.path.normpath(path)
+        if not path.startswith(self.sys + os.sep):
+            raise exception.HostReadError(
+                '%s points to %s, outside /sys: the tree is not a sysfs '
+                'tree' % (self._show(link), target))
+        return path
+
     def _mdevs(self) -> tuple[model.MediatedDevice, ...]:
         devices_dir = os.path.join(self.sys, 'bus', 'mdev', 'devices')
         mdevs = []
+        parent_names: dict[str, str] = {}
         for entry in self._listdir(devices_dir):
-            link = os.path.join(devices_dir, entry)
+            link = devices_dir + '/' + entry
             try:
                 uuid = str(uuidlib.UUID(entry))
             except ValueError:
                 raise exception.HostReadError(
                     '%s: %r is not a UUID, but every mediated device is '
                     'named by one' % (self._show(link), entry))
-            mdev_dir = self._resolve(link)
-            type_dir = self._resolve(os.path.join(mdev_dir, 'mdev_type'))
-            parent_name = self._parent_identity(os.path.dirname(mdev_dir))[0]
+            mdev_dir = self._follow(link)
+            try:
+                # Only the type's name is wanted: the link's last part.
+                type_id = mdev_dir and os.path.basename(
+                    os.readlink(mdev_dir + '/mdev_type'))
+            except FileNotFoundError:
+                type_id = None
+            except OSError as exc:
+                raise exception.HostReadError(
+                    'cannot read %s/mdev_type: %s' % (
+                        self._show(mdev_dir), exc))
+            if not type_id:
+                # Removed since the directory was listed: not on the host.
+                continue
+            parent_dir = os.path.dirname(mdev_dir)
+            parent_name = parent_names.get(parent_dir)
+            if parent_name is None:
+                parent_name = parent_names[parent_dir] = \
+                    self._parent_identity(parent_dir)[0]
             mdevs.append(model.MediatedDevice(
-                uuid=uuid, parent=parent_name,
-                type_id=os.path.basename(type_dir)))
+                uuid=uuid, parent=parent_name, type_id=type_id))
         return tuple(mdevs)
 
 

@@ -51,6 +51,12 @@ from vgpu_nova_ext import reshape
 LOG = logging.getLogger(__name__)
 CONF = conf_pkg.CONF
 
+#: How old a scan of the host the provider tree may be built from: the
+#: resource tracker updates the tree right after get_available_resource,
+#: whose reconcile has just scanned (and a device change made here since
+#: forces a new scan whatever its age).
+SCAN_REUSE_SECONDS = 10.0
+
 
 class _Hostdev(vconfig.LibvirtConfigGuestDevice):
     """A ``<hostdev>`` made by :mod:`vgpu_nova_ext.devices.guest`."""
@@ -95,7 +101,7 @@ class _Extension:
     def refresh(self, existing_uuids: dict[str, str] | None = None
                 ) -> inventory.DesiredTree:
         """Plan the host again; returns the desired GPU providers."""
-        snapshot = self.backend.scan()
+        snapshot = self.allocator.scan(max_age=SCAN_REUSE_SECONDS)
         self.assignment = mapping.assign(self.config, snapshot)
         for problem in self.assignment.problems:
             log = LOG.error if problem.severity == mapping.ERROR \
@@ -548,15 +554,21 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                           'periodic task')
         return resources
 
-    def _domain_devices(self) -> tuple[dict[str, list[str]], bool]:
+    def _domain_devices(self, read_xml: bool = True
+                        ) -> tuple[dict[str, list[str]], bool]:
         """The vGPU devices of the host's domains.
 
+        :param read_xml: False: only the domains' UUIDs (no device lists),
+            without reading every domain's XML.
         :returns: {domain uuid: device ids in its XML}, and whether every
             domain could be read.
         """
         found = {}
         every_domain = True
         for guest in self._host.list_guests(only_running=False):
+            if not read_xml:
+                found[guest.uuid] = []
+                continue
             try:
                 found[guest.uuid] = guest_mod.devices_in_domain(
                     guest.get_xml_desc())
@@ -602,12 +614,25 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         gone from this host are freed after the grace period.
         """
         ext = self._vgpu_ext()
-        guests, every_domain = self._domain_devices()
+        # The guests' XML tells which domain uses which device: needed to
+        # adopt a device the ledger does not know and to spot a guest using
+        # another's. At start-up it is read whatever the host holds; in a
+        # periodic task only when the host holds a device the ledger does
+        # not know, since the domains' UUIDs are enough to tell which
+        # consumers live (reading hundreds of domains' XML every minute is
+        # most of the cost of the task otherwise). This is the periodic
+        # task's one scan of the host: the reconcile and the provider tree
+        # update that follows reuse it.
+        on_host = {d.device_id for d in ext.allocator.scan().mediated_devices}
+        read_xml = not periodic or bool(
+            on_host - {e.device_id for e in ext.ledger.all()})
+        guests, every_domain = self._domain_devices(read_xml)
         live = self._live_consumers(guests)
         # Only with every domain read is a device no domain uses unused.
         for action in ext.allocator.reconcile(
                 live_consumers=live, guest_devices=guests,
-                adopt_unused=every_domain):
+                adopt_unused=every_domain and read_xml,
+                scan_max_age=SCAN_REUSE_SECONDS):
             # Foreign devices are news at start-up, not every minute.
             log = LOG.debug if periodic and action.kind == 'foreign' \
                 else LOG.info

@@ -1,0 +1,275 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The vGPU part of nova-compute's periodic task, next to Nova's own.
+
+One host, built twice the same way from one profile: GPUs of a Tesla M60
+at the addresses of Nova's fake libvirt (0000:81:NN.0, nvidia-11, 16 per
+GPU), every GPU filled with running guests, each holding one mdev that
+exists in the simulated kernel's sysfs and as a node device of Nova's fake
+libvirt (``nova/tests/fixtures/libvirt.py`` from the nova wheel).
+
+- Nova's in-tree libvirt driver (nova 34): its vGPU periodic work,
+  ``_update_provider_tree_for_vgpu`` (counts mdevs and mdev-capable
+  devices through libvirt's node-device API, updates the GPU providers).
+- vgpu-nova-ext's driver through its ``libvirt`` backend: its
+  ``_update_provider_tree_for_vgpu`` (scans the host, plans types and
+  providers) plus the reconcile that ``get_available_resource`` runs
+  (every domain's XML, the ledger, the host).
+
+Both run in one process, alternately, on the same Nova configuration,
+in the resource tracker's order (get_available_resource, then
+update_provider_tree); the figures are medians of each, and their ratio
+(the aim: at most 1.0). Nova's fake libvirt answers in-process, so the
+times leave out what a real host adds: each libvirt call is a round trip
+to libvirtd. The calls each driver makes per task are counted and printed
+(Nova: a lookup and an XMLDesc per node device; this driver: one listing
+of the domains, whose XML it reads only when the host holds a device its
+ledger does not know).
+
+Run (in the nova-functional environment, e.g. ``tox -e bench``):
+python benchmarks/periodic.py [--gpus 8] [--guests-per-gpu 16]
+"""
+
+import argparse
+import contextlib
+from importlib import resources
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+#: nova-compute's default mode in Nova 34: native threads, no eventlet;
+#: chosen before anything imports eventlet, as nova-compute does.
+os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+from nova import monkey_patch  # noqa: E402
+monkey_patch.patch()
+
+import yaml  # noqa: E402
+
+GUEST_XML = """<domain type='kvm'>
+  <name>instance-%(index)08x</name>
+  <uuid>%(uuid)s</uuid>
+  <memory>131072</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>
+      <source><address uuid='%(mdev)s'/></source>
+    </hostdev>
+  </devices>
+</domain>"""
+
+
+def _profile(gpus: int) -> str:
+    """The M60 profile with its GPUs where Nova's fake libvirt has them."""
+    profile = yaml.safe_load(resources.files(
+        'vgpu_nova_ext.host.profiles').joinpath('m60.yaml').read_text())
+    profile['gpus'] = [
+        {'address': '0000:81:%02x.0' % slot, 'model': 'tesla-m60',
+         'sysfs_path': 'pci0000:80/0000:80:01.0/0000:81:%02x.0' % slot}
+        for slot in range(gpus)]
+    return yaml.safe_dump(profile)
+
+
+class Host:
+    """The simulated kernel and Nova's fake libvirt, filled alike."""
+
+    def __init__(self, directory: str, gpus: int, per_gpu: int) -> None:
+        from nova.tests.fixtures import libvirt as fakelibvirt
+
+        from vgpu_nova_ext.host import simulated
+
+        path = os.path.join(directory, 'profile.yaml')
+        with open(path, 'w') as f:
+            f.write(_profile(gpus))
+        self.kernel = simulated.SimulatedBackend(
+            profile=path, root=os.path.join(directory, 'host'))
+        self.conn = fakelibvirt.Connection(
+            'qemu:///system', False,
+            pci_info=fakelibvirt.HostPCIDevicesInfo(
+                num_pci=0, num_pfs=0, num_vfs=0, num_mdevcap=gpus),
+            mdev_info=fakelibvirt.HostMdevDevicesInfo(devices={}),
+            hostname='host1')
+        index = 0
+        for slot in range(gpus):
+            parent = 'pci_0000_81_%02x_0' % slot
+            for _ in range(per_gpu):
+                mdev = str(uuid.uuid4())
+                self.kernel.create_device(parent, 'nvidia-11', mdev)
+                name = 'mdev_%s_%s' % (mdev.replace('-', '_'),
+                                       parent[len('pci_'):])
+                self.conn.mdev_info.devices[name] = \
+                    fakelibvirt.FakeMdevDevice(
+                        dev_name=name, type_id='nvidia-11', parent=parent)
+                index += 1
+                domain = self.conn.defineXML(GUEST_XML % {
+                    'index': index, 'uuid': str(uuid.uuid4()),
+                    'mdev': mdev})
+                domain.create()
+        self.guests = index
+
+    def close(self) -> None:
+        self.kernel.close()
+
+
+#: Answered by libvirt's client library from the object it holds (the
+#: domain's UUID, name and id come with it): no round trip to libvirtd.
+CLIENT_SIDE = frozenset({'UUIDString', 'UUID', 'name', 'ID'})
+
+
+class CallCounter:
+    """Counts the libvirt API calls made through a connection.
+
+    Wraps the connection and the objects it hands out (node devices,
+    domains); behaviour is the fake's own. On a real host each call is a
+    round trip to libvirtd.
+    """
+
+    def __init__(self, target, counts=None) -> None:
+        self._target = target
+        self._counts = counts if counts is not None else {'calls': 0}
+
+    def __getattr__(self, name):
+        value = getattr(self._target, name)
+        if not callable(value) or name.startswith('_'):
+            return value
+        counts = self._counts
+
+        def call(*args, **kwargs):
+            if name not in CLIENT_SIDE:
+                counts['calls'] += 1
+            return self._wrap(value(*args, **kwargs))
+        return call
+
+    def _wrap(self, value):
+        if isinstance(value, list):
+            return [self._wrap(v) for v in value]
+        if type(value).__module__.endswith('fixtures.libvirt'):
+            return CallCounter(value, self._counts)
+        return value
+
+
+@contextlib.contextmanager
+def nova_drivers(directory: str, host: Host):
+    """Nova's libvirt driver and this project's, both on ``host``."""
+    from nova.compute import provider_tree
+    import nova.conf
+    from nova import objects
+    from nova.tests import fixtures as nova_fixtures
+    from nova.virt import fake as fake_virt
+    from nova.virt.libvirt import driver as libvirt_driver
+
+    from vgpu_nova_ext.nova import driver as vgpu_driver
+
+    objects.register_all()
+    conf = nova.conf.CONF
+    conf([], project='nova')
+    conf.set_override('host', 'host1')
+    conf.set_override('enabled_mdev_types', ['nvidia-11'], group='devices')
+    conf.set_override('host_backend', 'libvirt', group='vgpu_nova_ext')
+    conf.set_override('sysfs_root', host.kernel.root, group='vgpu_nova_ext')
+    conf.set_override('state_path', os.path.join(directory, 'state'),
+                      group='vgpu_nova_ext')
+    with contextlib.ExitStack() as stack:
+        # Nova's own fixture puts its fake libvirt module in place of
+        # libvirt-python; the connection is the host built above.
+        stack.enter_context(nova_fixtures.LibvirtFixture())
+        drivers = {}
+        for name, cls in (('nova', libvirt_driver.LibvirtDriver),
+                          ('vgpu-nova-ext', vgpu_driver.LibvirtVGPUDriver)):
+            driver = cls(fake_virt.FakeVirtAPI(), False)
+            # Each driver on the same host, through its own counter (as
+            # Nova's functional harness hands each compute its connection).
+            counter = CallCounter(host.conn)
+            driver._host.get_connection = lambda counter=counter: counter
+            driver.libvirt_calls = counter._counts
+            tree = provider_tree.ProviderTree()
+            tree.new_root('host1', str(uuid.uuid4()))
+            drivers[name] = (driver, tree)
+        ours = drivers['vgpu-nova-ext'][0]
+        # As at init_host: the guests' devices are adopted into the ledger.
+        ours._reconcile_devices()
+        yield drivers
+        ours._vgpu_ext().devices.close()
+
+
+def periodic(name: str, driver, tree) -> None:
+    """One periodic task's vGPU work.
+
+    In the resource tracker's order: get_available_resource, then
+    update_provider_tree.
+    """
+    if name == 'vgpu-nova-ext':
+        driver._reconcile_devices(periodic=True)
+    driver._update_provider_tree_for_vgpu(tree, 'host1')
+
+
+def check_agree(drivers) -> None:
+    """Both drivers see the same GPUs and the same vGPUs in use."""
+    nova_tree = drivers['nova'][1]
+    ours, our_tree = drivers['vgpu-nova-ext']
+    gpus = {}
+    for name, tree in (('nova', nova_tree), ('vgpu-nova-ext', our_tree)):
+        gpus[name] = sorted(
+            tree.data(u).name for u in tree.get_provider_uuids('host1')
+            if tree.data(u).parent_uuid is not None)
+    if gpus['nova'] != gpus['vgpu-nova-ext'] or not gpus['nova']:
+        raise SystemExit('the drivers do not see the same GPUs: %s' % gpus)
+    held = [e for e in ours._vgpu_ext().ledger.all() if e.consumer]
+    return len(gpus['nova']), len(held)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--gpus', type=int, default=8)
+    parser.add_argument('--guests-per-gpu', type=int, default=16)
+    parser.add_argument('--samples', type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        host = Host(directory, args.gpus, args.guests_per_gpu)
+        try:
+            with nova_drivers(directory, host) as drivers:
+                calls = {}
+                for name, (driver, tree) in drivers.items():
+                    periodic(name, driver, tree)      # warm up
+                    before = driver.libvirt_calls['calls']
+                    periodic(name, driver, tree)
+                    calls[name] = driver.libvirt_calls['calls'] - before
+                gpus, held = check_agree(drivers)
+                times: dict[str, list[float]] = {n: [] for n in drivers}
+                for _ in range(args.samples):
+                    for name, (driver, tree) in drivers.items():
+                        start = time.perf_counter()
+                        periodic(name, driver, tree)
+                        times[name].append(time.perf_counter() - start)
+        finally:
+            host.close()
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    print('vGPU periodic work, %d samples each: %d GPUs, %d running guests '
+          'with one mdev each (%d in vgpu-nova-ext\'s ledger)' % (
+              args.samples, gpus, host.guests, held))
+    for name, median in medians.items():
+        print('  %-14s median %8.2f ms   p90 %8.2f ms   libvirt calls %d' % (
+            name, median * 1e3, sorted(times[name])[
+                int(0.9 * (len(times[name]) - 1))] * 1e3, calls[name]))
+    print('  vgpu-nova-ext / nova: %.2fx (aim: at most 1.0x; this driver '
+          'also reconciles every device with the guests)' % (
+              medians['vgpu-nova-ext'] / medians['nova']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    sys.exit(main())
