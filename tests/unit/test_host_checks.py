@@ -12,11 +12,15 @@
 """``check``'s host findings: the state directory and the privsep daemon."""
 
 import os
+import shutil
 
+from oslo_config import cfg
 import testtools
 
 from tests.unit import base
+from tests.unit import unprivileged
 from vgpu_nova_ext.cmd import host_checks
+from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext import mapping
 
 
@@ -59,3 +63,48 @@ class TestStateDirectory(testtools.TestCase):
 
     def test_simulated_host_needs_no_daemon(self):
         self.assertEqual([], host_checks.privsep_findings('simulated'))
+
+
+def _findings(helper_command, timeout):
+    """check's privsep findings, in the unprivileged child."""
+    if helper_command is not None:
+        cfg.CONF.set_override('helper_command', helper_command,
+                              group=privsep.CFG_SECTION)
+    return [[p.severity, p.code, p.message] for p in
+            host_checks.privsep_findings('sysfs', timeout=timeout)]
+
+
+class TestPrivsepProbe(testtools.TestCase):
+    """check, as an unprivileged user, of a daemon that cannot start.
+
+    An error that says why: never a password prompt, never a hang.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.account = unprivileged.account(self)
+
+    def findings(self, helper_command, timeout=30.0):
+        return unprivileged.run_as(self, self.account, _findings,
+                                   helper_command, timeout)
+
+    def test_helper_that_fails_is_an_error(self):
+        ((severity, code, detail),) = self.findings('false')
+        self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
+        self.assertIn('exited non-zero', detail)
+
+    def test_helper_that_hangs_is_ended(self):
+        # As a sudo waiting for a password would, on a terminal.
+        ((severity, code, detail),) = self.findings("sh -c 'sleep 600'",
+                                                    timeout=2)
+        self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
+        self.assertIn('no answer within 2 s', detail)
+
+    def test_sudo_with_no_rule_fails_without_asking(self):
+        # The default helper, sudo privsep-helper: for a user sudo gives
+        # nothing to, it must fail at once (no terminal to ask on).
+        if shutil.which('sudo') is None:
+            self.skipTest('sudo is not installed')
+        ((severity, code, detail),) = self.findings(None)
+        self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
+        self.assertIn('exited non-zero', detail)

@@ -20,35 +20,23 @@ they succeed. The process is a fork of the test, so nothing else of the
 test runner changes user.
 """
 
-import json
 import os
-import pwd
-import select
-import signal
-import time
 import uuid
 
 from oslo_privsep import priv_context
 import testtools
 
 from tests.unit import base
+from tests.unit import unprivileged
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import writes
 
-TIMEOUT = 120
 
-
-def _in_child(root_m60, root_vfio, use_daemon, account):
-    """Runs in the forked child; returns what happened, as data."""
-    if use_daemon:
-        privsep.vgpu_pctxt.set_client_mode(True)
-        privsep.vgpu_pctxt.start(method=priv_context.Method.FORK)
-    os.setgroups([])
-    os.setgid(account.pw_gid)
-    os.setuid(account.pw_uid)
-    out = {'uid': os.getuid()}
+def _writes(root_m60, root_vfio, use_daemon):
+    """Runs in the unprivileged child; returns what happened, as data."""
+    out = {}
     for name, root, parent, type_id in (
             ('mdev', root_m60, 'pci_0000_84_00_0', 'nvidia-18'),
             ('vf', root_vfio, 'pci_0000_3d_00_5', 'nvidia-558')):
@@ -73,12 +61,7 @@ class TestUnprivileged(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            message = 'needs root to lay a root-owned host and change user'
-            if os.environ.get('VGPU_NOVA_EXT_REQUIRE_SCHEMAS'):
-                self.fail(message + ' (CI runs as root)')
-            self.skipTest(message)
-        self.account = pwd.getpwnam('nobody')
+        self.account = unprivileged.account(self)
         top = self.useFixture(base.fixtures.TempDir()).path
         os.chmod(top, 0o755)
         self.roots = []
@@ -93,41 +76,13 @@ class TestUnprivileged(testtools.TestCase):
         self.assertEqual((0, 0o200), (info.st_uid, info.st_mode & 0o777))
 
     def run_child(self, use_daemon: bool) -> dict:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into the test runner
-            code = 1
-            try:
-                os.close(read_end)
-                result = _in_child(*self.roots, use_daemon, self.account)
-                os.write(write_end, json.dumps(result).encode())
-                code = 0
-            except BaseException as exc:
-                os.write(write_end, json.dumps(
-                    {'crash': repr(exc)}).encode())
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        self.addCleanup(os.close, read_end)
-        deadline = time.monotonic() + TIMEOUT
-        data = b''
-        while True:
-            ready, _, _ = select.select([read_end], [], [], max(
-                0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                self.fail('the unprivileged child did not finish in %d s'
-                          % TIMEOUT)
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            data += chunk
-        os.waitpid(pid, 0)
-        result = json.loads(data)
-        self.assertNotIn('crash', result)
-        self.assertEqual(self.account.pw_uid, result['uid'])
-        return result
+        def start_daemon():
+            # As nova-compute's would be: started while still root.
+            privsep.vgpu_pctxt.set_client_mode(True)
+            privsep.vgpu_pctxt.start(method=priv_context.Method.FORK)
+        return unprivileged.run_as(
+            self, self.account, _writes, *self.roots, use_daemon,
+            before_drop=start_daemon if use_daemon else None)
 
     def test_in_place_writes_are_refused(self):
         result = self.run_child(use_daemon=False)

@@ -18,6 +18,8 @@ can start when that user is not root.
 
 import os
 import pwd
+import select
+import signal
 import stat
 
 from oslo_config import cfg
@@ -27,6 +29,8 @@ from vgpu_nova_ext import mapping
 
 #: Backends whose devices are written by this process (through privsep).
 WRITING_BACKENDS = ('libvirt', 'sysfs', 'vfio')
+#: How long ``check`` waits for the privsep daemon to start.
+PROBE_TIMEOUT = 30.0
 
 
 def _user(uid: int) -> str:
@@ -73,24 +77,69 @@ def state_dir_findings(path: str) -> list[mapping.Problem]:
     return problems
 
 
-def privsep_findings(backend: str) -> list[mapping.Problem]:
+def privsep_findings(backend: str,
+                     timeout: float = PROBE_TIMEOUT) -> list[mapping.Problem]:
     """Whether the privsep daemon starts for this (unprivileged) user."""
     if backend not in WRITING_BACKENDS or os.geteuid() == 0:
         return []
+    error = _probe_privsep(timeout)
+    if error is None:
+        return []
+    return [mapping.Problem(
+        mapping.ERROR, 'privsep.start',
+        '[%s] helper_command' % privsep.CFG_SECTION,
+        cfg.CONF[privsep.CFG_SECTION].helper_command or
+        'sudo privsep-helper (default)',
+        'the privsep daemon that makes the host writes cannot start '
+        '(%s)' % error,
+        'allow this user to run privsep-helper as root without a '
+        'password: install etc/nova/rootwrap.d/vgpu-nova-ext.filters and '
+        'set helper_command to Nova\'s rootwrap, or add a sudoers line '
+        '(see the operator guide)')]
+
+
+def _probe_privsep(timeout: float) -> str | None:
+    """Start the daemon once, as nova-compute would; its error or None.
+
+    In a child of its own session, with no terminal and stdin on
+    /dev/null: a sudo that wants a password fails (nova-compute has no one
+    to type it either) instead of asking on the operator's terminal, and a
+    helper that hangs is ended, with its children, after ``timeout`` s.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reports through the pipe, never returns
+        code = 1
+        try:
+            os.close(read_end)
+            os.setsid()
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            try:
+                privsep.vgpu_pctxt.start()
+                message = ''
+            except Exception as exc:
+                message = '%s: %s' % (type(exc).__name__, exc)
+            os.write(write_end, message.encode() or b'ok')
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
     try:
-        privsep.vgpu_pctxt.start()
-    except Exception as exc:
-        return [mapping.Problem(
-            mapping.ERROR, 'privsep.start',
-            '[%s] helper_command' % privsep.CFG_SECTION,
-            cfg.CONF[privsep.CFG_SECTION].helper_command or
-            'sudo privsep-helper (default)',
-            'the privsep daemon that makes the host writes cannot start '
-            '(%s: %s)' % (type(exc).__name__, exc),
-            'allow this user to run privsep-helper as root: install '
-            'etc/nova/rootwrap.d/vgpu-nova-ext.filters and set '
-            'helper_command to Nova\'s rootwrap, or add a sudoers line '
-            '(see the operator guide)')]
+        ready, _, _ = select.select([read_end], [], [], timeout)
+        answer = os.read(read_end, 65536).decode(errors='replace') \
+            if ready else None
     finally:
-        privsep.vgpu_pctxt.stop()
-    return []
+        os.close(read_end)
+        try:
+            # The child leads its own session: this ends it, the helper
+            # and a daemon that started.
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    if answer is None:
+        return ('no answer within %d s: a helper asking for a password, '
+                'or one that hangs' % timeout)
+    if answer == 'ok':
+        return None
+    return answer or 'the probe ended without an answer'
