@@ -26,6 +26,7 @@ Run: python benchmarks/claims.py [--samples 200]
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -76,26 +77,36 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-def measure(filled: int, samples: int) -> dict:
-    with tempfile.TemporaryDirectory() as directory:
-        al = build(directory)
-        providers = sorted(al.targets)
-        # Fill round robin, as the scheduler spreads instances.
-        for i in range(filled):
-            rp = providers[i % len(providers)]
-            al.claim('filler-%d' % i, {rp: {'resources': {'VGPU': 1}}})
-        claims, releases = [], []
+def measure(levels: tuple[int, ...], samples: int) -> dict:
+    """Claim and release times on hosts holding ``levels`` instances.
+
+    The hosts are built first and sampled in turn, one claim and release
+    on each, so that the machine's drift (disk, other load) falls on every
+    level alike.
+    """
+    with contextlib.ExitStack() as stack:
+        hosts = {}
+        for filled in levels:
+            al = build(stack.enter_context(tempfile.TemporaryDirectory()))
+            stack.callback(al.backend.close)
+            stack.callback(al.ledger.close)
+            providers = sorted(al.targets)
+            # Fill round robin, as the scheduler spreads instances.
+            for i in range(filled):
+                rp = providers[i % len(providers)]
+                al.claim('filler-%d' % i, {rp: {'resources': {'VGPU': 1}}})
+            hosts[filled] = (al, providers)
+        found = {n: {'claim': [], 'release': []} for n in levels}
         for i in range(samples):
-            rp = providers[(filled + i) % len(providers)]
-            start = time.perf_counter()
-            al.claim('probe-%d' % i, {rp: {'resources': {'VGPU': 1}}})
-            claims.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            al.release('probe-%d' % i)
-            releases.append(time.perf_counter() - start)
-        al.ledger.close()
-        al.backend.close()
-    return {'claim': claims, 'release': releases}
+            for filled, (al, providers) in hosts.items():
+                rp = providers[(filled + i) % len(providers)]
+                start = time.perf_counter()
+                al.claim('probe-%d' % i, {rp: {'resources': {'VGPU': 1}}})
+                found[filled]['claim'].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                al.release('probe-%d' % i)
+                found[filled]['release'].append(time.perf_counter() - start)
+    return found
 
 
 def throughput(threads: int, per_thread: int) -> float:
@@ -145,8 +156,10 @@ def main() -> int:
     print('  %-12s %14s %14s %14s %14s' % (
         'instances', 'claim median', 'claim p99', 'release median',
         'release p99'))
-    for filled in (10, 100, 1000):
-        found = measure(filled, args.samples)
+    levels = (10, 100, 1000)
+    measured = measure(levels, args.samples)
+    for filled in levels:
+        found = measured[filled]
         results[filled] = {k: (statistics.median(v), percentile(v, 99))
                            for k, v in found.items()}
         r = results[filled]
@@ -157,9 +170,12 @@ def main() -> int:
         print('  %s median, 1000 instances / 10 instances: %.2fx (aim: at '
               'most 1.5x; Nova 34.0.0 in-tree claim: about 80x)' % (
                   op, results[1000][op][0] / results[10][op][0]))
-    per_thread = max(args.samples // 8, 10)
-    one = throughput(1, per_thread * 8)
-    eight = throughput(8, per_thread)
+    per_thread = max(args.samples // 32, 5)
+    # In alternating rounds, so that drift falls on both alike.
+    one = eight = 0.0
+    for _ in range(4):
+        one += throughput(1, per_thread * 8) / 4
+        eight += throughput(8, per_thread) / 4
     print('Claim + release pairs per second, one allocator: 1 thread %.0f/s, '
           '8 threads %.0f/s (%.2fx of one thread; the host lock serialises '
           'device changes, so the aim is no collapse, not a speed-up)' % (
