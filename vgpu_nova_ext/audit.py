@@ -103,7 +103,9 @@ def audit(client: placement.PlacementClient, host: str,
                 for rc, body in inventories[spec.uuid].items()}
         if have != want:
             drift.append(Drift(spec.name, INVENTORY, want, have))
-        traits = sorted(client.traits(spec.uuid)['traits'])
+        # Only this project's traits can drift; others' are not its own.
+        traits = sorted(t for t in client.traits(spec.uuid)['traits']
+                        if inventory.is_managed_trait(t))
         if traits != sorted(spec.traits):
             drift.append(Drift(spec.name, TRAITS, sorted(spec.traits),
                                traits))

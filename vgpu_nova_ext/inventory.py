@@ -16,6 +16,7 @@ as Nova names them (``<host>_pci_0000_84_00_0``, ``<host>_mtty_mtty``) so
 that a deployment coming from Nova's in-tree support keeps its providers.
 """
 
+from collections.abc import Iterable
 from collections.abc import Mapping
 import dataclasses
 import uuid as uuidlib
@@ -29,6 +30,11 @@ from vgpu_nova_ext import mapping
 # (uuid5 of the URL namespace and the project's name; never change it.)
 PROVIDER_NAMESPACE = uuidlib.UUID('052ce518-510a-50d2-abbb-dcb09979cdbe')
 TRAIT_PREFIX = 'VGPU_'
+#: Traits named so are this project's, reserved to it: it adds them and
+#: removes stale ones (a type no longer enabled). Every other trait of a
+#: GPU provider is someone else's (an operator's CUSTOM_NVIDIA_11, as
+#: Nova's vGPU guide has them put on providers) and is kept.
+MANAGED_TRAIT_PREFIX = os_traits.CUSTOM_NAMESPACE + TRAIT_PREFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +91,19 @@ def type_traits(type_id: str, short_name: str) -> tuple[str, ...]:
                          os_traits.normalize_name(TRAIT_PREFIX + short_name)}))
 
 
+def is_managed_trait(trait: str) -> bool:
+    """A trait this project adds and removes on its GPU providers."""
+    return trait.startswith(MANAGED_TRAIT_PREFIX) or \
+        trait == os_traits.OWNER_NOVA
+
+
+def merged_traits(current: Iterable[str], wanted: Iterable[str]
+                  ) -> list[str]:
+    """A GPU provider's traits: ``wanted`` and every trait not managed."""
+    return sorted({t for t in current if not is_managed_trait(t)} |
+                  set(wanted))
+
+
 @dataclasses.dataclass(frozen=True)
 class DesiredTree:
     """The GPU providers this host should have, and what had to give."""
@@ -99,7 +118,8 @@ class DesiredTree:
 
 def provider_tree(host: str, assignment: mapping.Assignment,
                   existing_uuids: Mapping[str, str] | None = None,
-                  allocated: Mapping[str, int] | None = None) -> DesiredTree:
+                  allocated: Mapping[str, int] | None = None,
+                  owner_trait: bool = True) -> DesiredTree:
     """The GPU providers this host should have, in address order.
 
     :param existing_uuids: {provider name: uuid} of providers Placement
@@ -108,6 +128,9 @@ def provider_tree(host: str, assignment: mapping.Assignment,
     :param allocated: {provider name: units allocated} from Placement.
         A total never drops below it: Placement accepts such a total and
         only logs it, which would let the scheduler overcommit.
+
+    :param owner_trait: mark the providers with ``OWNER_NOVA``, as Nova
+        34 marks every provider it makes (older Nova does not).
 
     A GPU with nothing to offer and nothing allocated has no provider
     (Placement refuses a total of 0); it comes back with the same UUID.
@@ -136,8 +159,8 @@ def provider_tree(host: str, assignment: mapping.Assignment,
                 resource_class=gpu.resource_class, total=total,
                 reserved=reserved, max_unit=min(gpu.max_unit, total)),
             used=max(gpu.used, in_use),
-            traits=(os_traits.OWNER_NOVA,) + type_traits(
-                gpu.type_id, gpu.type_info.short_name)))
+            traits=((os_traits.OWNER_NOVA,) if owner_trait else ()) +
+            type_traits(gpu.type_id, gpu.type_info.short_name)))
     return DesiredTree(host=host, providers=tuple(providers),
                        problems=tuple(problems))
 

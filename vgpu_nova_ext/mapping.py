@@ -137,13 +137,18 @@ class _Mapper:
         offered = self.snapshot.offered_type_ids
         for tconf in self.config.types:
             if tconf.type_id not in offered:
+                # One nova.conf for a fleet names the types of every
+                # host's GPUs: as with Nova, this host serves what it has.
                 self.problem(
-                    ERROR, 'type.not_offered',
+                    WARNING, 'type.not_offered',
                     '[devices] %s' % self.config.option, tconf.type_id,
-                    'no GPU on this host offers type %s; the host offers: %s'
+                    'no GPU on this host offers type %s, so this host '
+                    'serves none of it (the host offers: %s)'
                     % (tconf.type_id, _list(offered)),
-                    'enable a type the host offers, or load the vGPU '
-                    'manager that provides %s' % tconf.type_id)
+                    'nothing to do if another host\'s GPUs offer it (one '
+                    'nova.conf for the fleet); else enable a type this '
+                    'host offers, or load the vGPU manager that provides '
+                    '%s' % tconf.type_id)
         for tconf in self.config.types:
             if tconf.device_addresses:
                 self.claim_listed(tconf, tconf.type_id in offered)
@@ -208,12 +213,17 @@ class _Mapper:
                 continue
             if not any(p.type(tconf.type_id) for p in scope):
                 supported = sorted({t.id for p in scope for t in p.types})
+                # The same address may hold another board on another host
+                # of a fleet sharing one nova.conf: it serves nothing here.
                 self.problem(
-                    ERROR, 'address.type_unsupported', option, raw,
-                    '%s does not offer type %s; it offers: %s' % (
-                        parsed.value, tconf.type_id, _list(supported)),
-                    'list this GPU under one of the types it offers, or '
-                    'remove it from [%s]' % tconf.group)
+                    WARNING, 'address.type_unsupported', option, raw,
+                    '%s does not offer type %s, so it serves none of it; it '
+                    'offers: %s' % (parsed.value, tconf.type_id,
+                                    _list(supported)),
+                    'nothing to do if the address is another host\'s GPU '
+                    '(one nova.conf for the fleet); else list this GPU '
+                    'under one of the types it offers, or remove it from '
+                    '[%s]' % tconf.group)
                 continue
             self.add_claim(gpu, {p.name for p in scope}, tconf,
                            'device_addresses', option, raw)

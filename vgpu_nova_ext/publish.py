@@ -187,11 +187,13 @@ class TreePublisher:
         for spec in desired.providers:
             have = ([] if spec.name in created
                     else self.client.traits(spec.uuid)['traits'])
-            if sorted(have) == sorted(spec.traits):
+            # An operator's traits on the provider stay.
+            want = inventory.merged_traits(have, spec.traits)
+            if sorted(have) == want:
                 continue
             self._ensure(spec)
             answer = self.client.set_traits(
-                spec.uuid, states[spec.uuid].generation, list(spec.traits))
+                spec.uuid, states[spec.uuid].generation, want)
             states[spec.uuid] = dataclasses.replace(
                 states[spec.uuid],
                 generation=answer['resource_provider_generation'])

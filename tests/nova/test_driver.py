@@ -273,6 +273,142 @@ class TestScheduling(DriverTestBase):
                          sorted(self.guest_devices(self.compute, server)))
 
 
+class TestOperatorTraits(DriverTestBase):
+    """An operator's own traits on GPU providers survive the driver.
+
+    As Nova's vGPU guide has them: a custom trait per type on the GPU
+    providers, required by flavors; kept at a restart and at a refresh of
+    Nova's provider cache.
+    """
+
+    enabled_types = 'nvidia-18,nvidia-22'
+
+    def setUp(self):
+        super().setUp()
+        nova_devices.register_dynamic_opts(nova_conf.CONF)
+        self.flags(device_addresses=['0000:84:00.0'], group='mdev_nvidia-18')
+        self.flags(device_addresses=['0000:85:00.0'], group='mdev_nvidia-22')
+        self.compute = self.start_vgpu_compute('host1')
+        self.rp = self._get_provider_uuid_by_name('host1_pci_0000_84_00_0')
+
+    def add_traits(self, rp, *traits):
+        """As ``openstack resource provider trait set`` does."""
+        for trait in traits:
+            self.placement.put('/traits/%s' % trait, {}, version='1.6')
+        body = self.placement.get('/resource_providers/%s/traits' % rp,
+                                  version='1.6').body
+        self.placement.put('/resource_providers/%s/traits' % rp, {
+            'resource_provider_generation':
+                body['resource_provider_generation'],
+            'traits': sorted(set(body['traits']) | set(traits))},
+            version='1.6')
+
+    def test_operator_trait_kept_stale_own_trait_removed(self):
+        self.add_traits(self.rp, 'CUSTOM_NVIDIA_18', 'CUSTOM_VGPU_STALE')
+        flavor = self._create_flavor(extra_spec={
+            'resources:VGPU': '1', 'trait:CUSTOM_NVIDIA_18': 'required'})
+        # A refresh of Nova's provider cache (every [compute]
+        # resource_provider_association_refresh seconds) reads the traits
+        # back from Placement; then the periodic task updates the tree.
+        self.compute.manager.rt.reportclient.clear_provider_cache()
+        self._run_periodics()
+        traits = set(self._get_provider_traits(self.rp))
+        self.assertIn('CUSTOM_NVIDIA_18', traits)
+        self.assertIn('CUSTOM_VGPU_M60_2Q', traits)
+        self.assertNotIn('CUSTOM_VGPU_STALE', traits)
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ACTIVE')
+        allocations = self._get_allocations_by_server_uuid(server['id'])
+        self.assertIn(self.rp, allocations)
+        # And across a restart of nova-compute.
+        self.compute = self.restart_compute_service('host1')
+        self._run_periodics()
+        self.assertIn('CUSTOM_NVIDIA_18',
+                      self._get_provider_traits(self.rp))
+        self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                            networks='none', expected_state='ACTIVE')
+
+
+class TestFleetConfig(DriverTestBase):
+    """One nova.conf for a fleet: types and addresses of other hosts' GPUs.
+
+    This host (an M60) starts and serves its own type; the A40's type of
+    the other hosts, and the address of their GPU, serve nothing here.
+    """
+
+    enabled_types = 'nvidia-18,nvidia-558'
+
+    def setUp(self):
+        super().setUp()
+        nova_devices.register_dynamic_opts(nova_conf.CONF)
+        self.flags(device_addresses=['0000:3d:00.0', '0000:84:00.0'],
+                   group='mdev_nvidia-558')
+        self.compute = self.start_vgpu_compute('host1')
+
+    def test_starts_and_serves_what_the_host_has(self):
+        for gpu in ('pci_0000_84_00_0', 'pci_0000_85_00_0'):
+            rp = self._get_provider_uuid_by_name('host1_' + gpu)
+            self.assertIn('CUSTOM_VGPU_NVIDIA_18',
+                          self._get_provider_traits(rp))
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.small_vgpu_flavor(),
+            networks='none', expected_state='ACTIVE')
+        (device,) = self.guest_devices(self.compute, server)
+        self.assertIn(device, [d.device_id for d in
+                               self.host_devices(self.compute)])
+
+
+class TestDevicesOfOtherOwners(DriverTestBase):
+    """An mdev in a guest that is not this project's is left alone.
+
+    Nova 34 makes the mdevs of Cyborg's accelerator requests itself (at
+    spawn and hard reboot, ``_allocate_cyborg_mdevs``) on GPUs Cyborg
+    manages. Nova's Cyborg fixture has no MDEV flow through the API, so
+    the test makes what that flow leaves: an mdev on a GPU this host serves
+    no vGPU from (0000:84:00.0; only 0000:85:00.0 is configured), in the
+    domain of a server that also holds a vGPU of this project's.
+    """
+
+    def setUp(self):
+        super().setUp()
+        nova_devices.register_dynamic_opts(nova_conf.CONF)
+        self.flags(device_addresses=['0000:85:00.0'], group='mdev_nvidia-18')
+        attach, _ = fake_libvirt.mdev_hotplug(fake_libvirt.load())
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.attachDevice', attach))
+        self.compute = self.start_vgpu_compute('host1')
+
+    def test_neither_adopted_nor_foreign(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.small_vgpu_flavor(),
+            networks='none', expected_state='ACTIVE')
+        (own,) = self.guest_devices(self.compute, server)
+        ext = self.compute.driver._vgpu_ext()
+        cyborg = uuidutils.generate_uuid()
+        ext.backend.create_device('pci_0000_84_00_0', 'nvidia-18', cyborg)
+        guest = self.compute.driver._host.get_guest(
+            objects.Instance.get_by_uuid(context.get_admin_context(),
+                                         server['id']))
+        guest.attach_device(vgpu_driver._Hostdev('mdev', cyborg))
+        self.assertEqual({own, cyborg},
+                         set(self.guest_devices(self.compute, server)))
+        self._run_periodics()
+        self.compute = self.restart_compute_service('host1')
+        self._run_periodics()
+        ext = self.compute.driver._vgpu_ext()
+        self.assertIsNone(ext.ledger.get(cyborg))
+        self.assertEqual([own], [e.device_id for e in ext.ledger.all()])
+        self.assertIn(cyborg, [d.device_id for d in
+                               self.host_devices(self.compute)])
+        self.assertEqual({own, cyborg},
+                         set(self.guest_devices(self.compute, server)))
+        # Deleting the server frees this project's device only.
+        self._delete_server(server)
+        self.assertEqual([cyborg], [d.device_id for d in
+                                    self.host_devices(self.compute)])
+
+
 class TestCapacity(DriverTestBase):
 
     def setUp(self):

@@ -17,6 +17,7 @@ or nova/virt/__init__.py, and uninstalling removes the shim only.
 """
 
 import hashlib
+from importlib import metadata
 import os
 import subprocess
 import sys
@@ -27,7 +28,8 @@ import testtools
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-NOVA = 'nova==34.0.0'
+# The Nova release of this environment (one per supported release).
+NOVA = 'nova==%s' % metadata.version('nova')
 PROBE = ('import importlib.util, nova, nova.virt; '
          'spec = importlib.util.find_spec("nova.virt.vgpu_nova_ext_driver"); '
          'print(nova.__file__); print(spec.origin if spec else None)')

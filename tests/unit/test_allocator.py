@@ -306,16 +306,22 @@ class TestReconcile(AllocatorTestCase):
         self.assertEqual([left], [d.device_id for d in claim.devices])
         self.assertAgree()
 
-    def test_unused_device_on_a_gpu_nova_does_not_use_stays_foreign(self):
+    def test_devices_on_a_gpu_not_served_are_left_to_their_owner(self):
         al = self.make()
-        # As if [mdev_nvidia-18] device_addresses named only the other GPU.
+        # As if [mdev_nvidia-18] device_addresses named only the other GPU;
+        # on this one, Cyborg's mdevs (made by Nova 34 for accelerator
+        # requests): one a guest uses, one not yet.
         al.targets = {u: t for u, t in al.targets.items() if t.gpu != GPU84}
         self.assertTrue(al.targets)
-        other = str(uuid.uuid4())
-        al.backend.create_device(GPU84, 'nvidia-18', other)
-        self.assertEqual([('foreign', other)], [
-            (a.kind, a.device_id) for a in al.reconcile(adopt_unused=True)])
+        used, unused = str(uuid.uuid4()), str(uuid.uuid4())
+        al.backend.create_device(GPU84, 'nvidia-18', used)
+        al.backend.create_device(GPU84, 'nvidia-18', unused)
+        self.assertEqual((), al.reconcile(
+            live_consumers={'i7'}, guest_devices={'i7': [used]},
+            adopt_unused=True))
         self.assertEqual({}, self.ledger_states(al))
+        self.assertIn(used, self.host_devices(al))
+        self.assertIn(unused, self.host_devices(al))
 
     def test_device_in_a_domain_is_adopted(self):
         novas = str(uuid.uuid4())

@@ -104,13 +104,15 @@ class TestInventory(CLITestCase):
     def test_config_errors_exit_2_with_problems(self):
         conf = self.write_config("""
             [devices]
-            enabled_mdev_types = nvidia-999
+            enabled_mdev_types = nvidia-18
+            [mdev_nvidia-18]
+            device_addresses = zz:00
             """)
         code, out, _ = self.run_cli('--simulate', 'm60', '--config-file',
                                     conf, 'inventory', '--format', 'json')
         self.assertEqual(2, code)
         problems = json.loads(out)['problems']
-        self.assertEqual('type.not_offered', problems[0]['code'])
+        self.assertEqual('address.malformed', problems[0]['code'])
         self.assertEqual({'severity', 'code', 'option', 'value', 'message',
                           'fix'}, set(problems[0]))
 

@@ -184,21 +184,33 @@ class TestProblems(TestAssignment):
         # The first claim stands.
         self.assertEqual('nvidia-18', result.gpus[0].type_id)
 
-    def test_listed_gpu_without_the_type_is_an_error(self):
+    def test_listed_gpu_without_the_type_serves_nothing_of_it(self):
+        # A fleet's nova.conf: 86:00.0 is another board on another host.
         other = gpu('0000:86:00.0', {'nvidia-11': 16})
         result = mapping.assign(
             config({'type_id': 'nvidia-18', 'device_addresses': ['86:00.0']}),
             host(gpu('0000:84:00.0'), other))
-        (problem,) = result.errors
-        self.assertEqual('address.type_unsupported', problem.code)
+        self.assertEqual((), result.errors)
+        (problem,) = result.problems
+        self.assertEqual(('warning', 'address.type_unsupported'),
+                         (problem.severity, problem.code))
         self.assertIn('it offers: nvidia-11', problem.message)
         self.assertEqual((), result.gpus)
 
-    def test_type_no_gpu_offers_is_an_error(self):
-        result = mapping.assign(config('nvidia-999'),
-                                host(gpu('0000:84:00.0')))
-        (problem,) = result.problems
-        self.assertEqual(('error', 'type.not_offered',
+    def test_type_no_gpu_offers_is_served_by_none(self):
+        # A fleet's nova.conf names the types of every host's GPUs; this
+        # host serves what it has, as Nova does.
+        result = mapping.assign(
+            config('nvidia-18', {'type_id': 'nvidia-999',
+                                 'device_addresses': ['0000:3d:00.0']}),
+            host(gpu('0000:84:00.0')))
+        self.assertEqual((), result.errors)
+        self.assertEqual(['nvidia-18'], [g.type_id for g in result.gpus])
+        self.assertEqual(['address.absent', 'type.not_offered'],
+                         self.codes(result))
+        problem = [p for p in result.problems
+                   if p.code == 'type.not_offered'][0]
+        self.assertEqual(('warning', 'type.not_offered',
                           '[devices] enabled_mdev_types', 'nvidia-999'),
                          (problem.severity, problem.code, problem.option,
                           problem.value))

@@ -500,8 +500,15 @@ class Allocator:
         known = {e.device_id for e in entries}
         managed = {(parent, t.type_id) for t in self.targets.values()
                    for parent in t.parents}
+        served = {parent for parent, _ in managed}
         for device_id, device in sorted(on_host.items()):
             if device_id in known:
+                continue
+            if device.parent not in served:
+                # On a GPU this host serves no vGPU from: another owner's
+                # (Cyborg's, whose mdevs Nova 34 makes for accelerator
+                # requests; a GPU passed through): neither this project's
+                # nor foreign to it.
                 continue
             consumer = owner_of.get(device_id)
             gpu = snapshot.gpu_of_parent(device.parent)

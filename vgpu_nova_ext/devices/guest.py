@@ -60,13 +60,17 @@ def hostdev_xml(kind: str, device_id: str, display: bool = False) -> str:
                           encoding='unicode')
 
 
-def devices_in_domain(domain_xml: str) -> list[str]:
-    """The vGPU device ids (mdev UUIDs, VF addresses) a domain uses."""
+def devices_in_domain(domain_xml: str, kinds: tuple[str, ...] = (
+        'mdev', 'pci')) -> list[str]:
+    """The vGPU device ids (mdev UUIDs, VF addresses) a domain uses.
+
+    :param kinds: the hostdev types to list (``mdev``, ``pci``).
+    """
     root = etree.fromstring(domain_xml)
     found = []
     for element in root.iter('hostdev'):
         source = element.find('source/address')
-        if source is None:
+        if source is None or element.get('type') not in kinds:
             continue
         if element.get('type') == 'mdev' and source.get('uuid'):
             found.append(source.get('uuid'))
@@ -76,3 +80,8 @@ def devices_in_domain(domain_xml: str) -> list[str]:
                     ('domain', 4), ('bus', 2), ('slot', 2),
                     ('function', 1))))
     return found
+
+
+def mdevs_in_domain(domain_xml: str) -> list[str]:
+    """The mdev UUIDs a domain uses."""
+    return devices_in_domain(domain_xml, kinds=('mdev',))

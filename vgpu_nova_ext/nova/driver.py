@@ -112,8 +112,9 @@ class _Extension:
                 'the vGPU configuration does not fit this host (run '
                 '"vgpu-nova-ext check"): %s' % '; '.join(
                     str(p) for p in self.assignment.errors))
-        tree = inventory.provider_tree(self.nodename, self.assignment,
-                                       existing_uuids)
+        tree = inventory.provider_tree(
+            self.nodename, self.assignment, existing_uuids,
+            owner_trait=compat.features().owner_trait)
         self.allocator.targets = allocator_mod.targets(
             self.nodename, self.assignment, existing_uuids)
         return tree
@@ -183,7 +184,10 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 'step_size': spec.inventory.step_size,
                 'allocation_ratio': spec.inventory.allocation_ratio}}
             provider_tree.update_inventory(spec.name, body)
-            provider_tree.update_traits(spec.name, list(spec.traits))
+            # Only this project's traits change: an operator's own (Nova's
+            # vGPU guide has them put on GPU providers) stay.
+            provider_tree.update_traits(spec.name, inventory.merged_traits(
+                provider_tree.data(spec.name).traits, spec.traits))
         if old:
             self._reshape(provider_tree, nodename, desired, old, allocations)
         wanted = {p.name for p in desired.providers}
@@ -307,16 +311,29 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         return {e.device_id: ledger.instance_of(e.consumer) or e.consumer
                 for e in ledger.all() if e.consumer is not None}
 
-    def _hostdevs_of(self, instance_uuid: str) -> list[_Hostdev]:
-        return [_Hostdev(e.kind, e.device_id) for e in
-                self._vgpu_ext().ledger.of_consumer(instance_uuid)]
+    def _hostdevs_of(self, instance_uuid: str,
+                     domain_xml: str) -> list[_Hostdev]:
+        """The vGPU devices a suspend detaches and a resume attaches.
+
+        The instance's own, from the ledger, and the mdevs in its domain
+        that are not this project's (Cyborg's, which Nova 34 makes for
+        accelerator requests): those are treated as Nova treats every mdev.
+        """
+        ledger = self._vgpu_ext().ledger
+        own = [_Hostdev(e.kind, e.device_id)
+               for e in ledger.of_consumer(instance_uuid)]
+        others = [_Hostdev(model.MDEV, device_id) for device_id in
+                  guest_mod.mdevs_in_domain(domain_xml)
+                  if ledger.get(device_id) is None]
+        return own + others
 
     def _detach_mediated_devices(self, guest):
         # At suspend: libvirt cannot save the memory of a guest holding a
         # vGPU. The devices stay the instance's (resume attaches them
         # again); only those the guest has are detached.
-        attached = set(guest_mod.devices_in_domain(guest.get_xml_desc()))
-        for device in self._hostdevs_of(guest.uuid):
+        xml = guest.get_xml_desc()
+        attached = set(guest_mod.devices_in_domain(xml))
+        for device in self._hostdevs_of(guest.uuid, xml):
             if device.device_id not in attached:
                 continue
             try:
@@ -334,7 +351,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         # At resume: what to attach again, from the ledger (a guest's XML
         # lists no VF of NVIDIA's vendor VFIO as a vGPU).
         uuid = lxml_etree.fromstring(xml.encode()).findtext('uuid')
-        return self._hostdevs_of(uuid) if uuid else []
+        return self._hostdevs_of(uuid, xml) if uuid else []
 
     def _hard_reboot(self, context, instance, network_info, share_info,
                      block_device_info=None, accel_info=None):
