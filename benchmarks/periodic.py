@@ -163,40 +163,27 @@ class CallCounter:
 @contextlib.contextmanager
 def nova_drivers(directory: str, host: Host):
     """Nova's libvirt driver and this project's, both on ``host``."""
-    from nova.compute import provider_tree
-    import nova.conf
-    from nova import objects
-    from nova.tests import fixtures as nova_fixtures
-    from nova.virt import fake as fake_virt
     from nova.virt.libvirt import driver as libvirt_driver
 
+    from tests.nova import standalone
     from vgpu_nova_ext.nova import driver as vgpu_driver
 
-    objects.register_all()
-    conf = nova.conf.CONF
-    conf([], project='nova')
-    conf.set_override('host', 'host1')
-    conf.set_override('enabled_mdev_types', ['nvidia-11'], group='devices')
-    conf.set_override('host_backend', 'libvirt', group='vgpu_nova_ext')
-    conf.set_override('sysfs_root', host.kernel.root, group='vgpu_nova_ext')
-    conf.set_override('state_path', os.path.join(directory, 'state'),
-                      group='vgpu_nova_ext')
-    with contextlib.ExitStack() as stack:
-        # Nova's own fixture puts its fake libvirt module in place of
-        # libvirt-python; the connection is the host built above.
-        stack.enter_context(nova_fixtures.LibvirtFixture())
+    standalone.configure(
+        DEFAULT={'host': 'host1'},
+        devices={'enabled_mdev_types': ['nvidia-11']},
+        vgpu_nova_ext={'host_backend': 'libvirt',
+                       'sysfs_root': host.kernel.root,
+                       'state_path': os.path.join(directory, 'state')})
+    with standalone.fake_libvirt():
         drivers = {}
         for name, cls in (('nova', libvirt_driver.LibvirtDriver),
                           ('vgpu-nova-ext', vgpu_driver.LibvirtVGPUDriver)):
-            driver = cls(fake_virt.FakeVirtAPI(), False)
-            # Each driver on the same host, through its own counter (as
-            # Nova's functional harness hands each compute its connection).
+            # Each driver on the same host, through its own counter.
             counter = CallCounter(host.conn)
-            driver._host.get_connection = lambda counter=counter: counter
+            driver = standalone.driver(cls, counter)
             driver.libvirt_calls = counter._counts
-            tree = provider_tree.ProviderTree()
-            tree.new_root('host1', str(uuid.uuid4()))
-            drivers[name] = (driver, tree)
+            drivers[name] = (driver, standalone.tree('host1',
+                                                     str(uuid.uuid4())))
         ours = drivers['vgpu-nova-ext'][0]
         # As at init_host: the guests' devices are adopted into the ledger.
         ours._reconcile_devices()

@@ -24,6 +24,7 @@ import os
 import sys
 
 import fixtures
+import testtools
 
 #: Seconds past the gentle limit before the watchdog ends the process.
 GRACE = 120
@@ -43,3 +44,19 @@ class HardTimeout(fixtures.Fixture):
         faulthandler.dump_traceback_later(self.seconds, exit=True,
                                           file=sys.__stderr__)
         self.addCleanup(faulthandler.cancel_dump_traceback_later)
+
+
+class TestCase(testtools.TestCase):
+    """A test with a time limit, whatever it runs under.
+
+    ``OS_TEST_TIMEOUT`` seconds (tox sets it) and the test fails with its
+    traceback; :data:`GRACE` seconds more and the hard limit ends it.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(HardTimeout())
+        gentle = int(float(os.environ.get('OS_TEST_TIMEOUT') or 0))
+        if gentle > 0:
+            # signal.alarm's whole seconds.
+            self.useFixture(fixtures.Timeout(gentle, gentle=True))

@@ -20,9 +20,9 @@ import subprocess
 
 import fixtures
 from oslo_config import cfg
-import testtools
 import yaml
 
+from tests import timeout
 from vgpu_nova_ext.host import privsep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +33,7 @@ SCRIPTS = ['devstack/plugin.sh', 'devstack/settings',
            'tests/devstack/harness.sh']
 
 
-class TestPlugin(testtools.TestCase):
+class TestPlugin(timeout.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -186,7 +186,7 @@ class TestPlugin(testtools.TestCase):
         self.assertIn('names nvidia-99, which is not in', proc.stderr)
 
 
-class TestScripts(testtools.TestCase):
+class TestScripts(timeout.TestCase):
 
     def test_shellcheck_clean(self):
         shellcheck = shutil.which('shellcheck')
@@ -204,7 +204,7 @@ class TestScripts(testtools.TestCase):
         self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
 
 
-class TestZuul(testtools.TestCase):
+class TestZuul(timeout.TestCase):
 
     def test_job_has_what_zuul_needs(self):
         with open(os.path.join(TOP, '.zuul.yaml')) as f:

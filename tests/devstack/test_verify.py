@@ -22,7 +22,8 @@ import os
 import subprocess
 
 import fixtures
-import testtools
+
+from tests import timeout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -32,7 +33,7 @@ COMMANDS = ('openstack', 'sudo', 'virsh', 'isoinfo', 'hostname',
             'vgpu-nova-ext')
 
 
-class TestGateCheck(testtools.TestCase):
+class TestGateCheck(timeout.TestCase):
 
     def run_check(self, **world):
         work = self.useFixture(fixtures.TempDir()).path

@@ -15,8 +15,8 @@ import os
 import tempfile
 
 import fixtures
-import testtools
 
+from tests import timeout
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import sysfs
@@ -38,7 +38,7 @@ class PlacementFixture(fixtures.Fixture):
         self.client = placement.PlacementClient.for_endpoint(self.endpoint)
 
 
-class TestCase(testtools.TestCase):
+class TestCase(timeout.TestCase):
 
     def setUp(self):
         super().setUp()

@@ -18,13 +18,13 @@ tests hold on each of them.
 import os
 from unittest import mock
 
-import testtools
 
+from tests import timeout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.nova import compat
 
 
-class TestReleaseGate(testtools.TestCase):
+class TestReleaseGate(timeout.TestCase):
 
     def setUp(self):
         super().setUp()

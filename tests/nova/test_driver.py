@@ -36,7 +36,6 @@ from nova.tests.functional.libvirt import base
 from nova.virt.libvirt import driver as libvirt_driver
 import os_resource_classes as orc
 from oslo_utils import uuidutils
-import testtools
 import yaml
 
 from tests.nova import fake_libvirt
@@ -1006,7 +1005,7 @@ class TestReshapeFromNovaLayout(DriverTestBase):
         self.assertNotIn('VGPU', self._get_provider_inventory(self.root))
 
 
-class TestCompat(testtools.TestCase):
+class TestCompat(timeout.TestCase):
 
     def test_every_overridden_private_method_is_checked_at_start(self):
         # A private method of Nova's driver that this driver overrides but

@@ -15,9 +15,9 @@ import os
 import uuid
 
 import fixtures
-import testtools
 
 from tests.nova import fake_libvirt
+from tests import timeout
 from tests.unit import lifecycle
 from tests.unit import schemas
 from vgpu_nova_ext import conf as conf_pkg
@@ -29,7 +29,7 @@ from vgpu_nova_ext.host import simulated
 GPU84 = 'pci_0000_84_00_0'
 
 
-class TestNodedevXML(testtools.TestCase):
+class TestNodedevXML(timeout.TestCase):
 
     def test_valid_for_libvirt(self):
         xml = libvirt_backend.nodedev_xml(GPU84, 'nvidia-18',
@@ -44,7 +44,7 @@ class TestNodedevXML(testtools.TestCase):
                 '4b20d080-1b54-4048-85b3-a6a62d165c01', GPU84))
 
 
-class TestLibvirtBackend(testtools.TestCase):
+class TestLibvirtBackend(timeout.TestCase):
 
     def setUp(self):
         super().setUp()

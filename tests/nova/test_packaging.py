@@ -24,7 +24,8 @@ import sys
 import venv
 
 import fixtures
-import testtools
+
+from tests import timeout
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -40,7 +41,7 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class TestInstallUninstall(testtools.TestCase):
+class TestInstallUninstall(timeout.TestCase):
 
     def run_cmd(self, *argv):
         proc = subprocess.run(argv, capture_output=True, text=True,

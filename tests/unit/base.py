@@ -15,8 +15,8 @@ import os
 import textwrap
 
 import fixtures
-import testtools
 
+from tests import timeout
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.host import layout
 from vgpu_nova_ext.host import model
@@ -36,7 +36,7 @@ def nvidia_type(type_id: str, name: str, available: int,
                           device_api='vfio-pci', description=description)
 
 
-class TestCase(testtools.TestCase):
+class TestCase(timeout.TestCase):
 
     def setUp(self):
         super().setUp()

@@ -9,12 +9,12 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-import testtools
 
+from tests import timeout
 from vgpu_nova_ext.host import address
 
 
-class TestPCIAddress(testtools.TestCase):
+class TestPCIAddress(timeout.TestCase):
 
     def test_forms_normalise_to_one(self):
         for text in ('0000:84:00.0', '84:00.0', '0000:84:00.0 ',
@@ -38,7 +38,7 @@ class TestPCIAddress(testtools.TestCase):
         self.assertEqual('mtty_mtty', address.virtual_name('mtty/mtty'))
 
 
-class TestParseDeviceAddress(testtools.TestCase):
+class TestParseDeviceAddress(timeout.TestCase):
 
     def test_pci(self):
         parsed = address.parse_device_address('85:00.0')

@@ -13,8 +13,8 @@ import json
 import os
 import uuid
 
-import testtools
 
+from tests import timeout
 from tests.unit import base
 from tests.unit import lifecycle
 from vgpu_nova_ext.devices import allocator
@@ -443,7 +443,7 @@ class TestSysfsErrors(base.TestCase):
                           'pci_0000_82_00_0', 'nvidia-50', 'not-a-uuid')
 
 
-class TestLedgerFile(testtools.TestCase):
+class TestLedgerFile(timeout.TestCase):
 
     def test_private_file(self):
         path = self.useFixture(base.fixtures.TempDir()).path

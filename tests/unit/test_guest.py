@@ -9,8 +9,8 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-import testtools
 
+from tests import timeout
 from tests.unit import schemas
 from vgpu_nova_ext.devices import guest
 from vgpu_nova_ext.host import model
@@ -29,7 +29,7 @@ MDEV = 'c0b4e8a2-3f61-4f0e-9d1e-5b2f0c7a9d10'
 VF = '0000:41:00.4'
 
 
-class TestHostdev(testtools.TestCase):
+class TestHostdev(timeout.TestCase):
 
     def test_mdev(self):
         xml = guest.hostdev_xml(model.MDEV, MDEV)

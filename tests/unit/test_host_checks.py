@@ -15,8 +15,8 @@ import os
 import shutil
 
 from oslo_config import cfg
-import testtools
 
+from tests import timeout
 from tests.unit import base
 from tests.unit import unprivileged
 from vgpu_nova_ext.cmd import host_checks
@@ -24,7 +24,7 @@ from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext import mapping
 
 
-class TestStateDirectory(testtools.TestCase):
+class TestStateDirectory(timeout.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -74,7 +74,7 @@ def _findings(helper_command, timeout):
             host_checks.privsep_findings('sysfs', timeout=timeout)]
 
 
-class TestPrivsepProbe(testtools.TestCase):
+class TestPrivsepProbe(timeout.TestCase):
     """check, as an unprivileged user, of a daemon that cannot start.
 
     An error that says why: never a password prompt, never a hang.

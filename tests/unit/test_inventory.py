@@ -12,14 +12,14 @@
 import uuid
 
 import os_traits
-import testtools
 
+from tests import timeout
 from tests.unit import test_mapping as tm
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 
 
-class TestProviderTree(testtools.TestCase):
+class TestProviderTree(timeout.TestCase):
 
     def _tree(self, snapshot, *types):
         return inventory.provider_tree(
@@ -67,7 +67,7 @@ class TestProviderTree(testtools.TestCase):
         self.assertEqual((4, 4), (provider.total, provider.used))
 
 
-class TestPlacementState(testtools.TestCase):
+class TestPlacementState(timeout.TestCase):
 
     def _tree(self, snapshot, *types, **kwargs):
         return inventory.provider_tree(
@@ -119,7 +119,7 @@ class TestPlacementState(testtools.TestCase):
                                      provider.inventory.max_unit))
 
 
-class TestShrinking(testtools.TestCase):
+class TestShrinking(timeout.TestCase):
 
     def test_only_providers_that_go_down(self):
         tree = inventory.provider_tree('cn1', mapping.assign(

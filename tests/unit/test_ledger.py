@@ -15,8 +15,8 @@ import os
 import sqlite3
 import threading
 
-import testtools
 
+from tests import timeout
 from tests.unit import base
 from tests.unit import lifecycle
 from tests.unit import test_allocator
@@ -117,7 +117,7 @@ class TestThreads(test_allocator.AllocatorTestCase):
         self.assertEqual(set(), set(self.host_devices()) - self.foreign)
 
 
-class TestSchema(testtools.TestCase):
+class TestSchema(timeout.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -159,7 +159,7 @@ class TestSchema(testtools.TestCase):
                          .fetchone()[0])
 
 
-class TestFaults(testtools.TestCase):
+class TestFaults(timeout.TestCase):
     """Each fault names the file or directory and the fix."""
 
     def setUp(self):

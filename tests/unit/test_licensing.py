@@ -18,9 +18,9 @@ import shutil
 import subprocess
 
 import fixtures
-import testtools
 import yaml
 
+from tests import timeout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import licensing
 from vgpu_nova_ext.vendors import nvidia_licensing
@@ -42,7 +42,7 @@ def parse_gridd(text: str) -> dict:
     return dict(parser['gridd'])
 
 
-class TestGriddConf(testtools.TestCase):
+class TestGriddConf(timeout.TestCase):
 
     def test_fields_read_back(self):
         conf = parse_gridd(nvidia_licensing.gridd_conf(settings(
@@ -70,7 +70,7 @@ class TestGriddConf(testtools.TestCase):
         self.assertEqual(2, nvidia_licensing.feature_type(s, 'nvidia-197'))
 
 
-class TestLinuxDelivery(testtools.TestCase):
+class TestLinuxDelivery(timeout.TestCase):
 
     def test_config_drive_files(self):
         files = dict(licensing.config_drive_files(settings(), ['nvidia-18'],
@@ -128,7 +128,7 @@ class TestLinuxDelivery(testtools.TestCase):
         self.assertNotEqual(0, proc.returncode)
 
 
-class TestWindowsDelivery(testtools.TestCase):
+class TestWindowsDelivery(timeout.TestCase):
 
     def test_script_and_token_side_by_side(self):
         files = dict(licensing.config_drive_files(settings(
@@ -150,7 +150,7 @@ class TestWindowsDelivery(testtools.TestCase):
         self.assertNotIn(TOKEN.decode(), script)
 
 
-class TestValidation(testtools.TestCase):
+class TestValidation(timeout.TestCase):
 
     def assertProblem(self, fragment, **kwargs):
         problems = licensing.validate(settings(**kwargs))
@@ -179,7 +179,7 @@ class TestValidation(testtools.TestCase):
                 server_address=value)), value)
 
 
-class TestToken(testtools.TestCase):
+class TestToken(timeout.TestCase):
 
     def setUp(self):
         super().setUp()

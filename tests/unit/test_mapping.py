@@ -13,8 +13,8 @@
 
 import itertools
 
-import testtools
 
+from tests import timeout
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import mapping
@@ -84,7 +84,7 @@ def host(*gpus, devices=()):
                               mediated_devices=tuple(devices))
 
 
-class TestAssignment(testtools.TestCase):
+class TestAssignment(timeout.TestCase):
 
     def codes(self, result):
         return sorted(p.code for p in result.problems)

@@ -24,8 +24,8 @@ import os
 import uuid
 
 from oslo_privsep import priv_context
-import testtools
 
+from tests import timeout
 from tests.unit import base
 from tests.unit import unprivileged
 from vgpu_nova_ext import exception
@@ -57,7 +57,7 @@ def _writes(root_m60, root_vfio, use_daemon):
     return out
 
 
-class TestUnprivileged(testtools.TestCase):
+class TestUnprivileged(timeout.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -99,7 +99,7 @@ class TestUnprivileged(testtools.TestCase):
             self.roots[0], 'sys', 'bus', 'mdev', 'devices')))
 
 
-class TestArguments(testtools.TestCase):
+class TestArguments(timeout.TestCase):
     """No caller can name a path: every argument is checked."""
 
     def setUp(self):

@@ -11,8 +11,8 @@
 #    under the License.
 import os
 
-import testtools
 
+from tests import timeout
 from tests.unit import base
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import base as host_base
@@ -36,7 +36,7 @@ mediated_devices:
 """
 
 
-class TestBuiltinProfiles(testtools.TestCase):
+class TestBuiltinProfiles(timeout.TestCase):
 
     def test_required_profiles_ship(self):
         for name in ('v100x8', 'p40', 'm60', 'a100-sriov', 'mtty'):
@@ -155,7 +155,7 @@ class TestKernelSemantics(base.TestCase):
         self.assertEqual(11, parent.type('mtty-2').available_instances)
 
 
-class TestBadProfiles(testtools.TestCase):
+class TestBadProfiles(timeout.TestCase):
 
     def _fails(self, text, *fragments):
         exc = self.assertRaises(exception.ProfileError,

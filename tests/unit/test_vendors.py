@@ -9,14 +9,14 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-import testtools
 
+from tests import timeout
 from vgpu_nova_ext.vendors import base
 from vgpu_nova_ext.vendors import generic
 from vgpu_nova_ext.vendors import nvidia
 
 
-class TestNvidia(testtools.TestCase):
+class TestNvidia(timeout.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -55,7 +55,7 @@ class TestNvidia(testtools.TestCase):
         self.assertFalse(self.plugin.claims('mtty-1', None))
 
 
-class TestVendors(testtools.TestCase):
+class TestVendors(timeout.TestCase):
 
     def test_loaded_by_stevedore_in_priority_order(self):
         vendors = base.Vendors()
