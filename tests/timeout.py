@@ -20,8 +20,11 @@ runner reports the test as failed, and CI goes on instead of hanging.
 """
 
 import faulthandler
+import gc
 import os
 import sys
+import threading
+import traceback
 
 import fixtures
 import testtools
@@ -44,6 +47,36 @@ class HardTimeout(fixtures.Fixture):
         faulthandler.dump_traceback_later(self.seconds, exit=True,
                                           file=sys.__stderr__)
         self.addCleanup(faulthandler.cancel_dump_traceback_later)
+        # faulthandler sees OS threads only: under eventlet every green
+        # thread waits inside the hub's one. A native thread shows them
+        # just before the watchdog ends the process.
+        timer = _native_threading().Timer(max(0.0, self.seconds - 5),
+                                          _dump_green_threads)
+        timer.daemon = True
+        timer.start()
+        self.addCleanup(timer.cancel)
+
+
+def _native_threading():
+    """The threading module of OS threads, patched by eventlet or not."""
+    if 'eventlet' in sys.modules:
+        from eventlet import patcher
+        if patcher.is_monkey_patched('thread'):
+            return patcher.original('threading')
+    return threading
+
+
+def _dump_green_threads() -> None:
+    try:
+        import greenlet
+    except ImportError:
+        return
+    out = sys.__stderr__
+    for thread in gc.get_objects():
+        if isinstance(thread, greenlet.greenlet) and thread.gr_frame:
+            out.write('\nGreen thread %r (most recent call last):\n' % thread)
+            traceback.print_stack(thread.gr_frame, file=out)
+    out.flush()
 
 
 class TestCase(testtools.TestCase):

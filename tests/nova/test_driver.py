@@ -29,6 +29,7 @@ import fixtures
 import nova.conf as nova_conf
 from nova.conf import devices as nova_devices
 from nova import context
+from nova import monkey_patch
 from nova import objects
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional.api import client
@@ -62,6 +63,15 @@ class DriverTestBase(base.ServersTestBase):
         # First, so that it also bounds Nova's own set-up and clean-up.
         self.useFixture(timeout.HardTimeout())
         self.state = self.useFixture(fixtures.TempDir()).path
+        if not monkey_patch.is_patched():
+            # Native threads. Nova 33's notification fixture finds the test
+            # a notification comes from through eventlet's current green
+            # thread, which native threads do not have; Nova 34's skips
+            # that in threading mode. Same here: every notification is this
+            # test's.
+            self.useFixture(fixtures.MonkeyPatch(
+                'nova.tests.fixtures.notifications.FakeVersionedNotifier.'
+                '_get_sender_test_case_id', staticmethod(self.id)))
         super().setUp()
         self.flags(host_backend='simulated', simulated_profile=self.profile,
                    state_path=self.state, group='vgpu_nova_ext')
@@ -76,6 +86,11 @@ class DriverTestBase(base.ServersTestBase):
 
     def _setup_compute_service(self):
         self.flags(compute_driver='vgpu_nova_ext_driver.LibvirtVGPUDriver')
+
+    def device_addresses(self, type_id, *addresses):
+        """``[mdev_<type_id>] device_addresses``, as nova.conf sets it."""
+        nova_devices.register_dynamic_opts(nova_conf.CONF)
+        self.flags(device_addresses=list(addresses), group='mdev_' + type_id)
 
     def start_vgpu_compute(self, hostname='host1'):
         self.start_compute(hostname=hostname)
@@ -224,17 +239,20 @@ class TestLicensing(DriverTestBase):
         self.assertEqual({}, self.config_drive(self.plain))
 
 
-class TestScheduling(DriverTestBase):
-    """Two types on the M60's two GPUs; flavors pick one by trait."""
+class TwoTypesTestBase(DriverTestBase):
+    """Two types on the M60's two GPUs, a GPU each."""
 
     enabled_types = 'nvidia-18,nvidia-22'
 
     def setUp(self):
         super().setUp()
-        nova_devices.register_dynamic_opts(nova_conf.CONF)
-        self.flags(device_addresses=['0000:84:00.0'], group='mdev_nvidia-18')
-        self.flags(device_addresses=['0000:85:00.0'], group='mdev_nvidia-22')
+        self.device_addresses('nvidia-18', '0000:84:00.0')
+        self.device_addresses('nvidia-22', '0000:85:00.0')
         self.compute = self.start_vgpu_compute('host1')
+
+
+class TestScheduling(TwoTypesTestBase):
+    """Flavors pick a type by trait."""
 
     def gpu_of(self, server):
         allocations = self._get_allocations_by_server_uuid(server['id'])
@@ -272,7 +290,7 @@ class TestScheduling(DriverTestBase):
                          sorted(self.guest_devices(self.compute, server)))
 
 
-class TestOperatorTraits(DriverTestBase):
+class TestOperatorTraits(TwoTypesTestBase):
     """An operator's own traits on GPU providers survive the driver.
 
     As Nova's vGPU guide has them: a custom trait per type on the GPU
@@ -280,14 +298,8 @@ class TestOperatorTraits(DriverTestBase):
     Nova's provider cache.
     """
 
-    enabled_types = 'nvidia-18,nvidia-22'
-
     def setUp(self):
         super().setUp()
-        nova_devices.register_dynamic_opts(nova_conf.CONF)
-        self.flags(device_addresses=['0000:84:00.0'], group='mdev_nvidia-18')
-        self.flags(device_addresses=['0000:85:00.0'], group='mdev_nvidia-22')
-        self.compute = self.start_vgpu_compute('host1')
         self.rp = self._get_provider_uuid_by_name('host1_pci_0000_84_00_0')
 
     def add_traits(self, rp, *traits):
@@ -340,9 +352,7 @@ class TestFleetConfig(DriverTestBase):
 
     def setUp(self):
         super().setUp()
-        nova_devices.register_dynamic_opts(nova_conf.CONF)
-        self.flags(device_addresses=['0000:3d:00.0', '0000:84:00.0'],
-                   group='mdev_nvidia-558')
+        self.device_addresses('nvidia-558', '0000:3d:00.0', '0000:84:00.0')
         self.compute = self.start_vgpu_compute('host1')
 
     def test_starts_and_serves_what_the_host_has(self):
@@ -371,8 +381,7 @@ class TestDevicesOfOtherOwners(DriverTestBase):
 
     def setUp(self):
         super().setUp()
-        nova_devices.register_dynamic_opts(nova_conf.CONF)
-        self.flags(device_addresses=['0000:85:00.0'], group='mdev_nvidia-18')
+        self.device_addresses('nvidia-18', '0000:85:00.0')
         attach, _ = fake_libvirt.mdev_hotplug(fake_libvirt.load())
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Domain.attachDevice', attach))
@@ -856,25 +865,31 @@ class TestLiveMigrationFails(LiveMigrationBase):
         # Mid-flight: both hosts hold a device for the server, and keep it
         # through the periodic tasks, the grace period notwithstanding (the
         # instance is not on the destination yet; its migration is).
-        for compute in (self.src, self.dest):
-            compute.driver._vgpu_ext().allocator.orphan_grace = 0
-        self._run_periodics()
-        self._run_periodics()
-        self.assertEqual([self.server['id']], list(
-            self.ledger(self.dest).values()))
-        self.assertEqual([self.server['id']], list(
-            self.ledger(self.src).values()))
-        conn = self.src.driver._host.get_connection()
-        conn.lookupByUUIDString(self.server['id']).fail_job()
-        self.migrate_stub_ran = True
+        try:
+            for compute in (self.src, self.dest):
+                compute.driver._vgpu_ext().allocator.orphan_grace = 0
+            self._run_periodics()
+            self._run_periodics()
+            self.mid_flight = {'dest': list(self.ledger(self.dest).values()),
+                               'src': list(self.ledger(self.src).values())}
+        finally:
+            # The job fails whatever happened above: a stub that raised
+            # would leave Nova's migration monitor waiting for ever, and the
+            # test hanging in its clean-up. Assertions come after.
+            conn = self.src.driver._host.get_connection()
+            conn.lookupByUUIDString(self.server['id']).fail_job()
+            self.migrate_stub_ran = True
 
     def test_destination_frees_what_it_claimed(self):
         self.server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             host='src', expected_state='ACTIVE')
         before = self.ledger(self.src)
+        self.mid_flight = None      # the stub's finding, if it gets there
         self._live_migrate(self.server, 'failed')
         self.assertTrue(self.migrate_stub_ran)
+        self.assertEqual({'dest': [self.server['id']],
+                          'src': [self.server['id']]}, self.mid_flight)
         self.assertEqual('src', self.api.get_server(
             self.server['id'])['OS-EXT-SRV-ATTR:host'])
         self.assertEqual(before, self.ledger(self.src))
