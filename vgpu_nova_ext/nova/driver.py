@@ -596,30 +596,49 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 every_domain = False
         return found, every_domain
 
-    def _live_consumers(self, guests: dict[str, list[str]]) -> set[str]:
-        """Consumers whose devices stay.
+    def _live_consumers(self, guests: dict[str, list[str]]
+                        ) -> set[str] | None:
+        """Consumers whose devices stay; None: cannot tell this time.
 
-        Instances with a domain here and, when the ledger names others,
-        the instances on this host and those moving to or from it. A
-        migration in progress (or in error) keeps its instance's devices
-        and its own: a long live migration is not an orphan on its
-        destination. Nova is asked (a conductor RPC in production, two
-        database reads in Nova's test harness) only when a consumer in the
-        ledger has no domain here: on most periodic tasks every device
-        belongs to a guest of the host and nothing is asked.
+        Those with a domain here and, when the ledger names others, those
+        that hold allocations on this compute node's providers in
+        Placement: what Nova allocated is what a device stands for. A long
+        live migration keeps its destination's devices (the instance holds
+        the destination's allocations); one that failed or was abandoned
+        does not (Nova gave the allocations back to the source).
+
+        Placement is asked only when a consumer in the ledger has no
+        domain here, which is rare: on most periodic tasks nothing is
+        asked. Not Nova's database: a driver in nova-compute reads it
+        through the conductor, and the read would hold up the periodic
+        task that calls it (in Nova's test harness it waits on the
+        harness's cell lock, which a test running periodic tasks from a
+        live migration holds: a deadlock seen under load).
         """
         live = set(guests)
         ledger = self._vgpu_ext().ledger
-        unknown = {e.consumer for e in ledger.in_state(
-            ledger_mod.ACTIVE, ledger_mod.CREATING)} - live - {None}
-        if not {ledger.instance_of(c) or c for c in unknown} - live:
+        unknown = {ledger.instance_of(e.consumer) or e.consumer
+                   for e in ledger.in_state(ledger_mod.ACTIVE,
+                                            ledger_mod.CREATING)
+                   if e.consumer is not None} - live
+        if not unknown:
             return live
+        reportclient = self.virtapi.reportclient
         context = nova_context.get_admin_context()
-        live |= {i.uuid for i in objects.InstanceList.get_by_host(
-            context, CONF.host)}
-        for migration in objects.MigrationList.get_in_progress_and_error(
-                context, CONF.host, self._host.get_hostname()):
-            live |= {migration.instance_uuid, migration.uuid}
+        try:
+            here = {p['uuid'] for p in reportclient.get_providers_in_tree(
+                context, self._host.get_node_uuid())}
+            for consumer in sorted(unknown):
+                allocations = reportclient.get_allocs_for_consumer(
+                    context, consumer)['allocations']
+                if here & set(allocations):
+                    live.add(consumer)
+        except Exception as exc:
+            # Nothing is judged gone on a failed read.
+            LOG.warning('cannot ask Placement which vGPU consumers hold '
+                        'allocations here (%s); no device is freed as an '
+                        'orphan this time', exc)
+            return None
         return live
 
     def _reconcile_devices(self, periodic: bool = False) -> None:
