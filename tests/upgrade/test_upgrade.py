@@ -113,8 +113,9 @@ if test_driver is not None:
             }
             if os.path.exists(out):
                 shutil.rmtree(out)
+            # The simulated sysfs is links (as the kernel's): kept as links.
             shutil.copytree(driver._vgpu_ext().state_path,
-                            os.path.join(out, 'state', HOST))
+                            os.path.join(out, 'state', HOST), symlinks=True)
             with open(os.path.join(out, 'before.json'), 'w') as f:
                 json.dump(picture, f, indent=1, sort_keys=True)
             self.assertEqual(4, len(picture['ledger']))
@@ -137,7 +138,7 @@ class TestAfter(timeout.TestCase):
                             compat.nova_version().split('.')[0])
         state = self.useFixture(fixtures.TempDir()).path
         shutil.copytree(os.path.join(source, 'state'), state,
-                        dirs_exist_ok=True)
+                        symlinks=True, dirs_exist_ok=True)
         standalone.configure(
             DEFAULT={'host': HOST},
             devices={'enabled_mdev_types': before['enabled_types'].split(
