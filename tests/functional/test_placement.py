@@ -157,9 +157,11 @@ class TestPublish(base.TestCase):
         publisher._cache = None
         publisher.sync(plan)
         self.assertTrue(state['done'])
-        self.assertEqual(['CUSTOM_VGPU_M60_2Q', 'CUSTOM_VGPU_NVIDIA_18',
-                          'OWNER_NOVA'], sorted(self.client.traits(rp)[
-                              'traits']))
+        # Retried on the new generation: this project's traits set, the
+        # other writer's kept (a trait of someone else's is not ours).
+        self.assertEqual(['CUSTOM_MEDDLE', 'CUSTOM_VGPU_M60_2Q',
+                          'CUSTOM_VGPU_NVIDIA_18', 'OWNER_NOVA'],
+                         sorted(self.client.traits(rp)['traits']))
 
 
 class TestPlacementOutage(base.TestCase):
@@ -246,6 +248,15 @@ class TestAudit(base.TestCase):
         found = self.drift()[('%s_pci_0000_84_00_0' % HOST, 'traits')]
         self.assertEqual(['OWNER_NOVA'], found.actual)
         self.assertIn('CUSTOM_VGPU_M60_2Q', found.expected)
+
+    def test_operator_trait_is_not_drift(self):
+        # As Nova's vGPU guide has operators do: a trait of their own.
+        body = self.client.traits(self.rp84)
+        self.client.ensure_trait('CUSTOM_NVIDIA_18')
+        self.client.set_traits(self.rp84, body['resource_provider_generation'],
+                               body['traits'] + ['CUSTOM_NVIDIA_18'])
+        self.assertNotIn(('%s_pci_0000_84_00_0' % HOST, 'traits'),
+                         self.drift())
 
     def test_parent(self):
         self.client.delete_provider(self.rp85)
