@@ -474,6 +474,17 @@ class TestRemoveForeign(AllocatorTestCase):
         self.assertEqual((foreign[0],), self.al.remove_foreign(foreign[:1]))
         self.assertEqual({foreign[1], owned}, set(self.host_devices()))
 
+    def test_what_is_not_on_the_host_is_refused_before_anything(self):
+        foreign = str(uuid.uuid4())
+        self.al.backend.create_device(GPU84, 'nvidia-18', foreign)
+        for bad in ('../../pci/devices/0000:84:00.0', str(uuid.uuid4()),
+                    foreign.upper(), ''):
+            exc = self.assertRaises(exception.ClaimError,
+                                    self.al.remove_foreign, [foreign, bad])
+            self.assertIn(repr(bad), str(exc))
+            self.assertIn('nothing was removed', str(exc))
+            self.assertIn(foreign, self.host_devices())
+
 
 class TestMigrationConsumers(AllocatorTestCase):
 

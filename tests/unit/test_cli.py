@@ -357,6 +357,34 @@ class TestDevicesAndReconcile(CLITestCase):
         _, out, _ = self.run_cli(*self.common, 'reconcile')
         self.assertIn('nothing to do', out)
 
+    def test_remove_foreign_takes_only_the_host_s_devices(self):
+        foreign = '1f0e4a3c-2b5d-4c6e-8f70-9a1b2c3d4e5f'
+        with self.allocator() as al:
+            rp = next(iter(al.targets))
+            device = al.claim('inst-1', {rp: {'resources': {'VGPU': 1}}}) \
+                .devices[0].device_id
+            al.backend.create_device(
+                'pci_0000_85_00_0', 'nvidia-18', foreign)
+            al.backend.remove_device(device)      # a reboot, too
+        # A path where a device id goes reaches nothing (on a real host,
+        # the GPU's own PCI remove attribute): refused, nothing changed,
+        # not even the reconcile.
+        bad = '../../pci/devices/0000:84:00.0'
+        code, out, err = self.run_cli(*self.common, 'reconcile',
+                                      '--remove-foreign', foreign, bad)
+        self.assertEqual(2, code)
+        self.assertIn(repr(bad), err)
+        self.assertIn('nothing was removed', err)
+        self.assertNoTraceback(out, err)
+        _, out, _ = self.run_cli(*self.common, 'devices', '--format', 'json')
+        hosts = {r['device']: r['host'] for r in json.loads(out)['devices']}
+        self.assertEqual({device: 'missing', foreign: 'present'}, hosts)
+        code, out, err = self.run_cli(*self.common, 'reconcile',
+                                      '--remove-foreign', foreign)
+        self.assertEqual(0, code, err)
+        self.assertIn('did   remove-foreign %s' % foreign, out)
+        self.assertIn('did   recreate', out)
+
     def test_unwritable_state_path(self):
         code, out, err = self.run_cli('--simulate', 'm60', '--state-path',
                                       '/proc/nope', 'devices')

@@ -96,10 +96,12 @@ def run_devices(args) -> int:
 def run_reconcile(args) -> int:
     plan = common.build_plan(args)
     with common.allocator(args, plan) as al:
-        actions = al.reconcile(dry_run=args.dry_run)
+        # First: a device id that is not the host's stops the command
+        # before anything changed.
         if args.remove_foreign and not args.dry_run:
             for device_id in al.remove_foreign(args.remove_foreign):
                 print('did   remove-foreign %s' % device_id)
+        actions = al.reconcile(dry_run=args.dry_run)
     if not actions:
         print('Host %s: host and ledger agree; nothing to do' % plan.host)
     for action in actions:

@@ -576,10 +576,18 @@ class Allocator:
     def remove_foreign(self, device_ids: list[str]) -> tuple[str, ...]:
         """Remove devices this project did not make, as the operator asks.
 
-        :raises ClaimError: for a device the ledger gives to a consumer.
+        :raises ClaimError: for a device the ledger gives to a consumer,
+            or one that is not on the host (a typo, a path): nothing is
+            removed then.
         """
         with self._lock():
+            on_host = {d.device_id for d in self.scan().mediated_devices}
             for device_id in device_ids:
+                if device_id not in on_host:
+                    raise exception.ClaimError(
+                        'device %r is not on this host; give the id (mdev '
+                        'UUID or VF address) as "vgpu-nova-ext devices" '
+                        'lists it; nothing was removed' % (device_id,))
                 entry = self.ledger.get(device_id)
                 if entry is not None:
                     raise exception.ClaimError(
