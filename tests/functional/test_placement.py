@@ -14,12 +14,12 @@
 import uuid
 
 from tests.functional import base
-from vgpu_nova_ext import audit
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import placement
-from vgpu_nova_ext import reshape
+from vgpu_nova_ext.placement import audit
+from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import reshape
 
 HOST = base.HOST
 

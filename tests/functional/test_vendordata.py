@@ -27,7 +27,7 @@ import yaml
 from tests.functional import base
 from tests.unit import test_licensing
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import vendordata
+from vgpu_nova_ext.licensing import vendordata
 
 HOST = base.HOST
 TOKEN = test_licensing.TOKEN

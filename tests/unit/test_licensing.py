@@ -22,7 +22,7 @@ import yaml
 
 from tests import timeout
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import licensing
+from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.vendors import nvidia_licensing
 
 TOKEN = (b'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJsaWNlbnNlIjoidGVzdCJ9.'

@@ -18,10 +18,10 @@ compute node unknown, or the configuration unreadable.
 import json
 import sys
 
-from vgpu_nova_ext import audit as audit_mod
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import placement
+from vgpu_nova_ext.placement import audit as audit_mod
+from vgpu_nova_ext.placement import client as placement
 
 
 def add_parser(sub) -> None:

@@ -24,16 +24,16 @@ import argparse
 import collections
 import importlib.util
 
-from vgpu_nova_ext import audit as audit_mod
 from vgpu_nova_ext.cmd import audit as audit_cmd
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import license as license_cmd
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import licensing
-from vgpu_nova_ext import placement
-from vgpu_nova_ext import placement_server
-from vgpu_nova_ext import publish
+from vgpu_nova_ext.licensing import settings as licensing
+from vgpu_nova_ext.placement import audit as audit_mod
+from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import publish
+from vgpu_nova_ext.placement import server as placement_server
 
 DEFAULT_PROFILE = 'v100x8'
 # The compute node's own inventory, as nova-compute would report it, so

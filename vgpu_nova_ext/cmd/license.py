@@ -16,9 +16,9 @@ The token is shown as its fingerprint, never as itself.
 
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import licensing
-from vgpu_nova_ext import placement
-from vgpu_nova_ext import vendordata
+from vgpu_nova_ext.licensing import settings as licensing
+from vgpu_nova_ext.licensing import vendordata
+from vgpu_nova_ext.placement import client as placement
 
 
 def add_parser(sub) -> None:

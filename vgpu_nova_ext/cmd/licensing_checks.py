@@ -16,7 +16,7 @@ import stat
 
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import licensing
+from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext import mapping
 
 _TRUE = ('true', '1', 'yes', 'on')

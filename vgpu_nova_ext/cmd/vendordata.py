@@ -11,7 +11,8 @@
 #    under the License.
 """``vgpu-nova-ext-vendordata``: the vendordata service, for development.
 
-Production deployments run ``vgpu_nova_ext.vendordata:init_application``
+Production deployments run
+``vgpu_nova_ext.licensing.vendordata:init_application``
 under a WSGI server; this serves the same application with the standard
 library's server on ``[vgpu_vendordata] listen``/``port``.
 """
@@ -23,7 +24,7 @@ from wsgiref import simple_server
 
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import vendordata
+from vgpu_nova_ext.licensing import vendordata
 
 LOG = logging.getLogger(__name__)
 

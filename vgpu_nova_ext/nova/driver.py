@@ -43,10 +43,10 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import licensing
+from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
-from vgpu_nova_ext import reshape
+from vgpu_nova_ext.placement import reshape
 
 LOG = logging.getLogger(__name__)
 CONF = conf_pkg.CONF

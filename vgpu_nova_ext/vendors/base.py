@@ -63,9 +63,9 @@ class VendorPlugin(abc.ABC):
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
         """The files (and commands) a guest needs to be licensed.
 
-        :returns: a :class:`vgpu_nova_ext.licensing.GuestLicensing`.
+        :returns: a :class:`vgpu_nova_ext.licensing.settings.GuestLicensing`.
         """
-        from vgpu_nova_ext import licensing
+        from vgpu_nova_ext.licensing import settings as licensing
         return licensing.GuestLicensing(files=())
 
 

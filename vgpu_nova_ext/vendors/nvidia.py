@@ -84,7 +84,7 @@ class NvidiaVendor(base.VendorPlugin):
             framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu)
 
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
-        from vgpu_nova_ext import licensing
+        from vgpu_nova_ext.licensing import settings as licensing
         from vgpu_nova_ext.vendors import nvidia_licensing
         if os_type == licensing.WINDOWS:
             return nvidia_licensing.windows(settings, type_id)

@@ -27,7 +27,7 @@ administrator do by hand in each guest.
 
 import os
 
-from vgpu_nova_ext import licensing
+from vgpu_nova_ext.licensing import settings as licensing
 
 GRIDD_CONF = '/etc/nvidia/gridd.conf'
 TOKEN_DIR = '/etc/nvidia/ClientConfigToken'

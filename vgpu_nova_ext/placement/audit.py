@@ -23,8 +23,8 @@ import dataclasses
 
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
-from vgpu_nova_ext import placement
-from vgpu_nova_ext import reshape
+from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import reshape
 
 MISSING = 'missing'
 UNEXPECTED = 'unexpected'

@@ -30,8 +30,8 @@ import os
 import uuid
 
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import licensing
-from vgpu_nova_ext import placement
+from vgpu_nova_ext.licensing import settings as licensing
+from vgpu_nova_ext.placement import client as placement
 
 LOG = logging.getLogger(__name__)
 JSON = [('Content-Type', 'application/json')]

@@ -12,7 +12,7 @@
 """Write the desired GPU providers to Placement, outside nova-compute.
 
 The demo and the tests publish the tree here through
-:class:`vgpu_nova_ext.placement.PlacementClient`; inside nova-compute,
+:class:`vgpu_nova_ext.placement.client.PlacementClient`; inside nova-compute,
 Nova's report client does it from the driver's provider tree instead.
 
 Few calls: custom traits and resource classes are ensured once per
@@ -30,8 +30,8 @@ import os_traits
 
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
-from vgpu_nova_ext import placement
-from vgpu_nova_ext import reshape
+from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import reshape
 
 LOG = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3

@@ -18,7 +18,7 @@ the driver fills; nothing here runs there.
 
 Connection failures and 5xx answers are retried with backoff by
 keystoneauth (bounded); a generation conflict (409) is the caller's to
-retry after a refresh (see :mod:`vgpu_nova_ext.publish`).
+retry after a refresh (see :mod:`vgpu_nova_ext.placement.publish`).
 """
 
 from collections.abc import Callable
