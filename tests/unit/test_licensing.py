@@ -22,17 +22,19 @@ import yaml
 
 from tests import timeout
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.vendors import nvidia_licensing
+from vgpu_nova_ext.vendors import types as vendor_types
 
 TOKEN = (b'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJsaWNlbnNlIjoidGVzdCJ9.'
          b'c2lnbmF0dXJl')
 
 
-def settings(**kwargs) -> licensing.LicensingSettings:
+def settings(**kwargs) -> vendor_types.LicensingSettings:
     kwargs.setdefault('enabled', True)
-    kwargs.setdefault('token', licensing.Secret(TOKEN))
-    return licensing.LicensingSettings(**kwargs)
+    kwargs.setdefault('token', vendor_types.Secret(TOKEN))
+    return vendor_types.LicensingSettings(**kwargs)
 
 
 def parse_gridd(text: str) -> dict:
@@ -73,8 +75,8 @@ class TestGriddConf(timeout.TestCase):
 class TestLinuxDelivery(timeout.TestCase):
 
     def test_config_drive_files(self):
-        files = dict(licensing.config_drive_files(settings(), ['nvidia-18'],
-                                                  'linux'))
+        files = dict(licensing_render.config_drive_files(
+            settings(), ['nvidia-18'], 'linux'))
         self.assertEqual(
             {'/etc/nvidia/gridd.conf',
              '/etc/nvidia/ClientConfigToken/client_configuration_token.tok'},
@@ -83,13 +85,13 @@ class TestLinuxDelivery(timeout.TestCase):
                                       'client_configuration_token.tok'])
 
     def test_nothing_without_vgpu_or_when_disabled(self):
-        self.assertEqual([], licensing.config_drive_files(settings(), [],
-                                                          'linux'))
-        self.assertEqual([], licensing.config_drive_files(
+        self.assertEqual([], licensing_render.config_drive_files(
+            settings(), [], 'linux'))
+        self.assertEqual([], licensing_render.config_drive_files(
             settings(enabled=False), ['nvidia-18'], 'linux'))
 
     def test_cloud_config_writes_files_with_nvidia_modes(self):
-        text = licensing.cloud_config(settings(), 'nvidia-18')
+        text = licensing_render.cloud_config(settings(), 'nvidia-18')
         self.assertTrue(text.startswith('#cloud-config\n'))
         document = yaml.safe_load(text)
         by_path = {f['path']: f for f in document['write_files']}
@@ -110,8 +112,8 @@ class TestLinuxDelivery(timeout.TestCase):
                 self.fail(message)
             self.skipTest(message)
         path = self.useFixture(fixtures.TempDir()).join('vendor.yaml')
-        for text in (licensing.cloud_config(settings(), 'nvidia-18'),
-                     licensing.cloud_config(settings(
+        for text in (licensing_render.cloud_config(settings(), 'nvidia-18'),
+                     licensing_render.cloud_config(settings(
                          token=None, server_address='10.1.2.3'), None)):
             with open(path, 'w') as f:
                 f.write(text)
@@ -131,7 +133,7 @@ class TestLinuxDelivery(timeout.TestCase):
 class TestWindowsDelivery(timeout.TestCase):
 
     def test_script_and_token_side_by_side(self):
-        files = dict(licensing.config_drive_files(settings(
+        files = dict(licensing_render.config_drive_files(settings(
             server_address='10.0.0.1', license_interval=30), ['nvidia-18'],
             'Windows'))
         script = files['/vgpu-nova-ext/windows/apply-licensing.ps1'].decode()
@@ -155,7 +157,7 @@ class TestValidation(timeout.TestCase):
     def assertProblem(self, fragment, **kwargs):
         problems = licensing.validate(settings(**kwargs))
         self.assertTrue(any(fragment in p for p in problems), problems)
-        self.assertRaises(exception.ConfigError, licensing.cloud_config,
+        self.assertRaises(exception.ConfigError, licensing_render.cloud_config,
                           settings(**kwargs), 'nvidia-18')
 
     def test_enabled_needs_a_token_or_a_server(self):
@@ -192,7 +194,7 @@ class TestToken(timeout.TestCase):
         return path
 
     def test_read_strips_the_newline(self):
-        self.assertEqual(licensing.Secret(TOKEN),
+        self.assertEqual(vendor_types.Secret(TOKEN),
                          licensing.read_token(self.write(TOKEN + b'\n')))
 
     def test_bad_files_never_echo_the_content(self):
@@ -211,7 +213,7 @@ class TestToken(timeout.TestCase):
         self.assertIn('nope.tok', str(exc))
 
     def test_secret_shows_a_fingerprint_only(self):
-        secret = licensing.Secret(TOKEN)
+        secret = vendor_types.Secret(TOKEN)
         for shown in (repr(secret), str(secret), repr(settings()),
                       str(settings())):
             self.assertNotIn(TOKEN.decode()[:12], shown)
@@ -223,8 +225,8 @@ class TestToken(timeout.TestCase):
         logging.getLogger().addHandler(logging.StreamHandler(stream))
         s = settings()
         logging.getLogger('vgpu_nova_ext').debug('settings: %s %r', s, s)
-        licensing.cloud_config(s, 'nvidia-18')
-        licensing.config_drive_files(s, ['nvidia-18'], 'linux')
+        licensing_render.cloud_config(s, 'nvidia-18')
+        licensing_render.config_drive_files(s, ['nvidia-18'], 'linux')
         for text in (logger.output, stream.getvalue()):
             self.assertNotIn(TOKEN.decode(), text)
             self.assertNotIn(base64.b64encode(TOKEN).decode(), text)

@@ -29,11 +29,13 @@ from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import license as license_cmd
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.placement import audit as audit_mod
 from vgpu_nova_ext.placement import client as placement
 from vgpu_nova_ext.placement import publish
 from vgpu_nova_ext.placement import server as placement_server
+from vgpu_nova_ext.vendors import types as vendor_types
 
 DEFAULT_PROFILE = 'v100x8'
 # The compute node's own inventory, as nova-compute would report it, so
@@ -130,16 +132,16 @@ def _show_licensing(plan) -> None:
     note = ''
     if not settings.enabled:
         # Show the path with a stand-in token when none is configured.
-        settings = licensing.LicensingSettings(
-            enabled=True, token=licensing.Secret(DEMO_TOKEN))
+        settings = vendor_types.LicensingSettings(
+            enabled=True, token=vendor_types.Secret(DEMO_TOKEN))
         note = (' (a demo token: set [vgpu_licensing] enabled and '
                 'client_config_token_file for yours)')
     type_id = plan.assignment.gpus[0].type_id if plan.assignment.gpus \
         else None
     _say('What a Linux guest holding %s receives%s' % (type_id or 'a vGPU',
                                                        note))
-    license_cmd.print_guest(licensing.guest_licensing(settings, type_id),
-                            indent='  ')
+    license_cmd.print_guest(
+        licensing_render.guest_licensing(settings, type_id), indent='  ')
 
 
 def _show_candidates(client, names: dict, query: str) -> None:

@@ -16,9 +16,11 @@ The token is shown as its fingerprint, never as itself.
 
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.licensing import vendordata
 from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.vendors import types as vendor_types
 
 
 def add_parser(sub) -> None:
@@ -35,13 +37,14 @@ def add_parser(sub) -> None:
     which.add_argument('--mdev-type', metavar='TYPE')
     which.add_argument('--instance', metavar='UUID',
                        help='look the instance\'s vGPU up in Placement')
-    render.add_argument('--os', choices=(licensing.LINUX, licensing.WINDOWS),
-                        default=licensing.LINUX)
+    render.add_argument('--os',
+                        choices=(vendor_types.LINUX, vendor_types.WINDOWS),
+                        default=vendor_types.LINUX)
     render.set_defaults(func=run_render)
 
 
-def _show(guest_file: licensing.GuestFile) -> str:
-    if isinstance(guest_file.content, licensing.Secret):
+def _show(guest_file: vendor_types.GuestFile) -> str:
+    if isinstance(guest_file.content, vendor_types.Secret):
         body = '(the client configuration token, %s)' % (
             guest_file.content.fingerprint)
     else:
@@ -50,7 +53,7 @@ def _show(guest_file: licensing.GuestFile) -> str:
                                        body)
 
 
-def print_guest(found: licensing.GuestLicensing, indent: str = '') -> None:
+def print_guest(found: vendor_types.GuestLicensing, indent: str = '') -> None:
     for guest_file in found.files:
         print(indent + _show(guest_file).replace('\n', '\n' + indent))
     for command in found.commands:
@@ -80,7 +83,7 @@ def run_render(args) -> int:
             print('instance %s holds no vGPU: it receives nothing'
                   % args.instance)
             return 0
-    found = licensing.guest_licensing(settings, type_id, args.os)
+    found = licensing_render.guest_licensing(settings, type_id, args.os)
     print('A %s guest holding %s receives:' % (args.os,
                                                type_id or 'a vGPU'))
     print_guest(found)

@@ -9,101 +9,23 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""What a vGPU guest needs to come up licensed. Pure, but for ``load()``.
-
-The settings (``[vgpu_licensing]``), their validation and the token are
-here; what files a guest needs is the licensing vendor plugin's (see
-:mod:`vgpu_nova_ext.vendors.nvidia_licensing`), and this module turns them
-into config drive files and a ``#cloud-config`` document.
-
-The token is a secret: it is held in a :class:`Secret` whose ``repr`` and
-``str`` are a fingerprint, and it never reaches a log, an exception or the
-command line.
+"""The licensing settings (``[vgpu_licensing]``): read, checked, and the
+token loaded as a :class:`~vgpu_nova_ext.vendors.types.Secret`, whose
+``repr`` and ``str`` are a fingerprint, so that it never reaches a log, an
+exception or the command line. Pure, but for ``load()``.
 """
 
-import base64
-import dataclasses
-import hashlib
 import ipaddress
 import re
 
-import yaml
-
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.vendors import types as vendor_types
 
-LINUX = 'linux'
-WINDOWS = 'windows'
 MAX_TOKEN_BYTES = 64 * 1024
 _HOSTNAME_RE = re.compile(
     r'^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)'
     r'(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$')
 _TOKEN_RE = re.compile(r'^[\x21-\x7e]+$')
-
-
-class Secret:
-    """A secret value that shows itself only as a fingerprint."""
-
-    __slots__ = ('_value',)
-
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def reveal(self) -> bytes:
-        return self._value
-
-    @property
-    def fingerprint(self) -> str:
-        return 'sha256:' + hashlib.sha256(self._value).hexdigest()[:16]
-
-    def __repr__(self) -> str:
-        return '<secret %s>' % self.fingerprint
-
-    __str__ = __repr__
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclasses.dataclass(frozen=True)
-class LicensingSettings:
-    enabled: bool
-    token: Secret | None = None
-    server_address: str | None = None
-    server_port: int = 7070
-    backup_server_address: str | None = None
-    backup_server_port: int = 7070
-    feature_type: str = 'auto'
-    type_feature_types: tuple[tuple[str, str], ...] = ()
-    """(type id, feature type) overrides from ``[mdev_<type>]``."""
-    license_interval: int | None = None
-    linger_interval: int | None = None
-    enable_ui: bool = False
-    vendor: str = 'nvidia'
-    """The vendor plugin that says what a guest needs."""
-
-
-@dataclasses.dataclass(frozen=True)
-class GuestFile:
-    path: str
-    content: bytes | Secret
-    mode: int
-
-    def data(self) -> bytes:
-        return (self.content.reveal() if isinstance(self.content, Secret)
-                else self.content)
-
-
-@dataclasses.dataclass(frozen=True)
-class GuestLicensing:
-    """What one guest receives."""
-
-    files: tuple[GuestFile, ...]
-    """Files written into the guest, at their paths there."""
-    commands: tuple[tuple[str, ...], ...] = ()
-    """Commands to run once the files are written (cloud-config runcmd)."""
 
 
 # -- validation ---------------------------------------------------------------
@@ -134,7 +56,7 @@ def _check_address(option: str, value: str | None) -> list[str]:
     return []
 
 
-def validate(settings: LicensingSettings) -> list[str]:
+def validate(settings: vendor_types.LicensingSettings) -> list[str]:
     """Every problem of the settings, each naming its option."""
     problems = []
     if settings.enabled and settings.token is None and \
@@ -162,7 +84,7 @@ def validate(settings: LicensingSettings) -> list[str]:
     return problems
 
 
-def read_token(path: str) -> Secret:
+def read_token(path: str) -> vendor_types.Secret:
     """The token file's content, checked, as a Secret.
 
     :raises ConfigError: naming the option and the file, never the content.
@@ -189,10 +111,10 @@ def read_token(path: str) -> Secret:
             '%s: not a client configuration token (it must be one line of '
             'printable text); download it again from the NVIDIA License '
             'System' % where)
-    return Secret(data)
+    return vendor_types.Secret(data)
 
 
-def load(group, device_config=None) -> LicensingSettings:
+def load(group, device_config=None) -> vendor_types.LicensingSettings:
     """Settings from ``CONF.vgpu_licensing`` and the type groups.
 
     :raises ConfigError: with every problem, each naming its option.
@@ -220,60 +142,9 @@ def load(group, device_config=None) -> LicensingSettings:
             device_config.types if device_config else ())
         if t.feature_type is not None)
     del values['client_config_token_file']
-    settings = LicensingSettings(token=token, type_feature_types=overrides,
-                                 **values)
+    settings = vendor_types.LicensingSettings(
+        token=token, type_feature_types=overrides, **values)
     problems = validate(settings)
     if problems:
         raise exception.ConfigError('; '.join(problems))
     return settings
-
-
-# -- delivery -----------------------------------------------------------------
-def guest_licensing(settings: LicensingSettings, type_id: str | None,
-                    os_type: str | None = LINUX,
-                    vendors=None) -> GuestLicensing:
-    """What a guest holding ``type_id`` needs, from the vendor plugin."""
-    problems = validate(settings)
-    if problems:
-        raise exception.ConfigError('; '.join(problems))
-    from vgpu_nova_ext.vendors import base as vendors_base
-    vendor = (vendors or vendors_base.Vendors()).by_name(settings.vendor)
-    return vendor.guest_licensing(settings, type_id,
-                                  WINDOWS if (os_type or '').lower() ==
-                                  WINDOWS else LINUX)
-
-
-def cloud_config(settings: LicensingSettings, type_id: str | None,
-                 vendors=None) -> str:
-    """A ``#cloud-config`` for a Linux guest.
-
-    It writes the guest's files and runs the vendor's commands (which
-    restart its licensing daemon).
-    """
-    found = guest_licensing(settings, type_id, LINUX, vendors)
-    document = {
-        'write_files': [{
-            'path': f.path,
-            'encoding': 'b64',
-            'content': base64.b64encode(f.data()).decode(),
-            'owner': 'root:root',
-            'permissions': '0%o' % f.mode,
-        } for f in found.files],
-    }
-    if found.commands:
-        document['runcmd'] = [list(c) for c in found.commands]
-    return '#cloud-config\n' + yaml.safe_dump(document, sort_keys=False)
-
-
-def config_drive_files(settings: LicensingSettings, type_ids: list[str],
-                       os_type: str | None, vendors=None
-                       ) -> list[tuple[str, bytes]]:
-    """The (path, content) pairs for Nova's config drive builder.
-
-    Empty unless licensing is enabled and the instance holds a vGPU. One
-    type per instance in practice; with several, the first one's is used.
-    """
-    if not settings.enabled or not type_ids:
-        return []
-    found = guest_licensing(settings, sorted(type_ids)[0], os_type, vendors)
-    return [(f.path, f.data()) for f in found.files]

@@ -30,8 +30,10 @@ import os
 import uuid
 
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.vendors import types as vendor_types
 
 LOG = logging.getLogger(__name__)
 JSON = [('Content-Type', 'application/json')]
@@ -40,7 +42,7 @@ JSON = [('Content-Type', 'application/json')]
 class VendordataApp:
     """The WSGI application."""
 
-    def __init__(self, settings: licensing.LicensingSettings,
+    def __init__(self, settings: vendor_types.LicensingSettings,
                  client: placement.PlacementClient,
                  type_ids: list[str], vgpu_classes: set[str],
                  max_body_bytes: int = 262144) -> None:
@@ -101,7 +103,7 @@ class VendordataApp:
                  'given (token %s)', instance, type_id or 'type unknown',
                  self.settings.token.fingerprint if self.settings.token
                  else 'none')
-        return '200 OK', licensing.cloud_config(self.settings, type_id)
+        return '200 OK', licensing_render.cloud_config(self.settings, type_id)
 
     def vgpu_type(self, instance: str):
         """The vGPU type the instance holds.

@@ -43,6 +43,7 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
@@ -460,8 +461,8 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             return []
         settings = licensing.load(CONF.vgpu_licensing, ext.config)
         return [(path, _Hidden(data)) for path, data in
-                licensing.config_drive_files(settings, types,
-                                             instance.os_type)]
+                licensing_render.config_drive_files(settings, types,
+                                                    instance.os_type)]
 
     def _create_configdrive(self, context, instance, injection_info,
                             rescue=False):

@@ -20,6 +20,8 @@ import dataclasses
 
 from stevedore import extension
 
+from vgpu_nova_ext.vendors import types as vendor_types
+
 NAMESPACE = 'vgpu_nova_ext.vendors'
 
 
@@ -63,10 +65,9 @@ class VendorPlugin(abc.ABC):
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
         """The files (and commands) a guest needs to be licensed.
 
-        :returns: a :class:`vgpu_nova_ext.licensing.settings.GuestLicensing`.
+        :returns: a :class:`vgpu_nova_ext.vendors.types.GuestLicensing`.
         """
-        from vgpu_nova_ext.licensing import settings as licensing
-        return licensing.GuestLicensing(files=())
+        return vendor_types.GuestLicensing(files=())
 
 
 class Vendors:

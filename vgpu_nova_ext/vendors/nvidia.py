@@ -21,6 +21,7 @@ framebuffer=2048M, max_resolution=5120x2880, max_instance=4``.
 import re
 
 from vgpu_nova_ext.vendors import base
+from vgpu_nova_ext.vendors import types as vendor_types
 
 PCI_VENDOR_ID = '0x10de'
 _PREFIXES = ('GRID ', 'NVIDIA ')
@@ -84,9 +85,8 @@ class NvidiaVendor(base.VendorPlugin):
             framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu)
 
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
-        from vgpu_nova_ext.licensing import settings as licensing
         from vgpu_nova_ext.vendors import nvidia_licensing
-        if os_type == licensing.WINDOWS:
+        if os_type == vendor_types.WINDOWS:
             return nvidia_licensing.windows(settings, type_id)
         return nvidia_licensing.linux(settings, type_id)
 

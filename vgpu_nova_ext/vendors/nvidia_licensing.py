@@ -27,7 +27,7 @@ administrator do by hand in each guest.
 
 import os
 
-from vgpu_nova_ext.licensing import settings as licensing
+from vgpu_nova_ext.vendors import types as vendor_types
 
 GRIDD_CONF = '/etc/nvidia/gridd.conf'
 TOKEN_DIR = '/etc/nvidia/ClientConfigToken'
@@ -81,14 +81,14 @@ def gridd_conf(settings, type_id: str | None) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def linux(settings, type_id: str | None) -> licensing.GuestLicensing:
-    files = [licensing.GuestFile(
+def linux(settings, type_id: str | None) -> vendor_types.GuestLicensing:
+    files = [vendor_types.GuestFile(
         GRIDD_CONF, gridd_conf(settings, type_id).encode(), GRIDD_MODE)]
     if settings.token is not None:
-        files.append(licensing.GuestFile(
+        files.append(vendor_types.GuestFile(
             os.path.join(TOKEN_DIR, TOKEN_NAME), settings.token, TOKEN_MODE))
-    return licensing.GuestLicensing(files=tuple(files),
-                                    commands=(RESTART_GRIDD,))
+    return vendor_types.GuestLicensing(files=tuple(files),
+                                       commands=(RESTART_GRIDD,))
 
 
 def windows_registry(settings, type_id: str | None
@@ -143,12 +143,12 @@ def windows_script(settings, type_id: str | None) -> str:
     return '\r\n'.join(lines) + '\r\n'
 
 
-def windows(settings, type_id: str | None) -> licensing.GuestLicensing:
-    files = [licensing.GuestFile(
+def windows(settings, type_id: str | None) -> vendor_types.GuestLicensing:
+    files = [vendor_types.GuestFile(
         CONFIG_DRIVE_WINDOWS_DIR + '/apply-licensing.ps1',
         windows_script(settings, type_id).encode(), 0o644)]
     if settings.token is not None:
-        files.append(licensing.GuestFile(
+        files.append(vendor_types.GuestFile(
             CONFIG_DRIVE_WINDOWS_DIR + '/' + TOKEN_NAME, settings.token,
             0o644))
-    return licensing.GuestLicensing(files=tuple(files))
+    return vendor_types.GuestLicensing(files=tuple(files))
