@@ -168,11 +168,22 @@ class _Mapper:
                if t.group.startswith('vgpu_')]
         if self.config.option == 'enabled_vgpu_types' or old:
             self.notes.append(
-                'old option names in use (%s): they keep working, as in '
-                'Nova; the current names are [devices] enabled_mdev_types '
+                'old option names in use (%s): enabled_vgpu_types and '
+                '[vgpu_<type>] device_addresses keep working, as in Nova '
+                '(and this project\'s max_unit, reserved and feature_type '
+                'there); the current names are [devices] enabled_mdev_types '
                 'and [mdev_<type>]' % ', '.join(
                     ([option] if self.config.option == 'enabled_vgpu_types'
                      else []) + ['[%s]' % g for g in old]))
+        for tconf in self.config.types:
+            for name in tconf.ignored_old:
+                self.problem(
+                    WARNING, 'type.old_group_ignored',
+                    '[vgpu_%s] %s' % (tconf.type_id, name), tconf.type_id,
+                    'Nova reads %s only under [mdev_%s], so this value is '
+                    'ignored, by Nova and by vgpu-nova-ext alike'
+                    % (name, tconf.type_id),
+                    'move it to [mdev_%s]' % tconf.type_id)
         for dup in self.config.duplicates:
             self.problem(WARNING, 'type.duplicate', option, dup,
                          'type %s is listed more than once; it is used once'

@@ -12,21 +12,27 @@
 """The vendordata service end to end: HTTP on 127.0.0.1, real Placement."""
 
 import base64
+import concurrent.futures
 import json
 import logging
 import os
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from wsgiref import simple_server
 
 import fixtures
+from keystonemiddleware import fixture as ks_fixture
 import yaml
 
 from tests.functional import base
 from tests.unit import test_licensing
+from vgpu_nova_ext.cmd import vendordata as vendordata_cmd
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.licensing import policy
 from vgpu_nova_ext.licensing import vendordata
 
 HOST = base.HOST
@@ -142,7 +148,13 @@ class TestVendordataService(base.TestCase):
         self.assertNotIn(TOKEN.decode(), json.dumps(answer))
         self.assertNoToken()
 
-    def test_build_from_nova_conf_and_keystone_elsewhere(self):
+    def test_nested_json_is_a_400_without_traceback(self):
+        status, answer = self.post(b'[' * 100000 + b']' * 100000, raw=True)
+        self.assertEqual(400, status)
+        self.assertNotIn('Traceback', json.dumps(answer))
+
+    def write_nova_conf(self, extra: str = '', placement: str | None = None
+                        ) -> str:
         tok = os.path.join(self.tmp, 'client.tok')
         with open(tok, 'wb') as f:
             f.write(TOKEN)
@@ -152,23 +164,136 @@ class TestVendordataService(base.TestCase):
                     '[vgpu_licensing]\nenabled = true\n'
                     'client_config_token_file = %s\n'
                     '[placement]\nauth_type = admin_token\nendpoint = %s\n'
-                    'token = admin\n' % (tok, self.placement.endpoint))
-        url = self.serve(vendordata.build([conf]))
+                    'token = admin\n'
+                    '[keystone_authtoken]\nwww_authenticate_uri = '
+                    'http://127.0.0.1:9/identity\n%s' % (
+                        tok, placement or self.placement.endpoint, extra))
+        return conf
+
+    def test_wsgi_application_always_asks_keystone_and_policy(self):
+        # keystonemiddleware's own fixture stands in for Keystone: it
+        # answers token validation for the tokens added here.
+        tokens = self.useFixture(ks_fixture.AuthTokenFixture())
+        nova = 'nova-token'
+        tokens.add_token_data(
+            token_id=nova, user_id='nova', project_id='service',
+            role_list=['service'])
+        admin = 'admin-token'
+        tokens.add_token_data(
+            token_id=admin, user_id='admin', project_id='admin',
+            role_list=['admin'])
+        member = 'member-token'
+        tokens.add_token_data(
+            token_id=member, user_id='tenant', project_id='p1',
+            role_list=['member', 'reader'])
+        conf = self.write_nova_conf()
+        self.useFixture(fixtures.EnvironmentVariable(
+            'VGPU_NOVA_EXT_CONFIG_FILES', conf))
+        url = self.serve(vendordata.init_application())
+        body = self.nova_body(self.vgpu)
+        status, answer = self.post(body, url=url)
+        self.assertEqual(401, status)
+        self.assertEqual(401, self.post(body, url=url, headers={
+            'X-Auth-Token': 'not-a-token'})[0])
+        status, answer = self.post(body, url=url,
+                                   headers={'X-Auth-Token': member})
+        self.assertEqual(403, status)
+        self.assertIn(policy.VENDORDATA_SHOW, answer['error'])
+        # Headers a client sets itself count for nothing.
+        self.assertEqual(401, self.post(body, url=url, headers={
+            'X-Identity-Status': 'Confirmed', 'X-Roles': 'service'})[0])
+        for token in (nova, admin):
+            status, answer = self.post(body, url=url,
+                                       headers={'X-Auth-Token': token})
+            self.assertEqual(200, status)
+            self.assertIn('client_configuration_token.tok', answer)
+        self.assertNoToken()
+
+    def test_policy_file_overrides_the_default(self):
+        tokens = self.useFixture(ks_fixture.AuthTokenFixture())
+        member = 'member-token'
+        tokens.add_token_data(
+            token_id=member, user_id='tenant', project_id='p1',
+            role_list=['member'])
+        nova = 'nova-token'
+        tokens.add_token_data(
+            token_id=nova, user_id='nova', project_id='service',
+            role_list=['service'])
+        with open(os.path.join(self.tmp, 'vgpu-nova-ext-policy.yaml'),
+                  'w') as f:
+            f.write('"%s": "role:member"\n' % policy.VENDORDATA_SHOW)
+        url = self.serve(vendordata.build([self.write_nova_conf()]))
+        body = self.nova_body(self.vgpu)
+        self.assertEqual(200, self.post(body, url=url, headers={
+            'X-Auth-Token': member})[0])
+        self.assertEqual(403, self.post(body, url=url, headers={
+            'X-Auth-Token': nova})[0])
+
+    def test_without_authentication_only_when_told(self):
+        url = self.serve(vendordata.build([self.write_nova_conf()],
+                                          authenticate=False))
         status, answer = self.post(self.nova_body(self.vgpu), url=url)
         self.assertEqual(200, status)
         self.assertIn('client_configuration_token.tok', answer)
-        with open(conf, 'a') as f:
-            f.write('[vgpu_vendordata]\nlisten = 0.0.0.0\n'
-                    '[keystone_authtoken]\nwww_authenticate_uri = '
-                    'http://127.0.0.1:9/identity\n')
-        url = self.serve(vendordata.build([conf]))
-        status, answer = self.post(self.nova_body(self.vgpu), url=url)
-        self.assertEqual(401, status)
-        self.assertNotIn(TOKEN.decode(), json.dumps(answer))
 
-    def test_needs_auth(self):
-        self.assertFalse(vendordata.needs_auth('127.0.0.1'))
-        self.assertFalse(vendordata.needs_auth('::1'))
-        self.assertFalse(vendordata.needs_auth('localhost'))
-        self.assertTrue(vendordata.needs_auth('0.0.0.0'))
-        self.assertTrue(vendordata.needs_auth('10.0.0.5'))
+    def test_is_loopback(self):
+        self.assertTrue(vendordata.is_loopback('127.0.0.1'))
+        self.assertTrue(vendordata.is_loopback('::1'))
+        self.assertTrue(vendordata.is_loopback('localhost'))
+        self.assertFalse(vendordata.is_loopback('0.0.0.0'))
+        self.assertFalse(vendordata.is_loopback('10.0.0.5'))
+
+    def test_placement_that_never_answers_is_a_bounded_503(self):
+        # A Placement that accepts connections and never answers: the
+        # kernel completes the handshake into the backlog, nobody reads.
+        silent = socket.socket()
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(64)
+        self.addCleanup(silent.close)
+        conf = self.write_nova_conf(
+            extra='[placement]\ntimeout = 1\n',
+            placement='http://127.0.0.1:%d/' % silent.getsockname()[1])
+        url = self.serve(vendordata.build([conf], authenticate=False))
+        started = time.monotonic()
+        status, answer = self.post(self.nova_body(self.vgpu), url=url)
+        self.assertEqual(503, status)
+        self.assertNotIn(TOKEN.decode(), json.dumps(answer))
+        # Each try waits [placement] timeout, not for ever.
+        self.assertLess(time.monotonic() - started, 25)
+
+
+class TestDevelopmentServer(base.TestCase):
+    """The threaded development server survives idle and many clients."""
+
+    def setUp(self):
+        super().setUp()
+
+        def app(environ, start_response):
+            return vendordata.respond(start_response, '200 OK', {'ok': 1})
+
+        self.server = vendordata_cmd.make_server('127.0.0.1', 0, app)
+        thread = threading.Thread(target=self.server.serve_forever,
+                                  daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 5)
+        self.addCleanup(self.server.server_close)
+        self.addCleanup(self.server.shutdown)
+        self.url = 'http://127.0.0.1:%d/' % self.server.server_port
+
+    def get(self) -> int:
+        request = urllib.request.Request(self.url, data=b'{}',
+                                         method='POST')
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+
+    def test_idle_connection_blocks_nobody(self):
+        idle = socket.create_connection(('127.0.0.1',
+                                         self.server.server_port))
+        self.addCleanup(idle.close)
+        idle.sendall(b'POST / HTTP/1.1\r\n')  # and never the rest
+        self.assertEqual(200, self.get())
+
+    def test_many_concurrent_clients_all_answered(self):
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            statuses = list(pool.map(lambda _: self.get(), range(200)))
+        self.assertEqual([200] * 200, statuses)

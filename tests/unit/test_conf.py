@@ -106,9 +106,33 @@ class TestDeviceConfig(base.TestCase):
             enabled_mdev_types = nvidia-35
 
             [vgpu_nvidia-35]
-            max_instances = many
+            max_unit = many
             """)
-        self.assertIn('[vgpu_nvidia-35] max_instances', str(exc))
+        self.assertIn('[vgpu_nvidia-35] max_unit', str(exc))
+
+    def test_old_group_as_nova_reads_it(self):
+        # Nova gives the old group name to device_addresses alone; this
+        # project's own options are read under both names.
+        config = self.device_config("""
+            [devices]
+            enabled_vgpu_types = nvidia-35
+
+            [vgpu_nvidia-35]
+            device_addresses = 0000:84:00.0
+            max_instances = 3
+            mdev_class = CUSTOM_X
+            max_unit = 2
+            reserved = 1
+            feature_type = 4
+            """)
+        (tconf,) = config.types
+        self.assertEqual(('0000:84:00.0',), tconf.device_addresses)
+        self.assertEqual((None, 'VGPU'), (tconf.max_instances,
+                                          tconf.mdev_class))
+        self.assertEqual(('max_instances', 'mdev_class'),
+                         tuple(sorted(tconf.ignored_old)))
+        self.assertEqual((2, 1, '4'), (tconf.max_unit, tconf.reserved,
+                                       tconf.feature_type))
 
     def test_bad_type_id(self):
         exc = self.assertRaises(exception.ConfigError, self.device_config, """

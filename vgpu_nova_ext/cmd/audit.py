@@ -59,8 +59,7 @@ def run(args) -> int:
         raise exception.ConfigError(
             'audit reads the [placement] options of nova.conf: give '
             '--config-file (the one nova-compute uses)')
-    client = placement.PlacementClient.from_config(
-        list(plan.config_files))
+    client = placement.PlacementClient.from_conf(plan.shared_conf)
     result = audit_mod.audit(client, plan.host, plan.assignment)
     if args.format == 'json':
         json.dump(as_dict(result), sys.stdout, indent=2, sort_keys=True)

@@ -13,7 +13,8 @@
 
 Global options come before the sub-command::
 
-    vgpu-nova-ext [--config-file FILE]... [--sysfs-root DIR | --simulate P]
+    vgpu-nova-ext [--config-file FILE]... [--config-dir DIR]...
+                  [--sysfs-root DIR | --simulate P]
                   [--state-path DIR] [--host NAME] COMMAND ...
 
 COMMAND is one of inventory, check, audit, devices, reconcile, license,
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='a nova.conf to read (repeatable, later files win); default: '
              '/etc/nova/nova.conf, or with --simulate the profile\'s '
              'example configuration')
+    parser.add_argument(
+        '--config-dir', action='append', metavar='DIR',
+        help='a directory whose *.conf files are read after the files, in '
+             'name order (repeatable), as nova-compute reads '
+             'nova.conf.d/ snippets')
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         '--sysfs-root', metavar='DIR',

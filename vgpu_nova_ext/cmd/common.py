@@ -17,8 +17,11 @@ import os
 import socket
 import tempfile
 
+from oslo_config import cfg
+
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext import exception
@@ -28,7 +31,7 @@ from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 
 CONF = conf_pkg.CONF
-DEFAULT_CONFIG_FILES = ('/etc/nova/nova.conf',)
+DEFAULT_CONFIG_FILES = conf_pkg.DEFAULT_CONFIG_FILES
 
 
 def default_host() -> str:
@@ -59,8 +62,11 @@ class Plan:
     host: str
     backend: str
     config_files: tuple[str, ...]
-    """The operator's files read (not a profile's example)."""
+    """The operator's files read (not a profile's example), those of
+    ``--config-dir`` included, in the order oslo.config read them."""
     config_note: str | None
+    shared_conf: cfg.ConfigOpts
+    """The options shared with Nova ([devices], [placement]), parsed."""
     device_config: devices_conf.DeviceConfig
     snapshot: model.HostSnapshot
     assignment: mapping.Assignment
@@ -74,8 +80,8 @@ class Plan:
 @contextlib.contextmanager
 def _config_files(args, profile: simulated.Profile | None):
     """The files to read, and a note saying where they came from."""
-    if args.config_file:
-        yield list(args.config_file), None
+    if args.config_file or args.config_dir:
+        yield list(args.config_file or ()), None
         return
     if profile is not None and profile.example_config:
         with tempfile.TemporaryDirectory(prefix='vgpu-nova-ext-') as tmp:
@@ -113,13 +119,9 @@ def build_plan(args) -> Plan:
     """Read configuration and host, and plan. Raises VGPUNovaExtError."""
     profile = simulated.load_profile(args.simulate) if args.simulate else None
     with _config_files(args, profile) as (files, note):
-        device_config = devices_conf.load_device_config(files)
-        try:
-            CONF(args=[], project='nova', default_config_files=files,
-                 use_env=False)
-        except Exception as exc:
-            raise exception.ConfigError(
-                'cannot read %s: %s' % (', '.join(files), exc))
+        shared = conf_pkg.load(files, args.config_dir or ())
+        device_config = devices_conf.read(shared)
+        read = loader.parsed_files(shared)
     host = args.host or default_host()
     state = factory.host_state_path(CONF, host, args.state_path)
     # A simulated host is read from a temporary copy: planning writes
@@ -133,9 +135,10 @@ def build_plan(args) -> Plan:
         backend.close()
     assignment = mapping.assign(device_config, snapshot)
     # A profile's example configuration is no file of the operator's.
-    operator_files = tuple(files) if args.config_file or note is None else ()
+    operator_files = tuple(read) if note is None else ()
     return Plan(
         host=host, backend=description, config_files=operator_files,
+        shared_conf=shared,
         config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=assignment,
         tree=inventory.provider_tree(host, assignment))

@@ -74,8 +74,7 @@ def run_render(args) -> int:
                 '--instance reads the instance\'s allocations from '
                 'Placement: give --config-file with [placement]')
         app = vendordata.VendordataApp(
-            settings, placement.PlacementClient.from_config(
-                list(plan.config_files)),
+            settings, placement.PlacementClient.from_conf(plan.shared_conf),
             list(plan.device_config.type_ids),
             {t.mdev_class for t in plan.device_config.types})
         type_id = app.vgpu_type(args.instance)

@@ -12,13 +12,16 @@
 """``vgpu-nova-ext-vendordata``: the vendordata service, for development.
 
 Production deployments run
-``vgpu_nova_ext.licensing.vendordata:init_application``
-under a WSGI server; this serves the same application with the standard
-library's server on ``[vgpu_vendordata] listen``/``port``.
+``vgpu_nova_ext.licensing.vendordata:init_application`` under a WSGI
+server; this serves the same application with the standard library's
+server on ``[vgpu_vendordata] listen``/``port``, one thread per connection
+(a slow or idle client holds its own thread only, for at most
+:data:`CLIENT_TIMEOUT` seconds).
 """
 
 import argparse
 import logging
+import socketserver
 import sys
 from wsgiref import simple_server
 
@@ -28,12 +31,32 @@ from vgpu_nova_ext.licensing import vendordata
 
 LOG = logging.getLogger(__name__)
 
+#: Seconds a client may take to send its request or read the answer.
+CLIENT_TIMEOUT = 30
+#: Connections the kernel queues before the server accepts them (Nova's
+#: API workers boot many guests at once; the default of 5 resets them).
+BACKLOG = 128
+
 
 class _Handler(simple_server.WSGIRequestHandler):
+
+    timeout = CLIENT_TIMEOUT
 
     def log_message(self, format, *args):
         # Request lines only: never bodies, never headers (tokens).
         LOG.info('%s %s', self.address_string(), format % args)
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn,
+                          simple_server.WSGIServer):
+    daemon_threads = True
+    request_queue_size = BACKLOG
+
+
+def make_server(listen: str, port: int, app) -> ThreadingWSGIServer:
+    return simple_server.make_server(
+        listen, port, app, server_class=ThreadingWSGIServer,
+        handler_class=_Handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,26 +66,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--config-file', action='append', metavar='FILE',
                         help='nova.conf (repeatable); default '
                              '/etc/nova/nova.conf')
+    parser.add_argument('--config-dir', action='append', metavar='DIR',
+                        help='a directory of *.conf snippets read after the '
+                             'files (repeatable)')
+    parser.add_argument('--noauth', action='store_true',
+                        help='serve without Keystone tokens or policy: for '
+                             'development only, and only on a loopback '
+                             '[vgpu_vendordata] listen address')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format='%(asctime)s %(levelname)s %(message)s')
-    files = args.config_file or ['/etc/nova/nova.conf']
+    files = args.config_file or list(conf_pkg.DEFAULT_CONFIG_FILES)
     try:
-        app = vendordata.build(files)
+        app = vendordata.build(files, args.config_dir or (),
+                               authenticate=not args.noauth)
+        group = conf_pkg.CONF.vgpu_vendordata
+        if args.noauth and not vendordata.is_loopback(group.listen):
+            raise exception.ConfigError(
+                '--noauth serves licensing tokens to anyone who connects, so '
+                'it is refused on [vgpu_vendordata] listen = %s; set listen '
+                'to 127.0.0.1 or drop --noauth (and give Nova '
+                '[vendordata_dynamic_auth] credentials)' % group.listen)
+        server = make_server(group.listen, group.port, app)
     except exception.VGPUNovaExtError as exc:
         print('vgpu-nova-ext-vendordata: error: %s' % exc, file=sys.stderr)
         return 2
-    group = conf_pkg.CONF.vgpu_vendordata
-    server = simple_server.make_server(group.listen, group.port, app,
-                                       handler_class=_Handler)
-    LOG.info('serving vGPU licensing vendordata on http://%s:%d/%s',
+    except OSError as exc:
+        print('vgpu-nova-ext-vendordata: error: cannot listen on %s:%d: %s; '
+              'choose a free [vgpu_vendordata] listen/port' % (
+                  group.listen, group.port, exc.strerror), file=sys.stderr)
+        return 2
+    LOG.info('serving vGPU licensing vendordata on http://%s:%d/ (%s)',
              group.listen, server.server_port,
-             '' if not vendordata.needs_auth(group.listen)
-             else ' (Keystone token required)')
+             'NO AUTHENTICATION: development only' if args.noauth
+             else 'Keystone token and policy required')
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.server_close()
     return 0
 
 

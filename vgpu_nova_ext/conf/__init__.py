@@ -11,22 +11,62 @@
 #    under the License.
 """Configuration.
 
-The project's own groups live on the global ``CONF``; the options shared
-with Nova are read into a private ``cfg.ConfigOpts`` by
-:func:`vgpu_nova_ext.conf.devices.load_device_config`. Nothing else reads
-``CONF`` directly.
+The project's own groups live on the global ``CONF``; inside nova-compute
+that is Nova's ``CONF``, parsed by Nova, and it holds the options shared
+with Nova (``[devices]``, the type groups, ``[placement]``) as Nova
+registered them. The commands and the vendordata service parse with
+:func:`load`: ``CONF`` for their own groups (and oslo.privsep's, which reads
+the global ``CONF``), and from the same sources a private ``ConfigOpts`` of
+the shared options. Those stay off the global ``CONF`` because the driver
+module, once imported (``check`` does), registers Nova's own definitions
+there, and oslo.config refuses a second, different one. Either way each
+shared option has one reader (:func:`vgpu_nova_ext.conf.devices.read`,
+:func:`vgpu_nova_ext.conf.placement.load_session`).
 """
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import devices
 from vgpu_nova_ext.conf import extension
 from vgpu_nova_ext.conf import licensing
+from vgpu_nova_ext.conf import loader
+from vgpu_nova_ext.conf import placement
 from vgpu_nova_ext.conf import vendordata
 
 CONF = cfg.CONF
-extension.register_opts(CONF)
-licensing.register_opts(CONF)
-vendordata.register_opts(CONF)
+DEFAULT_CONFIG_FILES = ('/etc/nova/nova.conf',)
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """This project's own groups."""
+    extension.register_opts(conf)
+    licensing.register_opts(conf)
+    vendordata.register_opts(conf)
+
+
+register_opts(CONF)
+
+
+def shared_conf() -> cfg.ConfigOpts:
+    """A ``ConfigOpts`` of the options shared with Nova, not yet parsed."""
+    conf = cfg.ConfigOpts()
+    devices.register_opts(conf)
+    placement.register_opts(conf)
+    return conf
+
+
+def load(config_files, config_dirs=()) -> cfg.ConfigOpts:
+    """Parse the configuration as nova-compute parses its own.
+
+    ``config_files`` and ``config_dirs`` are the ``--config-file`` and
+    ``--config-dir`` of the command line (each directory's ``*.conf`` files
+    after the files, by name). ``CONF`` is parsed from them.
+
+    :returns: the options shared with Nova, parsed from the same sources.
+    :raises ConfigError: naming the file and the fix.
+    """
+    loader.parse(CONF, config_files, config_dirs)
+    return loader.parse(shared_conf(), config_files, config_dirs)
 
 
 def new_conf(group: str = 'vgpu_nova_ext', **overrides) -> cfg.ConfigOpts:
@@ -36,11 +76,8 @@ def new_conf(group: str = 'vgpu_nova_ext', **overrides) -> cfg.ConfigOpts:
     ``overrides`` are set on ``group``.
     """
     conf = cfg.ConfigOpts()
-    extension.register_opts(conf)
-    licensing.register_opts(conf)
-    vendordata.register_opts(conf)
-    conf([], project='vgpu-nova-ext', default_config_files=[],
-         default_config_dirs=[], use_env=False)
+    register_opts(conf)
+    loader.parse(conf, [])
     for name, value in overrides.items():
         conf.set_override(name, value, group=group)
     return conf

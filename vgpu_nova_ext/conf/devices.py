@@ -14,8 +14,9 @@ of each enabled type.
 
 Nova registers these names on its global ``CONF``, and oslo.config refuses a
 second registration of an option that differs in any attribute (help text
-included). So they are registered here on a *private* ``cfg.ConfigOpts``
-that reads the same files; nothing of this module touches ``cfg.CONF``.
+included). So they are registered here only where Nova has not registered
+them (the commands, the vendordata service), with Nova's meanings, and read
+by one function, :func:`read`, inside nova-compute and out.
 """
 
 import contextlib
@@ -25,6 +26,7 @@ import re
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 
@@ -86,7 +88,6 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'mdev_class',
             default='VGPU',
             regex=MDEV_CLASS_RE,
-            deprecated_group=old_group,
             max_length=255,
             help='The Placement resource class of this type\'s inventory: '
                  '``VGPU``, or a custom class ``CUSTOM_<NAME>`` (upper case '
@@ -96,7 +97,6 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'max_instances',
             default=None,
             min=1,
-            deprecated_group=old_group,
             help='The most mediated devices of this type on the whole host, '
                  'as in Nova. Unset: as many as the GPUs can hold. The cap '
                  'is spread over the GPUs of the type in address order, '
@@ -106,6 +106,7 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'max_unit',
             default=1,
             min=1,
+            deprecated_group=old_group,
             help='The most vGPUs of this type that one instance may take '
                  'from one GPU (the ``max_unit`` of the GPU provider\'s '
                  'inventory in Placement). Keep 1 unless the vGPU software '
@@ -117,6 +118,7 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'reserved',
             default=0,
             min=0,
+            deprecated_group=old_group,
             help='vGPUs of this type to keep back on every GPU that serves '
                  'it (the ``reserved`` of the inventory), for example for '
                  'devices managed outside OpenStack. Not read by Nova.'),
@@ -144,6 +146,9 @@ class TypeConfig:
     max_unit: int = 1
     reserved: int = 0
     feature_type: str | None = None
+    ignored_old: tuple[str, ...] = ()
+    """Options written under ``[vgpu_<type>]`` that Nova reads only under
+    ``[mdev_<type>]`` (so neither reads them)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,19 +164,6 @@ class DeviceConfig:
     @property
     def type_ids(self) -> tuple[str, ...]:
         return tuple(t.type_id for t in self.types)
-
-
-def _sections(config_files: list[str]) -> dict[str, set[str]]:
-    """{section: option names} as the operator wrote them.
-
-    Only to name things as written in messages: oslo.config does not say
-    which alias it read.
-    """
-    parser = raw.read(config_files)
-    found: dict[str, set[str]] = {}
-    for section in parser.sections():
-        found[section] = set(parser.options(section))
-    return found
 
 
 _EXPECTED = {
@@ -226,43 +218,55 @@ def _quiet_deprecations():
         logger.setLevel(level)
 
 
-def load_device_config(config_files: list[str]) -> DeviceConfig:
-    with _quiet_deprecations():
-        return _load(config_files)
+#: The options Nova reads only under ``[mdev_<type>]`` (its
+#: register_dynamic_opts gives the old group name to device_addresses
+#: alone); written under ``[vgpu_<type>]`` they are ignored, here as there.
+NEW_GROUP_ONLY = ('mdev_class', 'max_instances')
 
 
-def _load(config_files: list[str]) -> DeviceConfig:
-    """Read the Nova-compatible options from ``config_files``.
-
-    :raises ConfigError: a file is missing or unparsable, or a value has
-        the wrong form; the message names the file or option and the fix.
-    """
-    conf = cfg.ConfigOpts()
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """``[devices]``, unless Nova has registered it (then Nova's governs)."""
     conf.register_group(devices_group)
-    conf.register_opts(devices_opts, group=devices_group)
-    try:
-        conf(args=[], project='nova', default_config_files=config_files,
-             use_env=False)
-    except cfg.ConfigFilesNotFoundError as exc:
-        raise exception.ConfigError(
-            'configuration file(s) not found or not readable: %s; check the '
-            '--config-file paths and their permissions' % ', '.join(
-                exc.config_files))
-    except cfg.ConfigFileParseError as exc:
-        raise exception.ConfigError(
-            'cannot parse configuration file %s: %s; it must be an ini file '
-            'as nova.conf is' % (exc.config_file, exc.msg))
-    sections = _sections(config_files)
-    devices = sections.get(DEVICES_GROUP, set())
+    loader.register_tolerant(conf, devices_opts, group=DEVICES_GROUP)
+
+
+def register_type_opts(conf: cfg.ConfigOpts, type_id: str) -> None:
+    """The options of one type's group, Nova's own where it has them."""
+    loader.register_tolerant(conf, _type_opts('vgpu_%s' % type_id),
+                             group='mdev_%s' % type_id)
+
+
+def read(conf: cfg.ConfigOpts) -> DeviceConfig:
+    """``[devices]`` and the type groups from a parsed ``conf``.
+
+    The one reader: of Nova's CONF inside nova-compute, of the commands'
+    and the vendordata service's CONF outside it. Options come from every
+    source ``conf`` was parsed from (``--config-file`` and
+    ``--config-dir``) and from overrides.
+
+    :raises ConfigError: a value has the wrong form; the message names the
+        option as the operator wrote it and the fix.
+    """
+    with _quiet_deprecations():
+        return _read(conf)
+
+
+def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
+    register_opts(conf)
+    sections = set(conf.list_all_sections())
+    written = raw.read(loader.parsed_files(conf))
+    devices = (set(written.options(DEVICES_GROUP))
+               if written.has_section(DEVICES_GROUP) else set())
     option = ('enabled_vgpu_types' if 'enabled_vgpu_types' in devices
               and 'enabled_mdev_types' not in devices
               else 'enabled_mdev_types')
     values = _Values(conf)
-    raw = values.get(DEVICES_GROUP, 'enabled_mdev_types', DEVICES_GROUP, [])
+    listed = values.get(DEVICES_GROUP, 'enabled_mdev_types', DEVICES_GROUP,
+                        [])
     values.raise_if_any()
     type_ids: list[str] = []
     duplicates: list[str] = []
-    for item in raw:
+    for item in listed:
         item = item.strip()
         if not _TYPE_ID_RE.match(item):
             raise exception.ConfigError(
@@ -280,20 +284,34 @@ def _load(config_files: list[str]) -> DeviceConfig:
         group = 'mdev_%s' % type_id
         old = 'vgpu_%s' % type_id
         shown = old if old in sections and group not in sections else group
-        conf.register_opts(_type_opts(old), group=group)
+        register_type_opts(conf, type_id)
         types.append(TypeConfig(
             type_id=type_id, group=shown,
             device_addresses=tuple(
                 a.strip() for a in values.get(group, 'device_addresses',
                                               shown, [])),
-            mdev_class=values.get(group, 'mdev_class', shown, 'VGPU'),
-            max_instances=values.get(group, 'max_instances', shown),
+            mdev_class=values.get(group, 'mdev_class', group, 'VGPU'),
+            max_instances=values.get(group, 'max_instances', group),
             max_unit=values.get(group, 'max_unit', shown, 1),
             reserved=values.get(group, 'reserved', shown, 0),
-            feature_type=values.get(group, 'feature_type', shown)))
+            feature_type=values.get(group, 'feature_type', shown),
+            ignored_old=tuple(
+                name for name in NEW_GROUP_ONLY
+                if written.has_option(old, name))))
     values.raise_if_any()
     return DeviceConfig(types=tuple(types), option=option,
                         duplicates=tuple(duplicates))
+
+
+def load_device_config(config_files, config_dirs=()) -> DeviceConfig:
+    """:func:`read` of a private ``ConfigOpts`` parsed from these sources.
+
+    For tools, tests and benchmarks; the commands read the shared options
+    parsed by :func:`vgpu_nova_ext.conf.load`.
+    """
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    return read(loader.parse(conf, config_files, config_dirs))
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -304,35 +322,13 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     return [(devices_group, devices_opts), (type_group, _type_opts())]
 
 
-def from_nova_conf(conf: cfg.ConfigOpts,
-                   config_files: list[str] | None = None) -> DeviceConfig:
+def from_nova_conf(conf: cfg.ConfigOpts) -> DeviceConfig:
     """The device configuration inside nova-compute.
 
-    Nova has registered and parsed ``[devices]`` and the type groups on its
-    CONF (values may also come from overrides rather than files), so read
-    them there; this project's per-type extras (max_unit, reserved,
-    feature_type), which Nova does not register, come from the files.
+    Nova registers the type groups itself once its CONF is parsed (the
+    libvirt driver does, at start); they are registered here the same way
+    first, so that Nova's definitions govern, and then read as everywhere.
     """
     from nova.conf import devices as nova_devices
     nova_devices.register_dynamic_opts(conf)
-    extras = {t.type_id: t for t in (
-        load_device_config(config_files).types if config_files else ())}
-    types = []
-    seen: list[str] = []
-    duplicates: list[str] = []
-    for type_id in conf.devices.enabled_mdev_types:
-        if type_id in seen:
-            duplicates.append(type_id)
-            continue
-        seen.append(type_id)
-        group = conf['mdev_%s' % type_id]
-        extra = extras.get(type_id)
-        types.append(TypeConfig(
-            type_id=type_id, group='mdev_%s' % type_id,
-            device_addresses=tuple(group.device_addresses),
-            mdev_class=group.mdev_class,
-            max_instances=group.max_instances,
-            max_unit=extra.max_unit if extra else 1,
-            reserved=extra.reserved if extra else 0,
-            feature_type=extra.feature_type if extra else None))
-    return DeviceConfig(types=tuple(types), duplicates=tuple(duplicates))
+    return read(conf)

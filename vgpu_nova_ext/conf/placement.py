@@ -12,8 +12,9 @@
 """``[placement]``: how to reach Placement, as nova.conf already says.
 
 Nova registers keystoneauth's options in ``[placement]`` on its global
-``CONF``; as for ``[devices]``, they are read here into a private
-``cfg.ConfigOpts`` from the same files, so the two never collide.
+``CONF``; as for ``[devices]``, they are registered here only where Nova
+has not, and read from the parsed ``CONF`` (see
+:func:`vgpu_nova_ext.conf.load`).
 ``auth_type = password`` (with ``auth_url``, ``username`` ...) reaches
 Placement through Keystone as nova-compute does; ``auth_type =
 admin_token`` with ``endpoint`` and ``token`` reaches a Placement running
@@ -25,6 +26,7 @@ from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext import exception
 
 GROUP = 'placement'
@@ -36,28 +38,34 @@ placement_group = cfg.OptGroup(
          'meanings nova-compute gives them.')
 
 
-def _register(conf: cfg.ConfigOpts) -> None:
+#: Seconds a request to Placement may take when ``[placement] timeout`` is
+#: unset (keystoneauth's default is to wait for ever): a Placement that
+#: accepts and never answers must not hang the vendordata service or audit.
+DEFAULT_TIMEOUT = 30.0
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(placement_group)
-    ks_loading.register_session_conf_options(conf, GROUP)
-    ks_loading.register_auth_conf_options(conf, GROUP)
-    ks_loading.register_adapter_conf_options(conf, GROUP)
+    loader.register_tolerant(
+        conf, ks_loading.get_session_conf_options()
+        + ks_loading.get_auth_common_conf_options()
+        + ks_loading.get_adapter_conf_options(), group=GROUP)
 
 
-def load_session(config_files: list[str]) -> ks_session.Session:
-    """A keystoneauth session from ``[placement]`` of these files.
+def load_session(conf: cfg.ConfigOpts) -> ks_session.Session:
+    """A keystoneauth session from ``[placement]`` of a parsed ``conf``.
+
+    Every request has a time limit: ``[placement] timeout``, else
+    :data:`DEFAULT_TIMEOUT`.
 
     :raises ConfigError: naming the option to fix; never the secret.
     """
-    conf = cfg.ConfigOpts()
-    _register(conf)
+    register_opts(conf)
     try:
-        conf(args=[], project='nova', default_config_files=config_files,
-             use_env=False)
         auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
-    except cfg.Error as exc:
+    except (cfg.Error, ValueError) as exc:
         raise exception.ConfigError(
-            'cannot read [placement] from %s: %s' % (
-                ', '.join(config_files) or 'no file', exc))
+            'cannot read [placement]: %s; fix the option it names' % exc)
     except ks_exc.MissingRequiredOptions as exc:
         raise exception.ConfigError(
             '[placement] is missing %s for auth_type %s; set them as '
@@ -72,7 +80,16 @@ def load_session(config_files: list[str]) -> ks_session.Session:
         raise exception.ConfigError(
             '[placement] has no auth_type: set it as in nova-compute\'s '
             'nova.conf (auth_type = password, auth_url, username, ...)')
-    return ks_loading.load_session_from_conf_options(conf, GROUP, auth=auth)
+    try:
+        timeout = conf[GROUP].timeout
+        if timeout is not None and timeout <= 0:
+            raise ValueError('must be a positive number of seconds')
+        return ks_loading.load_session_from_conf_options(
+            conf, GROUP, auth=auth, timeout=timeout or DEFAULT_TIMEOUT)
+    except ValueError as exc:
+        raise exception.ConfigError(
+            'invalid [placement] option: %s; fix it in the configuration '
+            'file' % str(exc).rsplit('is not valid: ', 1)[-1])
 
 
 def list_opts():

@@ -21,18 +21,20 @@ import configparser
 def read(config_files) -> configparser.ConfigParser:
     """The files, later ones winning.
 
-    Unparsable ones are skipped: oslo.config reports those itself.
+    Unreadable ones are skipped: oslo.config and
+    :func:`vgpu_nova_ext.conf.loader.read_text` report those themselves.
     """
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     for path in config_files:
         try:
-            parser.read(path)
-        except configparser.Error:
+            parser.read(path, encoding='utf-8')
+        except (configparser.Error, OSError, UnicodeDecodeError):
             continue
     return parser
 
 
 def option(config_files, section: str, name: str) -> str | None:
+    """The value as written in the last file that sets it, or None."""
     parser = read(config_files)
     if parser.has_option(section, name):
         return parser.get(section, name).strip()

@@ -27,14 +27,26 @@ vendordata_opts = [
     cfg.HostAddressOpt(
         'listen', default='127.0.0.1',
         help='Address the development server (vgpu-nova-ext-vendordata) '
-             'listens on. On anything but a loopback address every request '
+             'listens on. Production runs '
+             'vgpu_nova_ext.licensing.vendordata:init_application under a '
+             'WSGI server, which ignores this. Either way every request '
              'must carry a valid Keystone token (keystonemiddleware, '
-             'configured in [keystone_authtoken]); give Nova the matching '
-             '[vendordata_dynamic_auth] credentials.'),
+             'configured in [keystone_authtoken]) of a caller the policy '
+             'allows; give Nova [vendordata_dynamic_auth] credentials of a '
+             'user with the service role. Only the development server on a '
+             'loopback address, started with --noauth, serves without.'),
     cfg.PortOpt(
         'port', default=9876,
         help='Port the development server listens on (the port of the '
              'vendordata_dynamic_targets URL in nova.conf).'),
+    cfg.StrOpt(
+        'policy_file', default='vgpu-nova-ext-policy.yaml',
+        help='The policy file of the vendordata service (oslo.policy; '
+             'looked up beside nova.conf when relative). Unset rules keep '
+             'their defaults: only the service role or an administrator '
+             'may read an instance\'s licensing configuration. '
+             '``oslopolicy-sample-generator --namespace vgpu_nova_ext`` '
+             'writes a sample.'),
     cfg.IntOpt(
         'max_body_bytes', default=262144, min=1024,
         help='Largest request body accepted; Nova sends the instance\'s '

@@ -21,6 +21,13 @@ string (an object would arrive nested and be dropped).
 The service asks Placement for the instance's allocations and answers only
 when they hold a vGPU resource class; otherwise, and for every bad
 request, the answer holds no token.
+
+The WSGI application always asks for a Keystone token (keystonemiddleware,
+``[keystone_authtoken]``) and for a caller the policy allows (see
+:mod:`vgpu_nova_ext.licensing.policy`): behind a proxy every client may
+come from 127.0.0.1, so the peer address decides nothing. Only the
+development server, on loopback and told so on its command line, serves
+without.
 """
 
 import ipaddress
@@ -29,7 +36,10 @@ import logging
 import os
 import uuid
 
+from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.licensing import policy as vendordata_policy
 from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.placement import client as placement
@@ -53,11 +63,16 @@ class VendordataApp:
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ, start_response):
-        status, body = self.handle(environ)
-        payload = json.dumps(body).encode()
-        start_response(status,
-                       JSON + [('Content-Length', str(len(payload)))])
-        return [payload]
+        try:
+            status, body = self.handle(environ)
+        except Exception:
+            # Never a traceback to the client; the log has it, and no
+            # secret is in it (the token is a Secret, shown as fingerprint).
+            LOG.exception('vendordata request failed')
+            status, body = self._error('500 Internal Server Error',
+                                       'the vendordata service failed; see '
+                                       'its log')
+        return respond(start_response, status, body)
 
     @staticmethod
     def _error(status: str, message: str):
@@ -78,8 +93,9 @@ class VendordataApp:
         raw = environ['wsgi.input'].read(length)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return self._error('400 Bad Request', 'the body is not JSON')
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return self._error('400 Bad Request', 'the body is not JSON '
+                               'as Nova sends it')
         instance = body.get('instance-id') if isinstance(body, dict) \
             else None
         try:
@@ -122,64 +138,90 @@ class VendordataApp:
         return None
 
 
-def needs_auth(listen: str) -> bool:
-    """Anything but loopback needs a Keystone token."""
+def respond(start_response, status: str, body) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(status, JSON + [('Content-Length', str(len(payload)))])
+    return [payload]
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether the development server's address is a loopback one."""
     try:
-        return not ipaddress.ip_address(listen).is_loopback
+        return ipaddress.ip_address(listen).is_loopback
     except ValueError:
-        return listen != 'localhost'
+        return listen == 'localhost'
 
 
-def require_keystone(app, conf=None):
-    """Wrap ``app`` with keystonemiddleware: no valid token, no answer.
+class PolicyGate:
+    """Who may ask: a confirmed Keystone identity the policy allows.
+
+    401 without the identity, 403 without the policy's consent.
+    """
+
+    def __init__(self, app, enforcer) -> None:
+        self.app = app
+        self.enforcer = enforcer
+
+    def __call__(self, environ, start_response):
+        if environ.get('HTTP_X_IDENTITY_STATUS') != 'Confirmed':
+            return respond(start_response, '401 Unauthorized', {
+                'error': 'a valid Keystone token is required'})
+        if not vendordata_policy.authorized(self.enforcer, environ):
+            LOG.warning('vendordata refused to user %s of project %s: '
+                        'policy %s does not allow it',
+                        environ.get('HTTP_X_USER_ID'),
+                        environ.get('HTTP_X_PROJECT_ID'),
+                        vendordata_policy.VENDORDATA_SHOW)
+            return respond(start_response, '403 Forbidden', {
+                'error': 'policy %s does not allow this caller; Nova calls '
+                         'with its [vendordata_dynamic_auth] user, which '
+                         'needs the service role'
+                         % vendordata_policy.VENDORDATA_SHOW})
+        return self.app(environ, start_response)
+
+
+def protect(app, conf):
+    """``app`` behind keystonemiddleware and the policy.
 
     keystonemiddleware reads ``[keystone_authtoken]`` from ``conf`` (the
-    loaded CONF), as nova-api does.
+    parsed nova.conf), as nova-api does.
     """
     from keystonemiddleware import auth_token
 
-    from vgpu_nova_ext import conf as conf_pkg
-
-    def confirmed(environ, start_response):
-        if environ.get('HTTP_X_IDENTITY_STATUS') != 'Confirmed':
-            payload = json.dumps({'error': 'a valid Keystone token is '
-                                           'required'}).encode()
-            start_response('401 Unauthorized', JSON + [
-                ('Content-Length', str(len(payload)))])
-            return [payload]
-        return app(environ, start_response)
-
-    return auth_token.AuthProtocol(confirmed, {
-        'oslo_config_config': conf or conf_pkg.CONF,
-        'delay_auth_decision': True})
+    return auth_token.AuthProtocol(
+        PolicyGate(app, vendordata_policy.enforcer(conf)), {
+            'oslo_config_config': conf, 'delay_auth_decision': True})
 
 
-def build(config_files: list[str]):
-    """The application from these configuration files (nova.conf)."""
-    from vgpu_nova_ext import conf as conf_pkg
-    from vgpu_nova_ext.conf import devices as devices_conf
+def build(config_files, config_dirs=(), authenticate: bool = True):
+    """The application from these configuration sources (nova.conf).
 
+    :param authenticate: False only for the development server on
+        loopback, told so on its command line.
+    :raises VGPUNovaExtError: the configuration is wrong (named).
+    """
+    shared = conf_pkg.load(config_files, config_dirs)
     conf = conf_pkg.CONF
-    conf(args=[], project='nova', default_config_files=config_files,
-         use_env=False)
-    device_config = devices_conf.load_device_config(config_files)
+    device_config = devices_conf.read(shared)
     settings = licensing.load(conf.vgpu_licensing, device_config)
     app = VendordataApp(
-        settings, placement.PlacementClient.from_config(config_files),
+        settings, placement.PlacementClient.from_conf(shared),
         list(device_config.type_ids),
         {t.mdev_class for t in device_config.types},
         max_body_bytes=conf.vgpu_vendordata.max_body_bytes)
-    if needs_auth(conf.vgpu_vendordata.listen):
-        return require_keystone(app, conf)
-    return app
+    return protect(app, conf) if authenticate else app
 
 
 def init_application():
     """The application for WSGI servers (uwsgi, mod_wsgi).
 
     Configuration: the files in ``VGPU_NOVA_EXT_CONFIG_FILES``
-    (comma-separated), else nova.conf.
+    (comma-separated; else /etc/nova/nova.conf), then the ``*.conf`` files
+    of the directories in ``VGPU_NOVA_EXT_CONFIG_DIRS`` (comma-separated).
+    Always behind keystonemiddleware and the policy.
     """
     files = os.environ.get('VGPU_NOVA_EXT_CONFIG_FILES',
-                           '/etc/nova/nova.conf')
-    return build([f for f in files.split(',') if f])
+                           ','.join(conf_pkg.DEFAULT_CONFIG_FILES))
+    dirs = os.environ.get('VGPU_NOVA_EXT_CONFIG_DIRS', '')
+    return build([f for f in files.split(',') if f],
+                 [d for d in dirs.split(',') if d])

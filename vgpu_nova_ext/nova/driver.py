@@ -88,8 +88,7 @@ class _Extension:
 
     def __init__(self, nodename: str, libvirt_connection=None) -> None:
         self.nodename = nodename
-        self.config = devices_conf.from_nova_conf(
-            CONF, list(CONF.config_file or []))
+        self.config = devices_conf.from_nova_conf(CONF)
         # The libvirt backend shares nova-compute's own connection.
         self.devices = factory.open_host(CONF, nodename,
                                          connection=libvirt_connection)

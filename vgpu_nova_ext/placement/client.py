@@ -79,10 +79,9 @@ class PlacementClient:
             connect_retries=retries, status_code_retries=retries))
 
     @classmethod
-    def from_config(cls, config_files: list[str],
-                    retries: int = RETRIES) -> 'PlacementClient':
-        return cls.from_session(placement_conf.load_session(config_files),
-                                retries)
+    def from_conf(cls, conf, retries: int = RETRIES) -> 'PlacementClient':
+        """A client as ``[placement]`` of the parsed ``conf`` says."""
+        return cls.from_session(placement_conf.load_session(conf), retries)
 
     @classmethod
     def for_endpoint(cls, endpoint: str, token: str = 'admin',
