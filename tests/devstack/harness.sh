@@ -12,6 +12,9 @@ export DEST=$WORK/dest DATA_DIR=$WORK/data STACK_USER
 export NOVA_CONF_DIR=$WORK/etc/nova
 export NOVA_CONF=$NOVA_CONF_DIR/nova.conf NOVA_CPU_CONF=$NOVA_CONF_DIR/nova-cpu.conf
 export VGPU_NOVA_EXT_DIR=$TOP
+# What devstack's lib/keystone sets for the service users.
+export KEYSTONE_SERVICE_URI=http://127.0.0.1/identity SERVICE_PASSWORD=secret
+export SERVICE_DOMAIN_NAME=Default SERVICE_PROJECT_NAME=service
 STACK_USER=$(id -un)
 ACTIONS=$WORK/actions.log
 mkdir -p "$NOVA_CONF_DIR" "$DATA_DIR"

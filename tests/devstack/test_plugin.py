@@ -73,6 +73,13 @@ class TestPlugin(timeout.TestCase):
         self.assertEqual(0, stat.S_IMODE(os.stat(token).st_mode) & 0o077)
         self.assertEqual('cloud-init@http://127.0.0.1:9876/',
                          conf['api']['vendordata_dynamic_targets'])
+        # Nova calls the vendordata service with this user's token, which
+        # the service's keystonemiddleware and policy ask for.
+        auth = conf['vendordata_dynamic_auth']
+        self.assertEqual(('password', 'http://127.0.0.1/identity', 'nova',
+                          'service'), (auth['auth_type'], auth['auth_url'],
+                                       auth['username'],
+                                       auth['project_name']))
         actions = self.actions()
         self.assertIn('setup_develop %s' % TOP, actions)
         self.assertIn('plugin_requires vgpu-nova-ext nova', actions)
@@ -132,7 +139,8 @@ class TestPlugin(timeout.TestCase):
                                 ('vgpu_licensing', 'enabled'),
                                 ('vgpu_nova_ext_privileged',
                                  'helper_command'),
-                                ('api', 'vendordata_dynamic_targets')):
+                                ('api', 'vendordata_dynamic_targets'),
+                                ('vendordata_dynamic_auth', 'password')):
             self.assertFalse(conf.has_option(section, option),
                              '%s %s' % (section, option))
         self.assertFalse(os.path.exists(token))
