@@ -14,6 +14,7 @@ import os
 from oslo_config import cfg
 
 from tests.unit import base
+from tests.unit import conf_forms
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import opts
 from vgpu_nova_ext import exception
@@ -167,6 +168,28 @@ class TestDeviceConfig(base.TestCase):
             """)
         self.assertNotIn('devices', cfg.CONF)
         self.assertNotIn('mdev_nvidia-35', cfg.CONF)
+
+
+class TestForms(base.TestCase):
+    """Each form an operator writes, read as nova-compute reads it."""
+
+    def test_forms(self):
+        for name, form in conf_forms.FORMS.items():
+            with self.subTest(form=name):
+                root = os.path.join(self.root, name.replace(' ', '-'))
+                os.mkdir(root)
+                files, dirs = conf_forms.write(form, root)
+                self.assertEqual(form.expected, conf_forms.summary(
+                    devices_conf.load_device_config(files, dirs)))
+
+    def test_old_group_values_nova_ignores_are_named(self):
+        files, dirs = conf_forms.write(conf_forms.FORMS['old names'],
+                                       self.root)
+        config = devices_conf.load_device_config(files, dirs)
+        self.assertEqual({'nvidia-35': ('max_instances',),
+                          'nvidia-36': ('mdev_class',)},
+                         {t.type_id: t.ignored_old for t in config.types})
+        self.assertEqual('enabled_vgpu_types', config.option)
 
 
 class TestSampleOptions(base.TestCase):

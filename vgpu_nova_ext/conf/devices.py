@@ -265,6 +265,7 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
                         [])
     values.raise_if_any()
     type_ids: list[str] = []
+    seen: set[str] = set()
     duplicates: list[str] = []
     for item in listed:
         item = item.strip()
@@ -274,9 +275,10 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
                 'directory names from /sys/class/mdev_bus/*/'
                 'mdev_supported_types, separated by commas (for example '
                 '"nvidia-35, nvidia-36")' % (option, item))
-        if item in type_ids:
+        if item in seen:
             duplicates.append(item)
             continue
+        seen.add(item)
         type_ids.append(item)
 
     types = []

@@ -53,6 +53,19 @@ def parsed_files(conf: cfg.ConfigOpts) -> list[str]:
     return list(conf.config_file or []) + files_in_dirs(dirs)
 
 
+def _read_fd(fd: int, limit: int) -> bytes:
+    # Plain os.read: eventlet's green file objects may close the fd.
+    chunks = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(65536, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b''.join(chunks)
+
+
 def read_text(path: str, what: str = 'configuration file') -> str:
     """The file's text, checked as a nova.conf is.
 
@@ -81,8 +94,7 @@ def read_text(path: str, what: str = 'configuration file') -> str:
                 '%s %s is %d bytes, larger than any nova.conf (at most %d); '
                 'is it the right file?' % (what, path, info.st_size,
                                            MAX_FILE_BYTES))
-        with os.fdopen(fd, 'rb', closefd=False) as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+        data = _read_fd(fd, MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise exception.ConfigError(
             '%s %s cannot be read (%s)' % (what, path, exc.strerror))

@@ -38,6 +38,7 @@ import uuid as uuidlib
 
 import yaml
 
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import layout
@@ -55,6 +56,27 @@ SHARING_MODES = (TIME_SLICED, SRIOV, POOLED)
 _ROW_FIELDS = ('id', 'name', 'framebuffer_mb', 'num_heads', 'frl_config',
                'max_resolution', 'max_instance')
 _PROFILE_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9-]*$')
+# A type id becomes a directory name under mdev_supported_types: the
+# kernel's own names are of this form, and nothing else may be joined.
+_TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
+
+
+class _ProfileLoader(yaml.SafeLoader):
+    """YAML without aliases.
+
+    A profile needs none, and nested aliases ("billion laughs") expand
+    beyond any memory as the profile is read.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, 'aliases (*%s) are not allowed in a profile; '
+                'write the values out' % event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
 _PROFILE_PACKAGE = 'vgpu_nova_ext.host.profiles'
 
 
@@ -156,12 +178,9 @@ def load_profile(name_or_path: str) -> Profile:
             name_or_path + '.yaml')
         return parse_profile(resource.read_text(), name_or_path)
     try:
-        with open(name_or_path) as f:
-            text = f.read()
-    except OSError as exc:
-        raise exception.ProfileError(
-            'cannot read the simulated host profile %s: %s' % (
-                name_or_path, exc.strerror or exc))
+        text = loader.read_text(name_or_path, 'simulated host profile')
+    except exception.ConfigError as exc:
+        raise exception.ProfileError(str(exc))
     return parse_profile(text, name_or_path)
 
 
@@ -203,7 +222,7 @@ class _Reader:
 def parse_profile(text: str, source: str) -> Profile:
     r = _Reader(source)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ProfileLoader)
     except yaml.YAMLError as exc:
         raise exception.ProfileError(
             'simulated host profile %s is not valid YAML: %s' % (
@@ -220,7 +239,7 @@ def parse_profile(text: str, source: str) -> Profile:
             raise r.fail(where + '.model', '%r is not one of the models '
                          'defined under "models" (%s)' % (
                              model_name, ', '.join(sorted(models))))
-        virtual = r.get(item, 'virtual', str, where, None)
+        virtual = _relative_path(r, item, 'virtual', where)
         pci = None
         if virtual is None:
             raw = r.get(item, 'address', str, where)
@@ -230,8 +249,8 @@ def parse_profile(text: str, source: str) -> Profile:
                              '(DDDD:BB:SS.F)' % raw)
         gpus.append(GPUSpec(model=models[model_name], address=pci,
                             virtual_path=virtual,
-                            sysfs_path=r.get(item, 'sysfs_path', str, where,
-                                             None)))
+                            sysfs_path=_relative_path(r, item, 'sysfs_path',
+                                                      where)))
     if not gpus:
         raise r.fail('gpus', 'a host needs at least one GPU')
     names = [g.name for g in gpus]
@@ -247,6 +266,18 @@ def parse_profile(text: str, source: str) -> Profile:
     # Lay out once to check the devices against the kernel's rules.
     KernelModel(profile).available()
     return profile
+
+
+def _relative_path(r: _Reader, item: dict, key: str, where: str
+                   ) -> str | None:
+    """A path below the simulated ``sys/``, never out of it."""
+    value = r.get(item, key, str, where, None)
+    if value is not None and (
+            not value or os.path.isabs(value) or '\0' in value
+            or any(part in ('', '.', '..') for part in value.split('/'))):
+        raise r.fail('%s.%s' % (where, key), '%r is not a relative path '
+                     'below sys/ (no "..", no leading "/")' % value)
+    return value
 
 
 def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
@@ -277,8 +308,13 @@ def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
             else:
                 raise r.fail(twhere, 'give max_instance, or framebuffer_mb '
                              'both here and on the model')
+        type_id = r.get(row, 'id', str, twhere)
+        if not _TYPE_ID_RE.match(type_id):
+            raise r.fail(twhere + '.id', '%r is not a type id as the kernel '
+                         'names them (letters, digits, "_.:-", for example '
+                         'nvidia-35)' % type_id)
         types.append(TypeSpec(
-            id=r.get(row, 'id', str, twhere),
+            id=type_id,
             name=r.get(row, 'name', str, twhere),
             max_instance=max_instance,
             device_api=r.get(row, 'device_api', str, twhere, 'vfio-pci'),

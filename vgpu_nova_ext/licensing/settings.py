@@ -19,6 +19,7 @@ import ipaddress
 import re
 
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.vendors import base as vendors_base
 from vgpu_nova_ext.vendors import types as vendor_types
 
 MAX_TOKEN_BYTES = 64 * 1024
@@ -145,6 +146,12 @@ def load(group, device_config=None) -> vendor_types.LicensingSettings:
     settings = vendor_types.LicensingSettings(
         token=token, type_feature_types=overrides, **values)
     problems = validate(settings)
+    installed = vendors_base.Vendors().names
+    if settings.vendor not in installed:
+        problems.append(
+            '[vgpu_licensing] vendor = %r: no vendor plugin of that name is '
+            'installed; use one of %s' % (settings.vendor,
+                                          ', '.join(installed)))
     if problems:
         raise exception.ConfigError('; '.join(problems))
     return settings

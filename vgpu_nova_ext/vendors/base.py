@@ -79,6 +79,10 @@ class Vendors:
             plugins = [ext.obj for ext in mgr]
         self.plugins = sorted(plugins, key=lambda p: p.priority)
 
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.plugins]
+
     def by_name(self, name: str) -> VendorPlugin:
         for plugin in self.plugins:
             if plugin.name == name:
