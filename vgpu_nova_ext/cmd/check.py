@@ -59,7 +59,7 @@ def run(args) -> int:
         print('Result: cannot check until this is fixed (exit 2)')
         return int(upgradecheck.Code.FAILURE)
     problems = (list(plan.assignment.problems) + licensing_checks.findings(
-        common.CONF.vgpu_licensing, plan.device_config, plan.config_files) +
+        common.CONF, plan.device_config, plan.config_files) +
         nova_checks.findings(plan.config_files) + _host_findings(args, plan))
     results = [upgradecheck.Result(_CODES[p.severity], str(p))
                for p in problems]

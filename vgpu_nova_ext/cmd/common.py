@@ -111,7 +111,7 @@ def _backend_args(args, profile: simulated.Profile | None) -> dict:
     if profile is not None:
         return {'profile': profile}
     if args.sysfs_root:
-        return {'backend': 'sysfs', 'sysfs_root': args.sysfs_root}
+        return {'backend_name': 'sysfs', 'sysfs_root': args.sysfs_root}
     return {}
 
 

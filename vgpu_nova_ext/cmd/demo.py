@@ -128,7 +128,7 @@ def run(args) -> int:
 
 
 def _show_licensing(plan) -> None:
-    settings = licensing.load(common.CONF.vgpu_licensing, plan.device_config)
+    settings = licensing.load(common.CONF, plan.device_config)
     note = ''
     if not settings.enabled:
         # Show the path with a stand-in token when none is configured.

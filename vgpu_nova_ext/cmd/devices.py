@@ -17,6 +17,8 @@ import sys
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import address
 
 
 def add_parsers(sub) -> None:
@@ -94,6 +96,14 @@ def run_devices(args) -> int:
 
 
 def run_reconcile(args) -> int:
+    for device_id in args.remove_foreign or ():
+        # Checked before the host is opened: nothing is made or changed.
+        if not address.is_device_id(device_id):
+            raise exception.ClaimError(
+                '--remove-foreign %r is not a device id as the kernel names '
+                'devices (an mdev UUID, or a virtual function\'s PCI address '
+                'DDDD:BB:SS.F); give it as "vgpu-nova-ext devices" lists it; '
+                'nothing was removed' % (device_id,))
     plan = common.build_plan(args)
     with common.allocator(args, plan) as al:
         # First: a device id that is not the host's stops the command

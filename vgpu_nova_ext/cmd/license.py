@@ -62,7 +62,7 @@ def print_guest(found: vendor_types.GuestLicensing, indent: str = '') -> None:
 
 def run_render(args) -> int:
     plan = common.build_plan(args)
-    settings = licensing.load(common.CONF.vgpu_licensing,
+    settings = licensing.load(common.CONF,
                               plan.device_config)
     if not settings.enabled:
         print('[vgpu_licensing] enabled is false: guests receive nothing')

@@ -14,6 +14,7 @@
 import os
 import stat
 
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.licensing import settings as licensing
@@ -35,16 +36,19 @@ def _nova_options(config_files) -> dict[tuple[str, str], str]:
     return found
 
 
-def findings(group, device_config, config_files) -> list[mapping.Problem]:
-    if not group.enabled:
-        return []
+def findings(conf, device_config, config_files) -> list[mapping.Problem]:
+    group = conf.vgpu_licensing
     problems = []
     try:
-        licensing.load(group, device_config)
-    except exception.ConfigError as exc:
-        problems.append(mapping.Problem(
+        if not group.enabled:
+            return []
+        licensing.load(conf, device_config)
+    except (exception.ConfigError, ValueError) as exc:
+        if isinstance(exc, ValueError):
+            exc = loader.invalid(conf, 'vgpu_licensing', 'enabled', exc)
+        return [mapping.Problem(
             mapping.ERROR, 'licensing.config', '[vgpu_licensing]', '',
-            str(exc), 'correct the options named'))
+            str(exc), 'correct the options named')]
     path = group.client_config_token_file
     if path and os.path.exists(path):
         mode = os.stat(path).st_mode

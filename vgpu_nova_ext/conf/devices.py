@@ -180,8 +180,9 @@ _EXPECTED = {
 class _Values:
     """Reads option values, collecting every bad one before failing."""
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, written) -> None:
         self.conf = conf
+        self.written = written
         self.errors: list[str] = []
 
     def get(self, group: str, name: str, shown: str, default=None):
@@ -189,10 +190,17 @@ class _Values:
             return self.conf[group][name]
         except ValueError as exc:
             # oslo.config says "Value for option X from <location> is not
-            # valid: <why>"; keep the why and name the option ourselves.
+            # valid: <why>"; keep the why and name the option ourselves,
+            # with the value as written.
             why = str(exc).rsplit('is not valid: ', 1)[-1]
-            self.errors.append('[%s] %s: %s (%s)' % (
-                shown, name, why, _EXPECTED.get(name, 'see the sample')))
+            value = ''
+            for section in (shown, group):
+                if self.written.has_option(section, name):
+                    value = ' = %r' % self.written.get(section, name)
+                    break
+            self.errors.append('[%s] %s%s: %s (%s)' % (
+                shown, name, value, why,
+                _EXPECTED.get(name, 'see the sample')))
             return default
 
     def raise_if_any(self) -> None:
@@ -260,7 +268,7 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
     option = ('enabled_vgpu_types' if 'enabled_vgpu_types' in devices
               and 'enabled_mdev_types' not in devices
               else 'enabled_mdev_types')
-    values = _Values(conf)
+    values = _Values(conf, written)
     listed = values.get(DEVICES_GROUP, 'enabled_mdev_types', DEVICES_GROUP,
                         [])
     values.raise_if_any()

@@ -31,6 +31,7 @@ import stat
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 
 #: nova.conf files are kilobytes; anything near this is the wrong file.
@@ -66,18 +67,20 @@ def _read_fd(fd: int, limit: int) -> bytes:
     return b''.join(chunks)
 
 
-def read_text(path: str, what: str = 'configuration file') -> str:
-    """The file's text, checked as a nova.conf is.
+def read_file(path: str, what: str, limit: int = MAX_FILE_BYTES,
+              hint: str = 'check the path') -> bytes:
+    """A regular file's bytes, at most ``limit``; named errors.
 
-    :raises ConfigError: naming the file, what is wrong and the fix.
+    :param what: how the message names the file (an option, a kind).
+    :raises ConfigError: naming the file, what is wrong and the fix; never
+        its content.
     """
     try:
         # O_NONBLOCK: opening a FIFO does not wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise exception.ConfigError(
-            '%s %s does not exist; check the --config-file and '
-            '--config-dir paths' % (what, path))
+            '%s %s does not exist; %s' % (what, path, hint))
     except OSError as exc:
         raise exception.ConfigError(
             '%s %s cannot be opened (%s); give the user %d read access to '
@@ -87,19 +90,31 @@ def read_text(path: str, what: str = 'configuration file') -> str:
         if not stat.S_ISREG(info.st_mode):
             raise exception.ConfigError(
                 '%s %s is not a regular file (a directory, a FIFO or a '
-                'device); give the path of an ini file such as nova.conf'
-                % (what, path))
-        if info.st_size > MAX_FILE_BYTES:
+                'device); give the path of the file itself' % (what, path))
+        if info.st_size > limit:
             raise exception.ConfigError(
-                '%s %s is %d bytes, larger than any nova.conf (at most %d); '
-                'is it the right file?' % (what, path, info.st_size,
-                                           MAX_FILE_BYTES))
-        data = _read_fd(fd, MAX_FILE_BYTES + 1)
+                '%s %s is %d bytes, larger than any such file (at most %d); '
+                'is it the right file?' % (what, path, info.st_size, limit))
+        data = _read_fd(fd, limit + 1)
     except OSError as exc:
         raise exception.ConfigError(
             '%s %s cannot be read (%s)' % (what, path, exc.strerror))
     finally:
         os.close(fd)
+    if len(data) > limit:
+        raise exception.ConfigError(
+            '%s %s grew beyond %d bytes while it was read; is it the right '
+            'file?' % (what, path, limit))
+    return data
+
+
+def read_text(path: str, what: str = 'configuration file') -> str:
+    """The file's text, checked as a nova.conf is.
+
+    :raises ConfigError: naming the file, what is wrong and the fix.
+    """
+    data = read_file(path, what,
+                     hint='check the --config-file and --config-dir paths')
     nul = data.find(b'\0')
     if nul >= 0:
         raise exception.ConfigError(
@@ -161,6 +176,22 @@ def parse(conf: cfg.ConfigOpts, config_files, config_dirs=()
             'cannot read %s: %s' % (', '.join(
                 config_files + config_dirs) or 'the configuration', exc))
     return conf
+
+
+def invalid(conf: cfg.ConfigOpts, group: str, name: str,
+            exc: ValueError) -> str:
+    """``[group] name = 'value': why`` for oslo.config's ValueError.
+
+    oslo.config says "Value for option X from <location> is not valid:
+    <why>", without the value; the value is shown as the last file that
+    sets it wrote it (later files win, as in oslo.config).
+    """
+    why = str(exc).rsplit('is not valid: ', 1)[-1]
+    shown = ''
+    written = raw.read(parsed_files(conf))
+    if written.has_option(group, name):
+        shown = ' = %r' % written.get(group, name)
+    return '[%s] %s%s: %s' % (group, name, shown, why)
 
 
 def register_tolerant(conf: cfg.ConfigOpts, opts, group=None) -> None:

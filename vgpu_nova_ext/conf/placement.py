@@ -83,13 +83,15 @@ def load_session(conf: cfg.ConfigOpts) -> ks_session.Session:
     try:
         timeout = conf[GROUP].timeout
         if timeout is not None and timeout <= 0:
-            raise ValueError('must be a positive number of seconds')
+            raise exception.ConfigError(
+                '[placement] timeout = %s: it must be a positive number of '
+                'seconds (unset: %d)' % (timeout, DEFAULT_TIMEOUT))
         return ks_loading.load_session_from_conf_options(
             conf, GROUP, auth=auth, timeout=timeout or DEFAULT_TIMEOUT)
     except ValueError as exc:
         raise exception.ConfigError(
             'invalid [placement] option: %s; fix it in the configuration '
-            'file' % str(exc).rsplit('is not valid: ', 1)[-1])
+            'file' % exc)
 
 
 def list_opts():

@@ -71,7 +71,7 @@ class HostDevices:
 
 
 def make_backend(conf: cfg.ConfigOpts, state_path: str, *,
-                 backend: str | None = None,
+                 backend_name: str | None = None,
                  sysfs_root: str | None = None,
                  profile: 'str | simulated.Profile | None' = None,
                  keep_simulated_host: bool = True,
@@ -85,7 +85,7 @@ def make_backend(conf: cfg.ConfigOpts, state_path: str, *,
         libvirt backend.
     """
     group = conf.vgpu_nova_ext
-    name = backend or group.host_backend
+    name = backend_name or group.host_backend
     if profile is not None or name == 'simulated':
         return simulated.SimulatedBackend(
             profile=profile or group.simulated_profile,
@@ -112,6 +112,11 @@ def open_host(conf: cfg.ConfigOpts, host: str, *,
     """
     group = conf.vgpu_nova_ext
     path = host_state_path(conf, host, state_path)
+    name = backend_args.get('backend_name') or group.host_backend
+    if backend is None and backend_args.get('profile') is None \
+            and name != 'simulated':
+        # A wrong name is refused before the ledger is made.
+        host_base.backend_class(name)
     ledger = ledger_mod.Ledger(path)
     try:
         if backend is None:

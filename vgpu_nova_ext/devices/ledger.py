@@ -136,6 +136,21 @@ def check_state_dir(path: str) -> None:
             'the state directory %s is not writable by uid %d (mode %o); '
             'chmod u+rwx %s' % (path, euid, stat.S_IMODE(info.st_mode),
                                 path))
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise exception.LedgerError(
+            'the state directory %s has mode %o: other users may write in '
+            'it, and so replace the ledger or plant links that this service '
+            'would write through; chmod 0700 %s' % (path, mode, path))
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_symlink():
+                raise exception.LedgerError(
+                    '%s is a symbolic link (to %s): the ledger and its lock '
+                    'would be written through it, wherever it points; '
+                    'nothing in the state directory may be a link, so '
+                    'remove it and let the service create the file' % (
+                        entry.path, os.readlink(entry.path)))
 
 
 class Ledger:

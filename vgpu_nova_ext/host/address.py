@@ -21,6 +21,7 @@ into ``_`` (``mtty/mtty`` is ``mtty_mtty``).
 
 import dataclasses
 import re
+import uuid
 
 _PCI_RE = re.compile(
     r'^(?:(?P<domain>[0-9a-f]{4}):)?(?P<bus>[0-9a-f]{2}):'
@@ -63,6 +64,20 @@ def normalize_pci_address(text: str) -> str | None:
     domain = (match['domain'] or '0000').lower()
     return '%s:%s:%s.%s' % (domain, match['bus'].lower(),
                             match['slot'].lower(), match['function'])
+
+
+def is_device_id(text: str) -> bool:
+    """Whether ``text`` names a vGPU device as the kernel does.
+
+    An mediated device is named by its UUID (lower case, as the kernel
+    writes it), a virtual function by its full PCI address.
+    """
+    try:
+        if str(uuid.UUID(text)) == text:
+            return True
+    except ValueError:
+        pass
+    return normalize_pci_address(text) == text
 
 
 def libvirt_name(pci_address: str) -> str:

@@ -88,19 +88,27 @@ class HostBackend(abc.ABC):
         raise NotImplementedError
 
 
-def load_backend(name: str, **kwargs) -> HostBackend:
-    """Load the backend registered as ``name`` with these arguments."""
+def backend_class(name: str) -> type:
+    """The backend class registered as ``name``.
+
+    :raises PluginNotFound: naming the installed ones.
+    """
     try:
-        # Instantiated here, not by stevedore, so that the backend's own
-        # errors (a bad profile, an unreadable root) reach the caller
+        # Instantiated by the caller, not by stevedore, so that the
+        # backend's own errors (a bad profile, an unreadable root) reach it
         # instead of being logged and turned into "no such plugin".
         manager = driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
     except stevedore_exc.NoMatches:
         raise exception.PluginNotFound(
-            'no host backend named %r is installed (namespace %s); the '
-            'installed ones are: %s' % (name, NAMESPACE,
-                                        ', '.join(available_backends())))
-    return manager.driver(**kwargs)
+            'no host backend named %r is installed (namespace %s); set '
+            '[vgpu_nova_ext] host_backend to one of: %s' % (
+                name, NAMESPACE, ', '.join(available_backends())))
+    return manager.driver
+
+
+def load_backend(name: str, **kwargs) -> HostBackend:
+    """Load the backend registered as ``name`` with these arguments."""
+    return backend_class(name)(**kwargs)
 
 
 def available_backends() -> list[str]:

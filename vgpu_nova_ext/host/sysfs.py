@@ -32,6 +32,8 @@ from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import vfio
 
 NVIDIA_VENDOR_ID = '0x10de'
+#: A sysfs attribute is at most a page; leave room for larger pages.
+MAX_ATTRIBUTE_BYTES = 65536
 # PCI base class 0x03 is "display controller" (VGA 0x0300, 3D 0x0302).
 _DISPLAY_CLASS_RE = re.compile(r'^0x03[0-9a-f]{4}$', re.IGNORECASE)
 _HEX_ID_RE = re.compile(r'^0x[0-9a-f]{4}$', re.IGNORECASE)
@@ -41,7 +43,8 @@ class SysfsReader:
     """Builds a :class:`model.HostSnapshot` from a sysfs tree."""
 
     def __init__(self, root: str = '/') -> None:
-        self.root = os.path.abspath(root)
+        # Real, so that resolved links compare with it.
+        self.root = os.path.realpath(root)
         self.sys = os.path.join(self.root, 'sys')
         # type directory -> (its stat key, (name, device_api, description))
         self._type_attrs: dict[str, tuple[tuple[int, int, int],
@@ -70,6 +73,10 @@ class SysfsReader:
                 path = os.path.join(os.path.dirname(path), target)
             path = os.path.normpath(path)
         real = os.path.realpath(path)
+        if not real.startswith(self.sys + os.sep):
+            raise exception.HostReadError(
+                '%s leads to %s, outside /sys: the tree is not a sysfs tree'
+                % (self._show(link), real))
         if not os.path.isdir(real):
             raise exception.HostReadError(
                 '%s points to %s, which does not exist: the device went away '
@@ -79,19 +86,52 @@ class SysfsReader:
         return real
 
     def _read(self, path: str, required: bool = True) -> str | None:
+        """A sysfs attribute's text.
+
+        The kernel's attributes are regular files of at most a page, never
+        links: anything else (a FIFO that would block, a device that reads
+        without end, a link out of the tree) is no sysfs attribute.
+        """
         try:
-            with open(path) as f:
-                return f.read().strip()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+                         | os.O_CLOEXEC)
         except FileNotFoundError:
             if required:
                 raise exception.HostReadError(
                     '%s is missing: the vendor driver did not expose it; '
                     'check that the vGPU manager is loaded' % self._show(path))
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise exception.HostReadError(
+                    '%s is a symbolic link, which no sysfs attribute is: the '
+                    'tree is not a sysfs tree' % self._show(path))
             raise exception.HostReadError(
                 'cannot read %s: %s; run as a user that can read sysfs '
-                '(root or the nova user)' % (self._show(path), exc))
+                '(root or the nova user)' % (self._show(path), exc.strerror))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise exception.HostReadError(
+                    '%s is not a sysfs attribute (a FIFO, a device or a '
+                    'directory): the tree is not a sysfs tree'
+                    % self._show(path))
+            data = os.read(fd, MAX_ATTRIBUTE_BYTES + 1)
+        except OSError as exc:
+            raise exception.HostReadError(
+                'cannot read %s: %s' % (self._show(path), exc.strerror))
+        finally:
+            os.close(fd)
+        if len(data) > MAX_ATTRIBUTE_BYTES:
+            raise exception.HostReadError(
+                '%s holds more than %d bytes, which no sysfs attribute does: '
+                'the tree is not a sysfs tree' % (self._show(path),
+                                                  MAX_ATTRIBUTE_BYTES))
+        try:
+            return data.decode('utf-8').strip()
+        except UnicodeDecodeError:
+            raise exception.HostReadError(
+                '%s is not text: the tree is not a sysfs tree or the driver '
+                'is broken (see dmesg)' % self._show(path))
 
     def _read_int(self, path: str, required: bool = True) -> int | None:
         text = self._read(path, required)

@@ -18,6 +18,7 @@ exception or the command line. Pure, but for ``load()``.
 import ipaddress
 import re
 
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.vendors import base as vendors_base
 from vgpu_nova_ext.vendors import types as vendor_types
@@ -91,17 +92,8 @@ def read_token(path: str) -> vendor_types.Secret:
     :raises ConfigError: naming the option and the file, never the content.
     """
     where = '[vgpu_licensing] client_config_token_file = %s' % path
-    try:
-        with open(path, 'rb') as f:
-            data = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise exception.ConfigError(
-            '%s: cannot read it (%s); give nova-compute read access' % (
-                where, exc.strerror))
-    if len(data) > MAX_TOKEN_BYTES:
-        raise exception.ConfigError(
-            '%s: larger than %d bytes, which no client configuration token '
-            'is; is it the right file?' % (where, MAX_TOKEN_BYTES))
+    data = loader.read_file(path, '[vgpu_licensing] client_config_token_file',
+                            MAX_TOKEN_BYTES)
     data = data.strip()
     try:
         text = data.decode('ascii')
@@ -115,11 +107,12 @@ def read_token(path: str) -> vendor_types.Secret:
     return vendor_types.Secret(data)
 
 
-def load(group, device_config=None) -> vendor_types.LicensingSettings:
-    """Settings from ``CONF.vgpu_licensing`` and the type groups.
+def load(conf, device_config=None) -> vendor_types.LicensingSettings:
+    """Settings from ``[vgpu_licensing]`` of ``conf`` and the type groups.
 
     :raises ConfigError: with every problem, each naming its option.
     """
+    group = conf.vgpu_licensing
     values = {}
     problems = []
     for name in ('enabled', 'client_config_token_file', 'server_address',
@@ -129,10 +122,8 @@ def load(group, device_config=None) -> vendor_types.LicensingSettings:
         try:
             values[name] = getattr(group, name)
         except ValueError as exc:
-            # oslo.config: "Value for option X from <where> is not valid:
-            # <why>"; keep the why, name the option ourselves.
-            problems.append('[vgpu_licensing] %s: %s' % (
-                name, str(exc).rsplit('is not valid: ', 1)[-1]))
+            problems.append(loader.invalid(conf, 'vgpu_licensing', name,
+                                           exc))
     if problems:
         raise exception.ConfigError('; '.join(problems))
     token = None

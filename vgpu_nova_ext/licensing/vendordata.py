@@ -203,7 +203,7 @@ def build(config_files, config_dirs=(), authenticate: bool = True):
     shared = conf_pkg.load(config_files, config_dirs)
     conf = conf_pkg.CONF
     device_config = devices_conf.read(shared)
-    settings = licensing.load(conf.vgpu_licensing, device_config)
+    settings = licensing.load(conf, device_config)
     app = VendordataApp(
         settings, placement.PlacementClient.from_conf(shared),
         list(device_config.type_ids),

@@ -458,7 +458,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                         ext.ledger.of_consumer(instance.uuid)})
         if not types:
             return []
-        settings = licensing.load(CONF.vgpu_licensing, ext.config)
+        settings = licensing.load(CONF, ext.config)
         return [(path, _Hidden(data)) for path, data in
                 licensing_render.config_drive_files(settings, types,
                                                     instance.os_type)]
