@@ -53,17 +53,34 @@ def _show(guest_file: vendor_types.GuestFile) -> str:
                                        body)
 
 
-def print_guest(found: vendor_types.GuestLicensing, indent: str = '') -> None:
+#: What each channel makes of the files in a Linux guest (cloud-init's own
+#: code, tested in tests/unit/test_guest_cloudinit.py).
+LINUX_CHANNELS = (
+    'Through vendor data (the vendordata service, a cloud-config): these '
+    'files with these modes, then the command above.',
+    'Through the config drive alone: cloud-init writes the same files at '
+    'first boot with mode 0660 (DataSourceConfigDrive) and runs nothing, '
+    'so nvidia-gridd reads them when it next starts.')
+#: cloudbase-init writes no config drive files and reads no vendor data.
+WINDOWS_CHANNELS = (
+    'Through the config drive: the files are on the drive; an image script '
+    '(cloudbase-init LocalScripts) must run the .ps1, which applies them.',)
+
+
+def print_guest(found: vendor_types.GuestLicensing, indent: str = '',
+                os_type: str = vendor_types.LINUX) -> None:
     for guest_file in found.files:
         print(indent + _show(guest_file).replace('\n', '\n' + indent))
     for command in found.commands:
         print('%s--- then runs: %s' % (indent, ' '.join(command)))
+    for line in (WINDOWS_CHANNELS if os_type == vendor_types.WINDOWS
+                 else LINUX_CHANNELS):
+        print('%s%s' % (indent, line))
 
 
 def run_render(args) -> int:
     plan = common.build_plan(args)
-    settings = licensing.load(common.CONF,
-                              plan.device_config)
+    settings = licensing.load(common.CONF, plan.device_config)
     if not settings.enabled:
         print('[vgpu_licensing] enabled is false: guests receive nothing')
         return 0
@@ -85,5 +102,5 @@ def run_render(args) -> int:
     found = licensing_render.guest_licensing(settings, type_id, args.os)
     print('A %s guest holding %s receives:' % (args.os,
                                                type_id or 'a vGPU'))
-    print_guest(found)
+    print_guest(found, os_type=args.os)
     return 0

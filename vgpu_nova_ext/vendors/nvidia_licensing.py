@@ -16,7 +16,9 @@ administrator do by hand in each guest.
   ``BackupServerAddress``, ``BackupServerPort``, ``FeatureType``,
   ``EnableUI``, ``LicenseInterval``, ``LingerInterval``) and the NLS client
   configuration token in ``/etc/nvidia/ClientConfigToken/`` with mode 0744,
-  then ``nvidia-gridd`` restarted;
+  then ``nvidia-gridd`` restarted (the modes and the restart hold for the
+  vendor data's cloud-config; files injected through the config drive alone
+  are written by cloud-init with mode 0660 and nothing is restarted);
 - Windows: the token in ``C:\\Program Files\\NVIDIA Corporation\\vGPU
   Licensing\\ClientConfigToken\\`` and the values of the registry key
   ``HKLM\\SYSTEM\\CurrentControlSet\\Services\\nvlddmkm\\Global\\
