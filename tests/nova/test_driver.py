@@ -47,6 +47,8 @@ from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat
 from vgpu_nova_ext.nova import driver as vgpu_driver
+from vgpu_nova_ext.placement import client as placement_client
+from vgpu_nova_ext.placement import publish
 
 IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
 TOKEN = b'eyJhbGciOiJSUzI1NiJ9.dGVzdC10b2tlbi12Z3B1.c2ln'
@@ -443,6 +445,56 @@ class TestCapacity(DriverTestBase):
         self.assertEqual(8, len(self.host_devices(self.compute)))
         self.assertEqual(8, len(self.compute.driver._vgpu_ext()
                                 .ledger.all()))
+
+
+class TestOneTree(DriverTestBase):
+    """The publisher (demo, tests) writes the tree the driver gives Nova."""
+
+    def test_publisher_finds_nothing_to_change(self):
+        self.compute = self.start_vgpu_compute('host1')
+        flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
+        self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                            networks='none', expected_state='ACTIVE')
+        ext = self.compute.driver._vgpu_ext()
+        client = placement_client.PlacementClient.for_endpoint(
+            self.placement.fixture.endpoint)
+        result = publish.TreePublisher(
+            client, 'host1', owner_trait=compat.features().owner_trait
+        ).sync(ext.assignment)
+        self.assertEqual(((), (), (), ()), (
+            result.created, result.updated, result.deleted,
+            result.reshaped))
+        self.assertEqual(2, len(result.desired.providers))
+
+
+class TestTotalFlooredAtAllocations(DriverTestBase):
+    """The driver's tree floors totals as the publisher and audit do."""
+
+    def test_lower_capacity_keeps_allocated_units(self):
+        self.compute = self.start_vgpu_compute('host1')
+        gpu84 = self._get_provider_uuid_by_name('host1_pci_0000_84_00_0')
+        # Three units held on the first GPU by consumers that have no
+        # device there (yet): boots in flight, or devices lost.
+        for _ in range(3):
+            self.assertEqual(204, self.placement.put(
+                '/allocations/%s' % uuidutils.generate_uuid(), {
+                    'allocations': {gpu84: {'resources': {orc.VGPU: 1}}},
+                    'project_id': self.api.project_id,
+                    'user_id': self.api.auth_user,
+                    'consumer_generation': None}, version='1.28').status)
+        # The host now may hold one device of the type: the first GPU's
+        # desired total is 1, the second's 0.
+        nova_devices.register_dynamic_opts(nova_conf.CONF)
+        self.flags(max_instances=1, group='mdev_nvidia-18')
+        self.compute = self.restart_compute_service('host1')
+        inv = self._get_provider_inventory(gpu84)
+        self.assertEqual(3, inv[orc.VGPU]['total'])
+        # Nothing is allocated on the second GPU: its provider goes.
+        self.assertEqual([], self.placement.get(
+            '/resource_providers?name=host1_pci_0000_85_00_0'
+        ).body['resource_providers'])
+        self.assertIn('3 VGPU allocated in Placement but the GPU has room '
+                      'for 1', self.stdlog.logger.output)
 
 
 class TestStress(DriverTestBase):

@@ -98,9 +98,13 @@ class _Extension:
         self.allocator = self.devices.allocator
         self.refresh()
 
-    def refresh(self, existing_uuids: dict[str, str] | None = None
+    def refresh(self, existing_uuids: dict[str, str] | None = None,
+                allocated: dict[str, int] | None = None
                 ) -> inventory.DesiredTree:
-        """Plan the host again; returns the desired GPU providers."""
+        """Plan the host again; returns the desired GPU providers.
+
+        :param allocated: as for :func:`inventory.provider_tree`.
+        """
         snapshot = self.allocator.scan(max_age=SCAN_REUSE_SECONDS)
         self.assignment = mapping.assign(self.config, snapshot)
         for problem in self.assignment.problems:
@@ -114,7 +118,9 @@ class _Extension:
                     str(p) for p in self.assignment.errors))
         tree = inventory.provider_tree(
             self.nodename, self.assignment, existing_uuids,
-            owner_trait=compat.features().owner_trait)
+            allocated=allocated, owner_trait=compat.features().owner_trait)
+        for problem in tree.problems:
+            LOG.warning('vGPU inventory: %s', problem)
         self.allocator.targets = allocator_mod.targets(
             self.nodename, self.assignment, existing_uuids)
         return tree
@@ -164,6 +170,9 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             if data.parent_uuid is not None:
                 existing[data.name] = data.uuid
         desired = ext.refresh(existing)
+        allocated = self._allocated(provider_tree, nodename, desired)
+        if allocated:
+            desired = ext.refresh(existing, allocated)
         old = self._old_layout(provider_tree, nodename, desired)
         if old and allocations is None:
             # vGPU inventory in one of Nova's in-tree layouts (on the
@@ -199,6 +208,44 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 # The GPU serves nothing now; Nova deletes the provider
                 # (it refuses while allocations remain, and logs it).
                 provider_tree.remove(name)
+
+    def _allocated(self, provider_tree, nodename, desired) -> dict[str, int]:
+        """Usage of the GPU providers whose total would go down.
+
+        A total is floored at what is allocated, as the publisher and the
+        audit floor it (one tree, whoever writes it): a GPU provider never
+        reports less than its consumers hold, nor vanishes under them.
+        Placement is read only for such providers (rarely: devices lost or
+        capacity lowered); when it cannot be read the total stays where
+        it is.
+        """
+        current = {}
+        uuids = {}
+        for rp_uuid in provider_tree.get_provider_uuids(nodename):
+            data = provider_tree.data(rp_uuid)
+            if data.parent_uuid is not None:
+                uuids[data.name] = data.uuid
+                current[data.name] = {rc: inv['total'] for rc, inv in
+                                      data.inventory.items()}
+        shrinking = inventory.shrinking(desired, current)
+        if not shrinking:
+            return {}
+        reportclient = self.virtapi.reportclient
+        allocated = {}
+        for name, rc in shrinking:
+            try:
+                response = reportclient.get(
+                    '/resource_providers/%s/usages' % uuids[name],
+                    version='1.9')
+                if response.status_code != 200:
+                    raise ValueError('HTTP %d' % response.status_code)
+                allocated[name] = response.json()['usages'].get(rc, 0)
+            except Exception as exc:
+                LOG.warning('cannot read the usage of %s in Placement (%s); '
+                            'its total stays at %d', name, exc,
+                            current[name][rc])
+                allocated[name] = current[name][rc]
+        return allocated
 
     @staticmethod
     def _vgpu_classes(desired) -> set[str]:

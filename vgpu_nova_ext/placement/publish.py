@@ -13,7 +13,15 @@
 
 The demo and the tests publish the tree here through
 :class:`vgpu_nova_ext.placement.client.PlacementClient`; inside nova-compute,
-Nova's report client does it from the driver's provider tree instead.
+Nova's report client does it from the driver's provider tree instead. Both
+write one tree: :func:`vgpu_nova_ext.inventory.provider_tree`, with totals
+floored at the usage Placement reports for providers that would shrink, and
+allocations in an old layout moved by :func:`vgpu_nova_ext.placement.
+reshape.plan` in one ``POST /reshaper``. A Placement the driver has written
+is left as it is by :meth:`TreePublisher.sync` (tested in
+tests/nova/test_driver.py, TestOneTree). This writer is kept rather than
+Nova's report client because the demo and the benchmarks run where Nova is
+not installed.
 
 Few calls: custom traits and resource classes are ensured once per
 process; providers are created one call each (Placement has no batch
@@ -58,9 +66,15 @@ class TreePublisher:
     """Keeps a host's GPU providers in Placement as the plan says."""
 
     def __init__(self, client: placement.PlacementClient,
-                 host: str) -> None:
+                 host: str, owner_trait: bool = True) -> None:
+        """Publish ``host``'s GPU providers through ``client``.
+
+        :param owner_trait: as the driver's Nova marks its providers (see
+            :func:`vgpu_nova_ext.nova.compat.features`).
+        """
         self.client = client
         self.host = host
+        self.owner_trait = owner_trait
         self.root_uuid: str | None = None
         self._ensured: set[str] = set()
         self._cache: _Cache | None = None
@@ -109,18 +123,21 @@ class TreePublisher:
         cache = self._cache
         if cache is not None and cache.generations == {
                 p['uuid']: p['generation'] for p in listed}:
-            desired = inventory.provider_tree(self.host, assignment,
-                                              existing_uuids=existing)
+            desired = inventory.provider_tree(
+                self.host, assignment, existing_uuids=existing,
+                owner_trait=self.owner_trait)
             if desired == cache.desired:
                 return SyncResult(desired=desired)
 
         # What Placement has: every provider's inventories.
         states = {p['uuid']: self._state(p) for p in listed}
         draft = inventory.provider_tree(self.host, assignment,
-                                        existing_uuids=existing)
+                                        existing_uuids=existing,
+                                        owner_trait=self.owner_trait)
         desired = inventory.provider_tree(
             self.host, assignment, existing_uuids=existing,
-            allocated=self._allocated(draft, states))
+            allocated=self._allocated(draft, states),
+            owner_trait=self.owner_trait)
         created = self._create_missing(desired, states, root_uuid)
         updated = self._set_traits(desired, states, created)
         reshaped = ()
