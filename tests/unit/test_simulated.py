@@ -10,7 +10,9 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 import os
+import signal
 
+import fixtures
 
 from tests import timeout
 from tests.unit import base
@@ -153,6 +155,96 @@ class TestKernelSemantics(base.TestCase):
         parent = self.scan().gpus[0].parents[0]
         self.assertEqual(22, parent.type('mtty-1').available_instances)
         self.assertEqual(11, parent.type('mtty-2').available_instances)
+
+
+class TestCrashAtomic(timeout.TestCase):
+    """A writer killed inside a simulated create or remove.
+
+    The kernel completes such a write even if the writer dies; so does the
+    simulated kernel. The kill is real (SIGKILL of a child process in the
+    middle of the change); where it lands is chosen by making the child's
+    n-th os.symlink call kill it, the one part that is arranged.
+    """
+
+    GPU = '0000:84:00.0'
+    FIRST = '11111111-1111-4111-8111-111111111111'
+    SECOND = '22222222-2222-4222-8222-222222222222'
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+        self.backend = simulated.SimulatedBackend('m60', root=self.root)
+        self.addCleanup(self.backend.close)
+
+    def killed_during(self, change, call: str, number: int) -> None:
+        """Run ``change`` in a child killed at its ``number``-th os.call."""
+        pid = os.fork()
+        if pid == 0:  # the child: dies in the middle of the change
+            calls = [0]
+            real = getattr(os, call)
+
+            def dying(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == number:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*args, **kwargs)
+
+            setattr(os, call, dying)
+            try:
+                change()
+            finally:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        self.assertTrue(os.WIFSIGNALED(status), status)
+        self.assertTrue(os.path.exists(os.path.join(self.root,
+                                                    simulated.JOURNAL)))
+
+    def available(self) -> int:
+        gpu = next(g for g in self.backend.scan().gpus
+                   if g.address == self.GPU)
+        return gpu.parents[0].type('nvidia-18').available_instances
+
+    def ids(self) -> set[str]:
+        return {d.device_id for d in self.backend.scan().mediated_devices}
+
+    def test_killed_create_is_completed_by_the_next_write(self):
+        self.killed_during(lambda: self.backend.create_device(
+            'pci_0000_84_00_0', 'nvidia-18', self.FIRST), 'symlink', 2)
+        # The next write finishes the first create, then makes its own.
+        self.backend.create_device('pci_0000_84_00_0', 'nvidia-18',
+                                   self.SECOND)
+        self.assertEqual({self.FIRST, self.SECOND}, self.ids())
+        self.assertEqual(2, self.available())
+        self.assertFalse(os.path.exists(os.path.join(self.root,
+                                                     simulated.JOURNAL)))
+
+    def test_killed_create_is_completed_when_the_host_opens(self):
+        self.killed_during(lambda: self.backend.create_device(
+            'pci_0000_84_00_0', 'nvidia-18', self.FIRST), 'symlink', 3)
+        again = simulated.SimulatedBackend('m60', root=self.root)
+        self.addCleanup(again.close)
+        self.assertEqual({self.FIRST}, self.ids())
+        self.assertEqual(3, self.available())
+        # Complete, as the kernel makes a device: all its entries there.
+        device = os.path.join(self.root, 'sys', 'bus', 'mdev', 'devices',
+                              self.FIRST)
+        for entry in ('mdev_type', 'subsystem', 'remove'):
+            self.assertTrue(os.path.lexists(os.path.join(device, entry)),
+                            entry)
+        self.assertFalse(os.path.exists(os.path.join(self.root,
+                                                     simulated.JOURNAL)))
+
+    def test_killed_remove_is_completed(self):
+        self.backend.create_device('pci_0000_84_00_0', 'nvidia-18',
+                                   self.FIRST)
+        # os.replace: first the journal, then available_instances after
+        # the device's files are gone.
+        self.killed_during(lambda: self.backend.remove_device(self.FIRST),
+                           'replace', 2)
+        again = simulated.SimulatedBackend('m60', root=self.root)
+        self.addCleanup(again.close)
+        self.assertEqual(set(), self.ids())
+        self.assertEqual(4, self.available())
 
 
 class TestBadProfiles(timeout.TestCase):

@@ -519,6 +519,10 @@ _KERNELS: dict[tuple[str, int], 'SimulatedKernel'] = {}
 _KERNELS_LOCK = threading.Lock()
 
 
+#: The simulated kernel's record of the change in progress.
+JOURNAL = '.kernel.journal'
+
+
 class SimulatedKernel:
     """The kernel and vGPU manager of a simulated host.
 
@@ -569,9 +573,17 @@ class SimulatedKernel:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def write(self, path: str, value: str) -> None:
-        """A write to the attribute at ``path`` (resolved)."""
+        """A write to the attribute at ``path`` (resolved).
+
+        Crash-atomic, as the kernel's are (a write to ``create`` completes
+        even if the writer dies): once checked, the change is recorded in a
+        journal before any file moves, and whatever a killed writer left
+        half done is finished by the next write, or when the host is
+        opened again.
+        """
         name = os.path.basename(path)
         with self.lock(self.root):
+            self.recover()
             if name == 'create':
                 self._create(os.path.dirname(path), value.strip())
             elif name == 'remove':
@@ -581,6 +593,40 @@ class SimulatedKernel:
                                   value.strip())
             else:
                 raise _fail(errno.EACCES)
+
+    # -- the journal -------------------------------------------------------
+    def _journal_path(self) -> str:
+        return os.path.join(self.root, JOURNAL)
+
+    def _begin(self, op: str, **where: str) -> None:
+        """Record a checked change; paths relative to the root."""
+        layout.SysfsTree._write(self._journal_path(), json.dumps(dict(
+            op=op, **{k: os.path.relpath(v, self.root) if k.endswith('_dir')
+                      else v for k, v in where.items()})), 0o644)
+
+    def _end(self) -> None:
+        os.unlink(self._journal_path())
+
+    def recover(self) -> None:
+        """Finish the change a killed writer left half done, if any.
+
+        Call with :meth:`lock` held.
+        """
+        try:
+            with open(self._journal_path()) as f:
+                record = json.load(f)
+        except FileNotFoundError:
+            return
+        for key in list(record):
+            if key.endswith('_dir'):
+                record[key] = os.path.join(self.root, record[key])
+        if record['op'] == 'create':
+            self._do_create(record['type_dir'], record['device'])
+        elif record['op'] == 'remove':
+            self._do_remove(record['mdev_dir'], record['type_dir'])
+        else:
+            self._do_set_vf_type(record['vf_dir'], int(record['number']))
+        self._end()
 
     def _device_dir(self, device_id: str) -> str:
         return os.path.join(self.reader.sys, 'bus', 'mdev', 'devices',
@@ -606,8 +652,14 @@ class SimulatedKernel:
                 known = any(vfio.type_number(t.id) == number
                             for g in self.profile.gpus for t in g.model.types)
                 raise _fail(errno.ENOSPC if known else errno.EINVAL)
-        layout.SysfsTree._write(os.path.join(nvidia, vfio.CURRENT),
-                                '%d\n' % number, 0o644)
+        self._begin('vf_type', vf_dir=vf_dir, number=str(number))
+        self._do_set_vf_type(vf_dir, number)
+        self._end()
+
+    def _do_set_vf_type(self, vf_dir: str, number: int) -> None:
+        layout.SysfsTree._write(
+            os.path.join(vf_dir, vfio.NVIDIA_DIR, vfio.CURRENT),
+            '%d\n' % number, 0o644)
         self._recompute(vf_dir)
 
     def _create(self, type_dir: str, device_id: str) -> None:
@@ -620,6 +672,12 @@ class SimulatedKernel:
         if self.reader._read_int(os.path.join(
                 type_dir, 'available_instances')) < 1:
             raise _fail(errno.ENOSPC)
+        self._begin('create', type_dir=type_dir, device=device_id)
+        self._do_create(type_dir, device_id)
+        self._end()
+
+    def _do_create(self, type_dir: str, device_id: str) -> None:
+        """Make the device; also over what a killed create left."""
         parent_dir = os.path.dirname(os.path.dirname(type_dir))
         self.tree.add_mdev(parent_dir, device_id, os.path.basename(type_dir))
         self._recompute(parent_dir)
@@ -627,13 +685,19 @@ class SimulatedKernel:
     def _remove(self, mdev_dir: str) -> None:
         if os.path.exists(os.path.join(mdev_dir, IN_USE_MARK)):
             raise _fail(errno.EBUSY)
-        device_id = os.path.basename(mdev_dir)
         type_dir = os.path.realpath(os.path.join(mdev_dir, 'mdev_type'))
+        self._begin('remove', mdev_dir=mdev_dir, type_dir=type_dir)
+        self._do_remove(mdev_dir, type_dir)
+        self._end()
+
+    def _do_remove(self, mdev_dir: str, type_dir: str) -> None:
+        """Take the device away; also what a killed remove left of it."""
+        device_id = os.path.basename(mdev_dir)
         for link in (self._device_dir(device_id),
                      os.path.join(type_dir, 'devices', device_id)):
             if os.path.lexists(link):
                 os.unlink(link)
-        shutil.rmtree(mdev_dir)
+        shutil.rmtree(mdev_dir, ignore_errors=True)
         self._recompute(os.path.dirname(mdev_dir))
 
     def _parent_dir(self, name: str) -> str:
@@ -713,6 +777,12 @@ class SimulatedBackend(sysfs.SysfsBackend):
                 shutil.rmtree(root, ignore_errors=True)
             raise
         kwargs.setdefault('privileged', os.stat(root).st_uid != os.geteuid())
+        if not kwargs['privileged'] and os.path.exists(
+                os.path.join(root, JOURNAL)):
+            # A writer was killed mid-change: finish it, as the kernel
+            # would have (a root-owned host: its next write does).
+            with SimulatedKernel.lock(root):
+                SimulatedKernel.at(root).recover()
         super().__init__(sysfs_root=root, **kwargs)
 
     @property
