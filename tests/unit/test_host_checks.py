@@ -56,6 +56,13 @@ class TestStateDirectory(timeout.TestCase):
         self.assertEqual('state.mode', problem.code)
         self.assertIn('chmod 0700 %s' % self.path, problem.fix)
 
+    def test_mode_writable_by_others_is_an_error(self):
+        # The ledger refuses such a directory, so nova-compute would not
+        # start: check says so before.
+        os.mkdir(self.path)
+        os.chmod(self.path, 0o777)
+        self.assertEqual([(mapping.ERROR, 'state.writable')], self.codes())
+
     def test_as_root_the_daemon_is_not_needed(self):
         if os.geteuid() != 0:
             self.skipTest('root only')

@@ -68,7 +68,14 @@ def state_dir_findings(path: str) -> list[mapping.Problem]:
             'running as %s could not keep its ledger there' % (
                 _user(info.st_uid), _user(euid), _user(euid)),
             'chown -R %s %s' % (_user(euid), path)))
-    if stat.S_IMODE(info.st_mode) & 0o077:
+    if stat.S_IMODE(info.st_mode) & 0o022:
+        problems.append(mapping.Problem(
+            mapping.ERROR, 'state.writable', option, path,
+            'mode %o lets other users write in it: they could replace the '
+            'ledger or plant links the service would write through, so '
+            'nova-compute refuses it' % stat.S_IMODE(info.st_mode),
+            'chmod 0700 %s' % path))
+    elif stat.S_IMODE(info.st_mode) & 0o077:
         problems.append(mapping.Problem(
             mapping.WARNING, 'state.mode', option, path,
             'mode %o lets other users read the ledger (owner %s)' % (

@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 'it is refused on [vgpu_vendordata] listen = %s; set listen '
                 'to 127.0.0.1 or drop --noauth (and give Nova '
                 '[vendordata_dynamic_auth] credentials)' % group.listen)
-        server = make_server(group.listen, group.port, app)
     except exception.VGPUNovaExtError as exc:
         print('vgpu-nova-ext-vendordata: error: %s' % exc, file=sys.stderr)
         return 2
+    try:
+        server = make_server(group.listen, group.port, app)
     except OSError as exc:
         print('vgpu-nova-ext-vendordata: error: cannot listen on %s:%d: %s; '
               'choose a free [vgpu_vendordata] listen/port' % (
