@@ -176,6 +176,30 @@ class TestFaults(timeout.TestCase):
         self.assertIn(path, str(exc))
         self.assertIn('moved away', str(exc))
 
+    def test_full_file_system(self):
+        # SQLite's own "disk is full" (SQLITE_FULL), made real by capping
+        # the file at the pages it has: what a full file system gives.
+        state = os.path.join(self.dir, 'state')
+        led = ledger.Ledger(state)
+        self.addCleanup(led.close)
+        pages = led._execute('PRAGMA page_count').fetchone()[0]
+        led._execute('PRAGMA max_page_count = %d' % pages)
+        exc = self.assertRaises(exception.LedgerError, self._fill, led)
+        self.assertIn(os.path.join(state, ledger.Ledger.FILE), str(exc))
+        self.assertIn('full', str(exc))
+        # What was there before is intact and readable.
+        self.assertIsInstance(led.all(), list)
+
+    @staticmethod
+    def _fill(led) -> None:
+        for i in range(10000):
+            led.add(ledger.Entry(
+                device_id='%08d-0000-4000-8000-000000000000' % i,
+                kind='mdev', gpu='pci_0000_84_00_0',
+                parent='pci_0000_84_00_0', type_id='nvidia-18',
+                consumer=None, state=ledger.FREE, origin=ledger.CREATED,
+                changed_at=0.0))
+
     def test_directory_in_place_of_the_file(self):
         state = os.path.join(self.dir, 'state')
         os.makedirs(os.path.join(state, ledger.Ledger.FILE))
