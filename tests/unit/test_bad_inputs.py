@@ -146,6 +146,8 @@ def _m60_with(replace: str, by: str) -> str:
 
 SYSFS = ('--config-file', '{tmp}/nova.conf', '--sysfs-root', '{tmp}',
          'inventory')
+LEDGER_CONF = ('--config-file', '{tmp}/nova.conf', '--simulate', 'm60',
+               '--state-path', '{tmp}/state', '--host', 'h', 'devices')
 LEDGER = ('--simulate', 'm60', '--state-path', '{tmp}/state', '--host', 'h',
           'devices')
 CORPUS = {
@@ -236,6 +238,27 @@ CORPUS = {
          '--host', 'h', 'devices'),
         ('host_backend', "'nope'", 'libvirt'),
         files=conf(GOOD_CONF + '[vgpu_nova_ext]\nhost_backend = nope\n')),
+    'free_device_policy unknown': Case(
+        LEDGER_CONF, ('[vgpu_nova_ext] free_device_policy', "'burn'",
+                      'remove, keep'),
+        files=conf(GOOD_CONF + '[vgpu_nova_ext]\nfree_device_policy = '
+                   'burn\n')),
+    'orphan_grace_period negative': Case(
+        LEDGER_CONF, ('[vgpu_nova_ext] orphan_grace_period', "'-1'"),
+        files=conf(GOOD_CONF + '[vgpu_nova_ext]\norphan_grace_period = '
+                   '-1\n')),
+    'device_timeout zero': Case(
+        LEDGER_CONF, ('[vgpu_nova_ext] device_timeout', "'0'", '0.1'),
+        files=conf(GOOD_CONF + '[vgpu_nova_ext]\ndevice_timeout = 0\n')),
+    'state_path relative': Case(
+        ('--config-file', '{tmp}/nova.conf', '--simulate', 'm60', 'check'),
+        ('[vgpu_nova_ext] state_path', "'lib/vgpu'", 'absolute path'),
+        files=conf(GOOD_CONF + '[vgpu_nova_ext]\nstate_path = lib/vgpu\n')),
+    'vendordata port out of range': Case(
+        ('--config-file', '{tmp}/nova.conf', '--simulate', 'm60',
+         'inventory'),
+        ('[vgpu_vendordata] port', "'99999'"),
+        files=conf(GOOD_CONF + '[vgpu_vendordata]\nport = 99999\n')),
     'placement timeout negative': Case(
         ('--config-file', '{tmp}/nova.conf', '--simulate', 'm60', 'audit'),
         ('[placement]', 'timeout'),

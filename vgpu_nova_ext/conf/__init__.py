@@ -32,6 +32,7 @@ from vgpu_nova_ext.conf import licensing
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import placement
 from vgpu_nova_ext.conf import vendordata
+from vgpu_nova_ext import exception
 
 CONF = cfg.CONF
 DEFAULT_CONFIG_FILES = ('/etc/nova/nova.conf',)
@@ -45,6 +46,41 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
 
 register_opts(CONF)
+
+
+#: Options that name a directory: relative, they would depend on the
+#: working directory of whichever process reads them.
+_ABSOLUTE = (('vgpu_nova_ext', 'state_path'), ('vgpu_nova_ext', 'sysfs_root'),
+             ('vgpu_nova_ext', 'mdevctl_path'))
+
+
+def validate(conf: cfg.ConfigOpts) -> None:
+    """Every value of this project's own groups, read once.
+
+    oslo.config checks a value only when it is read; reading them all here,
+    at start, turns a bad one into one message naming each option, its
+    value as written and what is expected, instead of a traceback later.
+
+    :raises ConfigError: with every bad value.
+    """
+    problems = []
+    for group, opts in (extension.list_opts() + licensing.list_opts()
+                        + vendordata.list_opts()):
+        for opt in opts:
+            try:
+                value = conf[group.name][opt.dest]
+            except ValueError as exc:
+                problems.append(loader.invalid(conf, group.name, opt.dest,
+                                               exc))
+                continue
+            if (group.name, opt.dest) in _ABSOLUTE and value is not None \
+                    and not value.startswith('/'):
+                problems.append('[%s] %s = %r: give an absolute path' % (
+                    group.name, opt.dest, value))
+    if problems:
+        raise exception.ConfigError(
+            'invalid configuration: %s; fix these values in the '
+            'configuration file' % '; '.join(problems))
 
 
 def shared_conf() -> cfg.ConfigOpts:
@@ -66,6 +102,7 @@ def load(config_files, config_dirs=()) -> cfg.ConfigOpts:
     :raises ConfigError: naming the file and the fix.
     """
     loader.parse(CONF, config_files, config_dirs)
+    validate(CONF)
     return loader.parse(shared_conf(), config_files, config_dirs)
 
 

@@ -234,7 +234,7 @@ NEW_GROUP_ONLY = ('mdev_class', 'max_instances')
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """``[devices]``, unless Nova has registered it (then Nova's governs)."""
-    conf.register_group(devices_group)
+    loader.register_group(conf, devices_group)
     loader.register_tolerant(conf, devices_opts, group=DEVICES_GROUP)
 
 

@@ -13,6 +13,8 @@
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import loader
+
 GROUP = 'vgpu_nova_ext'
 
 extension_group = cfg.OptGroup(
@@ -91,7 +93,7 @@ extension_opts = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(extension_group)
+    loader.register_group(conf, extension_group)
     conf.register_opts(extension_opts, group=extension_group)
 
 

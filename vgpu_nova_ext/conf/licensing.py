@@ -18,6 +18,8 @@ On the global CONF (no other project owns these names). The per-type
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import loader
+
 GROUP = 'vgpu_licensing'
 FEATURE_TYPES = ('auto', '0', '1', '2', '4')
 
@@ -94,7 +96,7 @@ licensing_opts = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(licensing_group)
+    loader.register_group(conf, licensing_group)
     conf.register_opts(licensing_opts, group=licensing_group)
 
 

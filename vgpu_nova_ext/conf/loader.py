@@ -194,6 +194,18 @@ def invalid(conf: cfg.ConfigOpts, group: str, name: str,
     return '[%s] %s%s: %s' % (group, name, shown, why)
 
 
+def register_group(conf: cfg.ConfigOpts, group: cfg.OptGroup) -> None:
+    """Register a copy of ``group`` of its own.
+
+    oslo.config keeps a shallow copy of a registered group, whose option
+    table (and so every override) is shared with every other ConfigOpts
+    the same group object was registered in: an override on a private
+    ConfigOpts would change the global CONF.
+    """
+    conf.register_group(cfg.OptGroup(
+        name=group.name, title=group.title, help=group.help))
+
+
 def register_tolerant(conf: cfg.ConfigOpts, opts, group=None) -> None:
     """Register ``opts`` unless an option of the same name is there.
 

@@ -45,7 +45,7 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(placement_group)
+    loader.register_group(conf, placement_group)
     loader.register_tolerant(
         conf, ks_loading.get_session_conf_options()
         + ks_loading.get_auth_common_conf_options()

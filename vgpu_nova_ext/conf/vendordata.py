@@ -13,6 +13,8 @@
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import loader
+
 GROUP = 'vgpu_vendordata'
 
 vendordata_group = cfg.OptGroup(
@@ -55,7 +57,7 @@ vendordata_opts = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(vendordata_group)
+    loader.register_group(conf, vendordata_group)
     conf.register_opts(vendordata_opts, group=vendordata_group)
 
 

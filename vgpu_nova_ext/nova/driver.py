@@ -88,6 +88,7 @@ class _Extension:
 
     def __init__(self, nodename: str, libvirt_connection=None) -> None:
         self.nodename = nodename
+        conf_pkg.validate(CONF)
         self.config = devices_conf.from_nova_conf(CONF)
         # The libvirt backend shares nova-compute's own connection.
         self.devices = factory.open_host(CONF, nodename,
