@@ -45,9 +45,9 @@ from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import embedded as placement_server
 from vgpu_nova_ext.placement import publish
-from vgpu_nova_ext.placement import reshape
-from vgpu_nova_ext.placement import server as placement_server
+from vgpu_nova_ext import reshape
 
 ROOT_INVENTORY = {'VCPU': {'total': 64}, 'MEMORY_MB': {'total': 524288},
                   'DISK_GB': {'total': 2000}}

@@ -22,8 +22,8 @@ from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import embedded as placement_server
 from vgpu_nova_ext.placement import publish
-from vgpu_nova_ext.placement import server as placement_server
 
 HOST = 'cn1'
 

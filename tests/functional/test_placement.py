@@ -19,7 +19,7 @@ from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.placement import audit
 from vgpu_nova_ext.placement import client as placement
-from vgpu_nova_ext.placement import reshape
+from vgpu_nova_ext import reshape
 
 HOST = base.HOST
 

@@ -33,8 +33,8 @@ from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext.placement import audit as audit_mod
 from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import embedded as placement_server
 from vgpu_nova_ext.placement import publish
-from vgpu_nova_ext.placement import server as placement_server
 from vgpu_nova_ext.vendors import types as vendor_types
 
 DEFAULT_PROFILE = 'v100x8'

@@ -47,7 +47,7 @@ from vgpu_nova_ext.licensing import render as licensing_render
 from vgpu_nova_ext.licensing import settings as licensing
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
-from vgpu_nova_ext.placement import reshape
+from vgpu_nova_ext import reshape
 
 LOG = logging.getLogger(__name__)
 CONF = conf_pkg.CONF

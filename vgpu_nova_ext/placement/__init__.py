@@ -9,5 +9,5 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""Placement over openstacksdk: the client, the audit, the reshape, the
-demo's writer and the embedded server of the demo and the tests."""
+"""Placement over openstacksdk, outside nova-compute: the client, the
+audit, the demo's writer and the embedded server of the demo and tests."""

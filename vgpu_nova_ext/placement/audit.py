@@ -24,7 +24,7 @@ import dataclasses
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.placement import client as placement
-from vgpu_nova_ext.placement import reshape
+from vgpu_nova_ext import reshape
 
 MISSING = 'missing'
 UNEXPECTED = 'unexpected'

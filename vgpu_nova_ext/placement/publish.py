@@ -16,8 +16,8 @@ The demo and the tests publish the tree here through
 Nova's report client does it from the driver's provider tree instead. Both
 write one tree: :func:`vgpu_nova_ext.inventory.provider_tree`, with totals
 floored at the usage Placement reports for providers that would shrink, and
-allocations in an old layout moved by :func:`vgpu_nova_ext.placement.
-reshape.plan` in one ``POST /reshaper``. A Placement the driver has written
+allocations in an old layout moved by :func:`vgpu_nova_ext.reshape.plan` in
+one ``POST /reshaper``. A Placement the driver has written
 is left as it is by :meth:`TreePublisher.sync` (tested in
 tests/nova/test_driver.py, TestOneTree). This writer is kept rather than
 Nova's report client because the demo and the benchmarks run where Nova is
@@ -39,7 +39,7 @@ import os_traits
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.placement import client as placement
-from vgpu_nova_ext.placement import reshape
+from vgpu_nova_ext import reshape
 
 LOG = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3

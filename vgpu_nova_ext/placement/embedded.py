@@ -67,7 +67,7 @@ class EmbeddedPlacement:
         if self.process is not None:
             return self.endpoint
         self.process = subprocess.Popen(
-            [sys.executable, '-m', 'vgpu_nova_ext.placement.server',
+            [sys.executable, '-m', 'vgpu_nova_ext.placement.embedded',
              self.config_file, str(self.port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + self.start_timeout
