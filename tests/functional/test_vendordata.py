@@ -31,6 +31,7 @@ import yaml
 from tests.functional import base
 from tests.unit import test_licensing
 from vgpu_nova_ext.cmd import vendordata as vendordata_cmd
+from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.licensing import policy
 from vgpu_nova_ext.licensing import vendordata
@@ -166,7 +167,11 @@ class TestVendordataService(base.TestCase):
                     '[placement]\nauth_type = admin_token\nendpoint = %s\n'
                     'token = admin\n'
                     '[keystone_authtoken]\nwww_authenticate_uri = '
-                    'http://127.0.0.1:9/identity\n%s' % (
+                    'http://127.0.0.1:9/identity\nauth_type = password\n'
+                    'auth_url = http://127.0.0.1:9/identity\n'
+                    'username = vgpu\npassword = secret\n'
+                    'user_domain_name = Default\nproject_name = service\n'
+                    'project_domain_name = Default\n%s' % (
                         tok, placement or self.placement.endpoint, extra))
         return conf
 
@@ -235,6 +240,17 @@ class TestVendordataService(base.TestCase):
         status, answer = self.post(self.nova_body(self.vgpu), url=url)
         self.assertEqual(200, status)
         self.assertIn('client_configuration_token.tok', answer)
+
+    def test_without_keystone_credentials_refused_at_start(self):
+        conf = self.write_nova_conf()
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, 'w') as f:
+            f.write(text.replace('auth_type = password\n', ''))
+        exc = self.assertRaises(exception.ConfigError, vendordata.build,
+                                [conf])
+        self.assertIn('[keystone_authtoken] auth_type', str(exc))
+        self.assertIn('--noauth', str(exc))
 
     def test_is_loopback(self):
         self.assertTrue(vendordata.is_loopback('127.0.0.1'))

@@ -38,6 +38,7 @@ import uuid
 
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.licensing import policy as vendordata_policy
 from vgpu_nova_ext.licensing import render as licensing_render
@@ -188,9 +189,20 @@ def protect(app, conf):
     """
     from keystonemiddleware import auth_token
 
-    return auth_token.AuthProtocol(
+    protected = auth_token.AuthProtocol(
         PolicyGate(app, vendordata_policy.enforcer(conf)), {
             'oslo_config_config': conf, 'delay_auth_decision': True})
+    if conf.keystone_authtoken.auth_type is None:
+        # Without credentials of its own keystonemiddleware validates no
+        # token, and every guest would boot unlicensed: say so at start.
+        raise exception.ConfigError(
+            '[keystone_authtoken] auth_type is not set: the vendordata '
+            'service validates tokens with credentials of its own, as '
+            'nova-api does; give it nova-api\'s [keystone_authtoken] '
+            '(auth_type = password, auth_url, username, ...) or, for '
+            'development on 127.0.0.1 only, run vgpu-nova-ext-vendordata '
+            '--noauth')
+    return protected
 
 
 def build(config_files, config_dirs=(), authenticate: bool = True):
