@@ -97,11 +97,17 @@ def is_managed_trait(trait: str) -> bool:
         trait == os_traits.OWNER_NOVA
 
 
-def merged_traits(current: Iterable[str], wanted: Iterable[str]
+def merged_traits(current: Iterable[str], spec: 'ProviderSpec'
                   ) -> list[str]:
-    """A GPU provider's traits: ``wanted`` and every trait not managed."""
-    return sorted({t for t in current if not is_managed_trait(t)} |
-                  set(wanted))
+    """A GPU provider's traits: the spec's and every trait not managed.
+
+    While the type's name is unknown (a full vendor-VFIO GPU whose name
+    was never read) the managed traits it has stay too: a name trait is
+    never dropped for want of a name.
+    """
+    keep = set(current) if spec.type_name is None else {
+        t for t in current if not is_managed_trait(t)}
+    return sorted(keep | set(spec.traits))
 
 
 @dataclasses.dataclass(frozen=True)

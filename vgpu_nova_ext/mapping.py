@@ -336,6 +336,17 @@ class _Mapper:
                 'remove the stale devices (vgpu-nova-ext devices lists '
                 'them), or serve their type on this GPU')
         name = gpu.type_name(type_id)
+        if name is None and gpu.sriov:
+            self.problem(
+                WARNING, 'type.name_unknown', 'host GPU %s' % gpu.address,
+                type_id,
+                'the GPU no longer lists %s (NVIDIA\'s driver lists a type '
+                'only while a VF can take it) and its name was never read '
+                'here, so its provider carries the type id trait only (a '
+                'name trait it has is kept)' % type_id,
+                'nothing to do: the name is read and remembered as soon as a '
+                'VF of this GPU is free again; flavors can require '
+                'CUSTOM_VGPU_%s meanwhile' % type_id.upper().replace('-', '_'))
         info = self.vendors.describe_type(
             type_id, gpu.vendor_id, name, gpu.type_description(type_id))
         if gpu.sriov:

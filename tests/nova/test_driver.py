@@ -689,6 +689,49 @@ class TestVfioLifecycle(TestLifecycle):
     enabled_types = 'nvidia-558'
 
 
+class TestVfioFullGpuKeepsItsName(DriverTestBase):
+    """NVIDIA's driver stops listing a type on a full GPU; nothing is lost.
+
+    A type's name (and its name trait) is remembered per GPU in the ledger.
+    """
+
+    profile = 'a40-vfio'
+    enabled_types = 'nvidia-558'
+    GPU = 'host1_pci_0000_3d_00_0'
+
+    def test_filled_and_restarted_keeps_traits_and_total(self):
+        self.compute = self.start_vgpu_compute('host1')
+        rp = self._get_provider_uuid_by_name(self.GPU)
+        self.assertIn('CUSTOM_VGPU_A40_2Q', self._get_provider_traits(rp))
+        backend = self.compute.driver._vgpu_ext().backend
+        snapshot = backend.scan()
+        gpu = next(g for g in snapshot.gpus if g.address == '0000:3d:00.0')
+        held = {d.parent for d in snapshot.mediated_devices}
+        for parent in gpu.parents:  # other owners fill the GPU
+            if parent.name not in held:
+                try:
+                    backend.create_device(parent.name, 'nvidia-558',
+                                          parent.address)
+                except Exception:
+                    break
+        gpu = next(g for g in backend.scan().gpus
+                   if g.address == '0000:3d:00.0')
+        self.assertIsNone(gpu.type_name('nvidia-558'))  # the GPU is full
+        self._run_periodics()
+        total = self._get_provider_inventory(rp)[orc.VGPU]['total']
+        self.compute = self.restart_compute_service('host1')
+        traits = self._get_provider_traits(rp)
+        self.assertIn('CUSTOM_VGPU_A40_2Q', traits)
+        self.assertIn('CUSTOM_VGPU_NVIDIA_558', traits)
+        self.assertEqual(total, self._get_provider_inventory(rp)[
+            orc.VGPU]['total'])
+        self.assertEqual(24, total)  # 48 GB / 2 GB: every VF it can hold
+        # The name itself, remembered in the ledger across the restart.
+        (served,) = [a for a in self.compute.driver._vgpu_ext()
+                     .assignment.gpus if a.gpu.address == '0000:3d:00.0']
+        self.assertEqual('NVIDIA A40-2Q', served.type_name)
+
+
 class TestMoves(DriverTestBase):
 
     def setUp(self):

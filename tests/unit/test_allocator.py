@@ -17,11 +17,14 @@ import uuid
 from tests import timeout
 from tests.unit import base
 from tests.unit import lifecycle
+from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import sysfs
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import mapping
 
 GPU84 = 'pci_0000_84_00_0'
 GPU85 = 'pci_0000_85_00_0'
@@ -251,6 +254,62 @@ class TestScanReuse(AllocatorTestCase):
         self.assertRaises(exception.DeviceError, self.al._create_on_host,
                           full.parents[0], 'nvidia-18', str(uuid.uuid4()))
         self.assertIsNot(before, self.al.scan(max_age=60))
+
+
+class TestTypeNamesSurvive(AllocatorTestCase):
+    """A full vendor-VFIO GPU no longer names its type; the name stays."""
+
+    profile = 'a40-vfio'
+    config = '[devices]\nenabled_mdev_types = nvidia-558\n'
+    GPU = 'pci_0000_3d_00_0'
+
+    def fill(self, al) -> None:
+        """Type every free VF of the first GPU (other owners' devices)."""
+        snapshot = al.backend.scan()
+        gpu = next(g for g in snapshot.gpus if g.name == self.GPU)
+        held = {d.parent for d in snapshot.mediated_devices}
+        for parent in gpu.parents:
+            if parent.name not in held:
+                try:
+                    al.backend.create_device(parent.name, 'nvidia-558',
+                                             parent.address)
+                except Exception:
+                    break  # the GPU is full: the per-GPU maximum
+
+    def name_of(self, snapshot) -> str | None:
+        gpu = next(g for g in snapshot.gpus if g.name == self.GPU)
+        return gpu.type_name('nvidia-558')
+
+    def test_full_gpu_keeps_its_name_across_a_restart(self):
+        self.assertEqual('NVIDIA A40-2Q', self.name_of(self.al.scan()))
+        self.fill(self.al)
+        # The host itself no longer names the type on that GPU ...
+        self.assertIsNone(self.name_of(self.al.backend.scan()))
+        # ... the allocator does, now and after a restart.
+        self.assertEqual('NVIDIA A40-2Q', self.name_of(self.al.scan()))
+        again = self.make()
+        self.assertEqual('NVIDIA A40-2Q', self.name_of(again.scan()))
+        self.assertEqual({(self.GPU, 'nvidia-558'): ('NVIDIA A40-2Q', None)},
+                         {k: v for k, v in again.ledger.type_names().items()
+                          if k[0] == self.GPU and k[1] == 'nvidia-558'})
+
+    def test_never_read_is_a_warning_and_keeps_the_id_trait(self):
+        self.fill(self.al)
+        # As on a first start with the GPU already full: nothing recorded.
+        with self.al.ledger.transaction():
+            self.al.ledger._execute('DELETE FROM type_names')
+        snapshot = self.make().scan()
+        self.assertIsNone(self.name_of(snapshot))
+        plan = mapping.assign(devices_conf.load_device_config(
+            [self.write_config(self.config)]), snapshot)
+        codes = [(p.code, p.value) for p in plan.problems]
+        self.assertIn(('type.name_unknown', 'nvidia-558'), codes)
+        tree = inventory.provider_tree('h', plan)
+        spec = tree.by_name()['h_' + self.GPU]
+        self.assertIn('CUSTOM_VGPU_NVIDIA_558', spec.traits)
+        # A name trait the provider has stays while the name is unknown.
+        self.assertIn('CUSTOM_VGPU_A40_2Q', inventory.merged_traits(
+            ['CUSTOM_VGPU_A40_2Q', 'CUSTOM_VGPU_NVIDIA_558'], spec))
 
 
 class TestReconcile(AllocatorTestCase):

@@ -24,6 +24,7 @@ from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
+from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
@@ -129,7 +130,8 @@ def build_plan(args) -> Plan:
     backend = factory.make_backend(CONF, state, keep_simulated_host=False,
                                    **_backend_args(args, profile))
     try:
-        snapshot = backend.scan()
+        snapshot = backend.scan().with_type_names(
+            ledger_mod.read_type_names(state))
         description = backend.describe()
     finally:
         backend.close()

@@ -133,6 +133,9 @@ class Allocator:
         self._host_changes = 0
         self._last_scan: tuple[model.HostSnapshot, int, float] | None = None
         self._scan_guard = threading.Lock()
+        # {(GPU, type id): (name, description)}: see _named().
+        self._known_names: dict[tuple[str, str],
+                                tuple[str, str | None]] | None = None
 
     def scan(self, max_age: float = 0.0) -> model.HostSnapshot:
         """The host, from the last scan if it is recent enough.
@@ -155,10 +158,30 @@ class Allocator:
         # scan makes this snapshot stale.
         changes = self._host_changes
         taken = time.monotonic()
-        snapshot = self.backend.scan()
+        snapshot = self._named(self.backend.scan())
         with self._scan_guard:
             self._last_scan = (snapshot, changes, taken)
         return snapshot
+
+    def _named(self, snapshot: model.HostSnapshot) -> model.HostSnapshot:
+        """Remember the type names the host shows; fill those it does not.
+
+        A full vendor-VFIO GPU no longer names its types; the name read
+        before (in the ledger, so it survives a restart) keeps the name
+        trait and what the vendor derives from the name.
+        """
+        # The ledger is used outside _scan_guard: a caller may hold the
+        # ledger's lock (in a transaction) and then scan.
+        known = self._known_names
+        if known is None:
+            known = self.ledger.type_names()
+        seen = snapshot.type_names()
+        changed = {k: v for k, v in seen.items() if known.get(k) != v}
+        if changed:
+            self.ledger.remember_type_names(changed)
+        with self._scan_guard:
+            known = self._known_names = (self._known_names or known) | changed
+        return snapshot.with_type_names(known)
 
     def _create_on_host(self, parent: str, type_id: str,
                         device_id: str) -> None:

@@ -47,6 +47,7 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 
 from vgpu_nova_ext import exception
 
@@ -78,11 +79,25 @@ CREATE TABLE IF NOT EXISTS links (
 );
 CREATE INDEX IF NOT EXISTS links_instance ON links (instance);
 """
+# Version 2: the names read for each type on each physical GPU. NVIDIA's
+# vendor-specific VFIO lists a type (with its name) only while a VF can
+# still take it, so a full GPU no longer names its types; type ids are
+# unique per board only, so names are kept per GPU.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS type_names (
+    gpu TEXT NOT NULL,
+    type_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    PRIMARY KEY (gpu, type_id)
+)
+"""
 #: Statements that take a ledger from version N-1 to N, N = index + 1.
 #: Append only: a released step never changes. Version 1 is the first
 #: release's schema (its ledgers have user_version 0 and these tables).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tuple(s.strip() for s in _SCHEMA_V1.split(';') if s.strip()),
+    (_SCHEMA_V2.strip(),),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
@@ -151,6 +166,32 @@ def check_state_dir(path: str) -> None:
                     'nothing in the state directory may be a link, so '
                     'remove it and let the service create the file' % (
                         entry.path, os.readlink(entry.path)))
+
+
+def read_type_names(state_path: str
+                    ) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """The type names a host's ledger holds, read only; {} without one.
+
+    For the commands that plan without opening the ledger (inventory,
+    check): they read what nova-compute remembered and change nothing.
+    """
+    path = os.path.join(state_path, Ledger.FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        db = sqlite3.connect('file:%s?mode=ro' % urllib.parse.quote(path),
+                             uri=True, timeout=5)
+    except sqlite3.Error:
+        return {}
+    try:
+        return {(gpu, type_id): (name, description) for
+                gpu, type_id, name, description in db.execute(
+                    'SELECT gpu, type_id, name, description FROM type_names')}
+    except sqlite3.Error:
+        # A ledger of an earlier schema, or damaged: the driver says so.
+        return {}
+    finally:
+        db.close()
 
 
 class Ledger:
@@ -233,6 +274,24 @@ class Ledger:
                 self._execute('ROLLBACK')
                 raise
             self._execute('COMMIT')
+
+    # -- type names ----------------------------------------------------------
+    def type_names(self) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """{(GPU, type id): (name, description)} as last read."""
+        return {(gpu, type_id): (name, description) for
+                gpu, type_id, name, description in self._fetch(
+                    'SELECT gpu, type_id, name, description FROM type_names')}
+
+    def remember_type_names(self, names: dict[tuple[str, str],
+                                              tuple[str, str | None]]
+                            ) -> None:
+        """Record these names (replacing what a GPU said before)."""
+        with self.transaction():
+            for (gpu, type_id), (name, description) in names.items():
+                self._execute(
+                    'INSERT OR REPLACE INTO type_names (gpu, type_id, name, '
+                    'description) VALUES (?, ?, ?, ?)',
+                    (gpu, type_id, name, description))
 
     # -- reads -------------------------------------------------------------
     def _select(self, where: str = '', args: tuple = (),

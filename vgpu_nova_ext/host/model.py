@@ -137,6 +137,42 @@ class HostSnapshot:
         ids = {t for gpu in self.gpus for t in gpu.supported_type_ids}
         return tuple(sorted(ids, key=_natural_key))
 
+    def type_names(self) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """{(GPU name, type id): (name, description)} of the named types."""
+        found = {}
+        for gpu in self.gpus:
+            for parent in gpu.parents:
+                for vgpu_type in parent.types:
+                    if vgpu_type.name:
+                        found.setdefault((gpu.name, vgpu_type.id),
+                                         (vgpu_type.name,
+                                          vgpu_type.description))
+        return found
+
+    def with_type_names(self, known: dict[tuple[str, str],
+                                          tuple[str, str | None]]
+                        ) -> 'HostSnapshot':
+        """This snapshot with a name for each type that shows none.
+
+        NVIDIA's vendor-specific VFIO stops listing a type (and so its
+        name) on a GPU that can take no more of it; ``known`` holds what
+        the GPU said before, keyed by GPU, as type ids are unique per
+        board only.
+        """
+        def named(gpu: PhysicalGPU, vgpu_type: VGPUType) -> VGPUType:
+            if vgpu_type.name or (gpu.name, vgpu_type.id) not in known:
+                return vgpu_type
+            name, description = known[(gpu.name, vgpu_type.id)]
+            return dataclasses.replace(
+                vgpu_type, name=name,
+                description=vgpu_type.description or description)
+
+        gpus = tuple(dataclasses.replace(gpu, parents=tuple(
+            dataclasses.replace(parent, types=tuple(
+                named(gpu, t) for t in parent.types))
+            for parent in gpu.parents)) for gpu in self.gpus)
+        return dataclasses.replace(self, gpus=gpus)
+
 
 def _natural_key(text: str) -> tuple:
     """Sort ``nvidia-9`` before ``nvidia-10``."""

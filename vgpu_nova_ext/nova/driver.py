@@ -197,7 +197,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             # Only this project's traits change: an operator's own (Nova's
             # vGPU guide has them put on GPU providers) stay.
             provider_tree.update_traits(spec.name, inventory.merged_traits(
-                provider_tree.data(spec.name).traits, spec.traits))
+                provider_tree.data(spec.name).traits, spec))
         if old:
             self._reshape(provider_tree, nodename, desired, old, allocations)
         wanted = {p.name for p in desired.providers}

@@ -104,11 +104,12 @@ def audit(client: placement.PlacementClient, host: str,
         if have != want:
             drift.append(Drift(spec.name, INVENTORY, want, have))
         # Only this project's traits can drift; others' are not its own.
-        traits = sorted(t for t in client.traits(spec.uuid)['traits']
-                        if inventory.is_managed_trait(t))
-        if traits != sorted(spec.traits):
-            drift.append(Drift(spec.name, TRAITS, sorted(spec.traits),
-                               traits))
+        have = client.traits(spec.uuid)['traits']
+        traits = sorted(t for t in have if inventory.is_managed_trait(t))
+        expected = sorted(t for t in inventory.merged_traits(have, spec)
+                          if inventory.is_managed_trait(t))
+        if traits != expected:
+            drift.append(Drift(spec.name, TRAITS, expected, traits))
     wanted = {p.name for p in desired.providers}
     for provider in listed:
         if provider['name'] in wanted:

@@ -205,7 +205,7 @@ class TreePublisher:
             have = ([] if spec.name in created
                     else self.client.traits(spec.uuid)['traits'])
             # An operator's traits on the provider stay.
-            want = inventory.merged_traits(have, spec.traits)
+            want = inventory.merged_traits(have, spec)
             if sorted(have) == want:
                 continue
             self._ensure(spec)
