@@ -96,6 +96,15 @@ class ClaimError(VGPUNovaExtError):
     code = 'vgpu_nova_ext.claim'
 
 
+class CombinationRefused(ClaimError):
+    """The vGPUs asked for one guest break the vendor's rules.
+
+    No host can meet it: the build is aborted, not rescheduled.
+    """
+
+    code = 'vgpu_nova_ext.claim.combination'
+
+
 class LedgerError(VGPUNovaExtError):
     """The ledger file or its state directory cannot be used."""
 

@@ -119,6 +119,7 @@ class _Mapper:
         self.problems: list[Problem] = []
         self.notes: list[str] = []
         self.claims: dict[str, _Claim] = {}
+        self._rules_told: set[tuple[str, int]] = set()
         self.by_address: dict[str, tuple[model.PhysicalGPU,
                                          model.ParentDevice | None]] = {}
         for gpu in snapshot.gpus:
@@ -349,6 +350,17 @@ class _Mapper:
                 'CUSTOM_VGPU_%s meanwhile' % type_id.upper().replace('-', '_'))
         info = self.vendors.describe_type(
             type_id, gpu.vendor_id, name, gpu.type_description(type_id))
+        max_unit = claim.type_config.max_unit
+        rule = self.vendors.combination_problem([info] * max_unit)
+        if rule and (type_id, max_unit) not in self._rules_told:
+            self._rules_told.add((type_id, max_unit))
+            self.problem(
+                WARNING, 'type.max_unit_rule',
+                '[%s] max_unit' % claim.type_config.group, max_unit,
+                'lets one instance take %d vGPUs of %s from one GPU, which '
+                'the vendor refuses: %s; such builds fail with that fault'
+                % (max_unit, type_id, rule),
+                'set max_unit = 1 for this type')
         if gpu.sriov:
             free_vfs = sum(1 for p in scope if p.type(type_id)
                            and p.type(type_id).available_instances > 0)

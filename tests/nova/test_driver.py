@@ -275,21 +275,44 @@ class TestScheduling(TwoTypesTestBase):
         self.assertEqual(('pci_0000_85_00_0', 'nvidia-22'),
                          (device.parent, device.type_id))
 
+    def test_vendor_rules_refuse_a_mix_before_any_device(self):
+        # One M60-2Q and one M60-8Q in one guest: on Maxwell only
+        # full-framebuffer types combine (NVIDIA); the build is aborted
+        # with the rule as its fault, not rescheduled, and nothing made.
+        flavor = self._create_flavor(extra_spec={
+            'resources1:VGPU': '1', 'resources2:VGPU': '1',
+            'group_policy': 'isolate'})
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ERROR')
+        self.assertIn('only full-framebuffer types combine',
+                      server['fault']['message'])
+        self.assertIn('M60-2Q', server['fault']['message'])
+        self.assertEqual((), self.host_devices(self.compute))
+        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+
+
+class TestTwoVgpus(DriverTestBase):
+    """Two vGPUs in one guest where NVIDIA allows it (Volta, Q series)."""
+
+    profile = 'v100x8'
+    enabled_types = 'nvidia-197'
+
     def test_two_vgpus_through_request_groups(self):
+        self.compute = self.start_vgpu_compute('host1')
         flavor = self._create_flavor(extra_spec={
             'resources1:VGPU': '1', 'resources2:VGPU': '1',
             'group_policy': 'isolate'})
         server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
                                      networks='none',
                                      expected_state='ACTIVE')
-        self.assertEqual(sorted(inventory.provider_uuid('host1_' + g) for g
-                                in ('pci_0000_84_00_0', 'pci_0000_85_00_0')),
-                         self.gpu_of(server))
-        devices = self.host_devices(self.compute)
-        self.assertEqual({'pci_0000_84_00_0', 'pci_0000_85_00_0'},
-                         {d.parent for d in devices})
-        self.assertEqual(sorted(d.device_id for d in devices),
-                         sorted(self.guest_devices(self.compute, server)))
+        allocations = self._get_allocations_by_server_uuid(server['id'])
+        self.assertEqual(2, len([rp for rp, a in allocations.items()
+                                 if orc.VGPU in a['resources']]))
+        mine = [d for d in self.host_devices(self.compute)
+                if d.device_id in set(self.guest_devices(self.compute,
+                                                         server))]
+        self.assertEqual(2, len({d.parent for d in mine}))
 
 
 class TestOperatorTraits(TwoTypesTestBase):

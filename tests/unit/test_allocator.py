@@ -575,3 +575,25 @@ class TestMigrationConsumers(AllocatorTestCase):
         allocations[str(uuid.uuid4())] = {'resources': {'VGPU': 1}}
         claim = self.al.claim('inst', allocations)
         self.assertEqual([GPU84], [d.gpu for d in claim.devices])
+
+
+class TestCombinationRules(AllocatorTestCase):
+    """NVIDIA's rules for several vGPUs in one guest, before any change."""
+
+    profile = 'p40'
+    config = ('[devices]\nenabled_mdev_types = nvidia-50\n'
+              '[mdev_nvidia-50]\nmax_unit = 2\n')
+
+    def test_two_fractional_pascal_vgpus_refused(self):
+        gpu = next(iter(self.al.targets.values())).gpu
+        before = set(self.host_devices())
+        exc = self.assertRaises(exception.CombinationRefused,
+                                self.al.check_combination, 'i1',
+                                lifecycle.alloc(self.al, gpu, gpu))
+        self.assertIn('only full-framebuffer types combine', str(exc))
+        self.assertIn('P40-6Q', str(exc))
+        self.assertIn('nothing was created', str(exc))
+        self.assertEqual(before, set(self.host_devices()))
+        self.assertEqual([], self.al.ledger.all())
+        # One vGPU is always fine.
+        self.al.check_combination('i1', lifecycle.alloc(self.al, gpu))

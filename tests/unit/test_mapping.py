@@ -406,3 +406,21 @@ class TestNotes(TestAssignment):
         (note,) = result.notes
         self.assertIn('[devices] enabled_vgpu_types', note)
         self.assertIn('[vgpu_nvidia-18]', note)
+
+
+class TestVendorRules(timeout.TestCase):
+
+    def test_max_unit_contradicting_the_vendor_rule_is_a_warning(self):
+        # Two M60-2Q in one VM: NVIDIA refuses (Maxwell and Pascal combine
+        # only full-framebuffer types). Said once per type, not per GPU.
+        plan = mapping.assign(
+            config({'type_id': 'nvidia-18', 'max_unit': 2}),
+            host(gpu('0000:84:00.0'), gpu('0000:85:00.0')))
+        rules = [p for p in plan.problems if p.code == 'type.max_unit_rule']
+        self.assertEqual(1, len(rules))
+        self.assertIn('full-framebuffer', rules[0].message)
+        self.assertIn('max_unit = 1', rules[0].fix)
+        # Within the rule: no warning.
+        plan = mapping.assign(config('nvidia-18'), host(gpu('0000:84:00.0')))
+        self.assertNotIn('type.max_unit_rule',
+                         [p.code for p in plan.problems])

@@ -67,3 +67,59 @@ class TestVendors(timeout.TestCase):
                                      None)
         self.assertEqual('Dual port serial', info.short_name)
         self.assertIsNone(info.max_per_gpu)
+
+
+class TestSeveralVgpusInOneGuest(timeout.TestCase):
+    """NVIDIA's rules, checked by its plugin before anything is made."""
+
+    def vgpus(self, *names: str, description: str | None = None):
+        vendors = base.Vendors([nvidia.NvidiaVendor(),
+                                generic.GenericVendor()])
+        return vendors, [vendors.describe_type('nvidia-1', '0x10de', n,
+                                               description) for n in names]
+
+    def problem(self, *names: str, **kwargs) -> str | None:
+        vendors, infos = self.vgpus(*names, **kwargs)
+        return vendors.combination_problem(infos)
+
+    def test_one_vgpu_is_always_fine(self):
+        self.assertIsNone(self.problem('GRID P40-6Q'))
+
+    def test_volta_and_later_combine_q_and_c(self):
+        self.assertIsNone(self.problem('GRID V100DX-8Q', 'GRID V100DX-8Q'))
+        self.assertIsNone(self.problem('NVIDIA A40-48C', 'NVIDIA A40-16C'))
+        self.assertIsNone(self.problem('NVIDIA A100-4-20C',
+                                       'NVIDIA A100-2-10C'))
+
+    def test_mixed_boards_refused(self):
+        found = self.problem('NVIDIA A30-8C', 'NVIDIA A16-8C')
+        self.assertIn('one board and one series', found)
+        self.assertIn('A16-8C, A30-8C', found)
+
+    def test_mixed_series_refused(self):
+        self.assertIn('one board and one series',
+                      self.problem('NVIDIA A40-8Q', 'NVIDIA A40-8C'))
+
+    def test_other_series_do_not_combine_on_volta_and_later(self):
+        found = self.problem('NVIDIA A40-2B', 'NVIDIA A40-2B')
+        self.assertIn('only Q and C series', found)
+        self.assertIn('B-series', found)
+
+    def test_pascal_combines_only_full_framebuffer_types(self):
+        # Seed 004: two P40-6Q in one VM fail at VM start on real hosts.
+        found = self.problem('GRID P40-6Q', 'GRID P40-6Q')
+        self.assertIn('only full-framebuffer types combine', found)
+        self.assertIn('P40-6Q', found)
+        self.assertIsNone(self.problem('GRID P40-24Q', 'GRID P40-24Q'))
+        # Maxwell too; the mdev description's max_instance says "full".
+        self.assertIsNone(self.problem(
+            'GRID M60-8Q', 'GRID M60-8Q', description='max_instance=1'))
+
+    def test_different_vendors_refused(self):
+        vendors = base.Vendors([nvidia.NvidiaVendor(),
+                                generic.GenericVendor()])
+        infos = [vendors.describe_type('nvidia-18', '0x10de',
+                                       'GRID M60-8Q', None),
+                 vendors.describe_type('mtty-1', None, 'Single port', None)]
+        self.assertIn('different vendors',
+                      vendors.combination_problem(infos))

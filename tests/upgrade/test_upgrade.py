@@ -74,6 +74,10 @@ if test_driver is not None:
     class TestBefore(test_driver.DriverTestBase):
         """Phase one: vGPU servers on the release upgraded from."""
 
+        # Volta: two vGPUs of a Q type may share a guest (NVIDIA).
+        profile = 'v100x8'
+        enabled_types = 'nvidia-197'
+
         def test_export(self):
             out = _dir(self)
             compute = self.start_vgpu_compute(HOST)

@@ -40,6 +40,7 @@ from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
+from vgpu_nova_ext.vendors import base as vendors_base
 
 LOG = logging.getLogger(__name__)
 LOCK_NAME = 'vgpu-nova-ext-devices'
@@ -67,6 +68,7 @@ class Target:
     parents: tuple[str, ...]
     sriov: bool
     max_per_gpu: int | None
+    type_info: vendors_base.TypeInfo | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +111,8 @@ def targets(host: str, assignment: mapping.Assignment,
             gpu=gpu.gpu.name, type_id=gpu.type_id,
             resource_class=gpu.resource_class,
             max_unit=spec.inventory.max_unit, parents=gpu.parents,
-            sriov=gpu.gpu.sriov, max_per_gpu=gpu.type_info.max_per_gpu)
+            sriov=gpu.gpu.sriov, max_per_gpu=gpu.type_info.max_per_gpu,
+            type_info=gpu.type_info)
     return out
 
 
@@ -128,6 +131,7 @@ class Allocator:
         self.free_policy = free_policy
         self.orphan_grace = orphan_grace
         self.mdevctl_path = mdevctl_path
+        self.vendors = vendors_base.Vendors()
         # The last scan of the host, and how many device changes this
         # allocator had made when it began: see scan().
         self._host_changes = 0
@@ -203,6 +207,24 @@ class Allocator:
                               lock_path=self.lock_path)
 
     # -- claim -------------------------------------------------------------
+    def check_combination(self, consumer: str, allocations: dict) -> None:
+        """The vendor's rules for the vGPUs of one guest, before a claim.
+
+        The driver asks this before every claim it makes for a guest; the
+        claim itself is the mechanics (and its tests' guests on M60 hosts
+        hold two vGPUs that NVIDIA's rules would refuse).
+
+        :raises CombinationRefused: naming the rule; nothing was changed.
+        """
+        wanted = self._wanted(consumer, allocations, self.targets)
+        vgpus = [t.type_info for t, n in wanted for _ in range(n)
+                 if t.type_info is not None]
+        problem = self.vendors.combination_problem(vgpus)
+        if problem:
+            raise exception.CombinationRefused(
+                'claim for %s: %s; nothing was created' % (consumer,
+                                                           problem))
+
     def _wanted(self, consumer: str, allocations: dict,
                 targets: dict[str, Target]) -> list[tuple[Target, int]]:
         wanted = []

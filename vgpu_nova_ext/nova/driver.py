@@ -328,8 +328,14 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         consumer, instance = who
         ext = self._vgpu_ext()
         try:
+            ext.allocator.check_combination(consumer, allocations)
             claim = ext.allocator.claim(consumer, allocations,
                                         instance=instance)
+        except exception.CombinationRefused as exc:
+            # No other host can meet it: the build ends with the rule as
+            # its fault rather than a reschedule.
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance, reason=str(exc))
         except exception.ClaimError as exc:
             raise nova_exception.ComputeResourcesUnavailable(
                 reason=str(exc))

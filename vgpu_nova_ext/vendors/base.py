@@ -39,6 +39,10 @@ class TypeInfo:
 
     NVIDIA says it in ``max_instance=`` of the type's ``description``.
     """
+    board: str | None = None
+    """The board the type belongs to (``M60``, ``A40``), where known."""
+    vendor: str | None = None
+    """The plugin that described it (set by :class:`Vendors`)."""
 
 
 class VendorPlugin(abc.ABC):
@@ -61,6 +65,14 @@ class VendorPlugin(abc.ABC):
     def describe_type(self, type_id: str, name: str | None,
                       description: str | None) -> TypeInfo:
         """What the type's sysfs ``name`` and ``description`` say."""
+
+    def combination_problem(self, vgpus: list[TypeInfo]) -> str | None:
+        """Why one guest may not hold these vGPUs together, or None.
+
+        ``vgpus`` has one entry per vGPU the guest asks for. The vendor's
+        rules for several vGPUs in one VM live here, never in the core.
+        """
+        return None
 
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
         """The files (and commands) a guest needs to be licensed.
@@ -98,5 +110,17 @@ class Vendors:
 
     def describe_type(self, type_id: str, vendor_id: str | None,
                       name: str | None, description: str | None) -> TypeInfo:
-        return self.for_type(type_id, vendor_id).describe_type(
-            type_id, name, description)
+        plugin = self.for_type(type_id, vendor_id)
+        return dataclasses.replace(
+            plugin.describe_type(type_id, name, description),
+            vendor=plugin.name)
+
+    def combination_problem(self, vgpus: list[TypeInfo]) -> str | None:
+        """Why one guest may not hold these vGPUs together, or None."""
+        if len(vgpus) < 2:
+            return None
+        vendors = sorted({v.vendor or '?' for v in vgpus})
+        if len(vendors) > 1:
+            return ('one guest cannot hold vGPUs of different vendors (%s)'
+                    % ', '.join(vendors))
+        return self.by_name(vendors[0]).combination_problem(vgpus)

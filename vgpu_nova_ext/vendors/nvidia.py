@@ -42,6 +42,9 @@ BOARD_FRAMEBUFFER_GB = {
     'A100DX': 80, 'RTXA5000': 24, 'RTXA5500': 24, 'RTXA6000': 48,
     'L4': 24, 'L40': 48, 'L40S': 48, 'H100': 80,
 }
+# Maxwell (M6, M10, M60) and Pascal (P4, P6, P40, P100...) boards.
+_OLD_BOARD_RE = re.compile(r'^[MP]\d')
+_COMBINING_SERIES = ('Q', 'C')
 _FIELD_RE = re.compile(r'\s*([a-z_]+)\s*=\s*([^,]*)')
 
 
@@ -82,7 +85,41 @@ class NvidiaVendor(base.VendorPlugin):
         return base.TypeInfo(
             short_name=short,
             series=match['series'] if match else None,
-            framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu)
+            framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu,
+            board=named['board'] if named else None)
+
+    def combination_problem(self, vgpus: list[base.TypeInfo]) -> str | None:
+        """NVIDIA's rules for several vGPUs in one VM.
+
+        All of one board and series ("A40-48C and A40-16C ... but not an
+        A30-8C and an A16-8C"); on Pascal and older boards only the
+        full-framebuffer types (one per GPU) combine; on Volta and later
+        the Q and C series do (NVIDIA AI Enterprise docs, "multi-vgpu";
+        vGPU R525 release notes). Unknown boards are let through.
+        """
+        if len(vgpus) < 2:
+            return None
+        names = ', '.join(sorted(v.short_name for v in vgpus))
+        if len({(v.board, v.series) for v in vgpus}) > 1:
+            return ('NVIDIA vGPU: all vGPUs of one VM must be of one board '
+                    'and one series; asked: %s' % names)
+        first = vgpus[0]
+        if first.board is None:
+            return None
+        if _OLD_BOARD_RE.match(first.board):
+            partial = sorted({v.short_name for v in vgpus
+                              if v.max_per_gpu != 1})
+            if partial:
+                return ('NVIDIA vGPU: on %s (Pascal and older) only '
+                        'full-framebuffer types combine in one VM; %s is '
+                        'not one (asked: %s)' % (first.board,
+                                                 ', '.join(partial), names))
+            return None
+        if first.series not in _COMBINING_SERIES:
+            return ('NVIDIA vGPU: only Q and C series vGPUs combine in one '
+                    'VM; %s is %s-series (asked: %s)' % (
+                        first.short_name, first.series, names))
+        return None
 
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
         from vgpu_nova_ext.vendors import nvidia_licensing
