@@ -470,6 +470,26 @@ class TestCapacity(DriverTestBase):
                                 .ledger.all()))
 
 
+class TestGpuThatServesNothingNow(DriverTestBase):
+    """A GPU whose room other owners took: its provider goes, quietly."""
+
+    def test_provider_removed_at_the_next_periodic_task(self):
+        self.compute = self.start_vgpu_compute('host1')
+        name = 'host1_pci_0000_85_00_0'
+        self._get_provider_uuid_by_name(name)
+        # An M60-8Q made outside OpenStack: a time-sliced GPU holds one
+        # type at a time, so nvidia-18 has no room left on it.
+        self.compute.driver._vgpu_ext().backend.create_device(
+            'pci_0000_85_00_0', 'nvidia-22', uuidutils.generate_uuid())
+        # (A change made outside the allocator shows at its next scan.)
+        self.compute.driver._vgpu_ext().allocator._last_scan = None
+        self._run_periodics()
+        self.assertEqual([], self.placement.get(
+            '/resource_providers?name=%s' % name
+        ).body['resource_providers'])
+        self.assertNotIn('ReshapeNeeded', self.stdlog.logger.output)
+
+
 class TestOneTree(DriverTestBase):
     """The publisher (demo, tests) writes the tree the driver gives Nova."""
 

@@ -254,11 +254,19 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         return {p.resource_class for p in desired.providers} | {'VGPU'}
 
     def _old_layout(self, provider_tree, nodename, desired) -> set[str]:
-        """Providers holding vGPU inventory that this layout does not."""
+        """Providers holding vGPU inventory that this layout does not.
+
+        Not a GPU provider of this layout that serves nothing now (other
+        owners took its room): that one is removed, not reshaped.
+        """
         classes = self._vgpu_classes(desired)
         wanted = {p.uuid for p in desired.providers}
+        gpus = {inventory.provider_name(nodename, g.name) for g in
+                self._vgpu_ext().allocator.scan(
+                    max_age=SCAN_REUSE_SECONDS).gpus}
         return {u for u in provider_tree.get_provider_uuids(nodename)
                 if u not in wanted and
+                provider_tree.data(u).name not in gpus and
                 classes & set(provider_tree.data(u).inventory)}
 
     def _reshape(self, provider_tree, nodename, desired, old, allocations):
