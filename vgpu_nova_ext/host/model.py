@@ -159,6 +159,11 @@ class HostSnapshot:
         the GPU said before, keyed by GPU, as type ids are unique per
         board only.
         """
+        if not any(not t.name and (gpu.name, t.id) in known
+                   for gpu in self.gpus for parent in gpu.parents
+                   for t in parent.types):
+            return self  # the common case: every type names itself
+
         def named(gpu: PhysicalGPU, vgpu_type: VGPUType) -> VGPUType:
             if vgpu_type.name or (gpu.name, vgpu_type.id) not in known:
                 return vgpu_type
