@@ -175,22 +175,23 @@ class TestVendordataService(base.TestCase):
                         tok, placement or self.placement.endpoint, extra))
         return conf
 
-    def test_wsgi_application_always_asks_keystone_and_policy(self):
-        # keystonemiddleware's own fixture stands in for Keystone: it
-        # answers token validation for the tokens added here.
+    def keystone_tokens(self) -> tuple[str, str, str]:
+        """Tokens of Nova's service user, an admin and a project member.
+
+        keystonemiddleware's own fixture stands in for Keystone: it answers
+        token validation for these.
+        """
         tokens = self.useFixture(ks_fixture.AuthTokenFixture())
-        nova = 'nova-token'
-        tokens.add_token_data(
-            token_id=nova, user_id='nova', project_id='service',
-            role_list=['service'])
-        admin = 'admin-token'
-        tokens.add_token_data(
-            token_id=admin, user_id='admin', project_id='admin',
-            role_list=['admin'])
-        member = 'member-token'
-        tokens.add_token_data(
-            token_id=member, user_id='tenant', project_id='p1',
-            role_list=['member', 'reader'])
+        users = (('nova', 'service', ['service']),
+                 ('admin', 'admin', ['admin']),
+                 ('tenant', 'p1', ['member', 'reader']))
+        for user, project, roles in users:
+            tokens.add_token_data(token_id=user + '-token', user_id=user,
+                                  project_id=project, role_list=roles)
+        return tuple(user + '-token' for user, _, _ in users)
+
+    def test_wsgi_application_always_asks_keystone_and_policy(self):
+        nova, admin, member = self.keystone_tokens()
         conf = self.write_nova_conf()
         self.useFixture(fixtures.EnvironmentVariable(
             'VGPU_NOVA_EXT_CONFIG_FILES', conf))
@@ -215,15 +216,7 @@ class TestVendordataService(base.TestCase):
         self.assertNoToken()
 
     def test_policy_file_overrides_the_default(self):
-        tokens = self.useFixture(ks_fixture.AuthTokenFixture())
-        member = 'member-token'
-        tokens.add_token_data(
-            token_id=member, user_id='tenant', project_id='p1',
-            role_list=['member'])
-        nova = 'nova-token'
-        tokens.add_token_data(
-            token_id=nova, user_id='nova', project_id='service',
-            role_list=['service'])
+        nova, _, member = self.keystone_tokens()
         with open(os.path.join(self.tmp, 'vgpu-nova-ext-policy.yaml'),
                   'w') as f:
             f.write('"%s": "role:member"\n' % policy.VENDORDATA_SHOW)

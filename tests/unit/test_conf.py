@@ -16,6 +16,7 @@ from oslo_config import cfg
 from tests.unit import base
 from tests.unit import conf_forms
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import opts
 from vgpu_nova_ext import exception
 
@@ -209,3 +210,21 @@ class TestSampleOptions(base.TestCase):
                      'client_config_token_file', 'feature_type',
                      'auth_type'):
             self.assertIn(name, seen)
+
+
+class TestInvalidValues(base.TestCase):
+
+    def test_value_shown_unless_secret(self):
+        path = self.write_config('[vgpu_nova_ext]\ndevice_timeout = x9\n')
+        conf = cfg.ConfigOpts()
+        conf.register_opt(cfg.FloatOpt('device_timeout'),
+                          group='vgpu_nova_ext')
+        loader.parse(conf, [path])
+        exc = self.assertRaises(ValueError, lambda:
+                                conf.vgpu_nova_ext.device_timeout)
+        self.assertIn("device_timeout = 'x9'", loader.invalid(
+            conf, 'vgpu_nova_ext', 'device_timeout', exc))
+        hidden = loader.invalid(conf, 'vgpu_nova_ext', 'device_timeout',
+                                exc, secret=True)
+        self.assertNotIn('x9', hidden)
+        self.assertIn('[vgpu_nova_ext] device_timeout', hidden)

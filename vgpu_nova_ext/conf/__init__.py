@@ -71,7 +71,7 @@ def validate(conf: cfg.ConfigOpts) -> None:
                 value = conf[group.name][opt.dest]
             except ValueError as exc:
                 problems.append(loader.invalid(conf, group.name, opt.dest,
-                                               exc))
+                                               exc, secret=opt.secret))
                 continue
             if (group.name, opt.dest) in _ABSOLUTE and value is not None \
                     and not value.startswith('/'):

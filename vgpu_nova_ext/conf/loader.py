@@ -179,13 +179,18 @@ def parse(conf: cfg.ConfigOpts, config_files, config_dirs=()
 
 
 def invalid(conf: cfg.ConfigOpts, group: str, name: str,
-            exc: ValueError) -> str:
+            exc: ValueError, secret: bool = False) -> str:
     """``[group] name = 'value': why`` for oslo.config's ValueError.
 
     oslo.config says "Value for option X from <location> is not valid:
     <why>", without the value; the value is shown as the last file that
-    sets it wrote it (later files win, as in oslo.config).
+    sets it wrote it (later files win, as in oslo.config), unless the
+    option is a secret.
     """
+    if secret:
+        # oslo.config's reason may quote the value itself.
+        return '[%s] %s: the value is not valid (not shown: a secret)' % (
+            group, name)
     why = str(exc).rsplit('is not valid: ', 1)[-1]
     shown = ''
     written = raw.read(parsed_files(conf))
