@@ -75,6 +75,14 @@ class GPUAssignment:
     max_unit: int = 1
     reserved: int = 0
 
+    @property
+    def max_per_gpu(self) -> int | None:
+        """The most devices of the type the GPU holds, in its mode."""
+        info = self.type_info
+        if self.gpu.mixed_size and info.max_per_gpu_mixed is not None:
+            return info.max_per_gpu_mixed
+        return info.max_per_gpu
+
 
 @dataclasses.dataclass(frozen=True)
 class Assignment:
@@ -361,12 +369,37 @@ class _Mapper:
                 'the vendor refuses: %s; such builds fail with that fault'
                 % (max_unit, type_id, rule),
                 'set max_unit = 1 for this type')
+        most = info.max_per_gpu
+        if gpu.mixed_size is None and gpu.sriov and \
+                info.max_per_gpu_mixed not in (None, info.max_per_gpu) and \
+                not any('mixed-size' in n for n in self.notes):
+            self.notes.append(
+                'whether a GPU is in NVIDIA\'s mixed-size mode is read '
+                'through NVML; without it (pip install '
+                'vgpu-nova-ext[nvml]) every GPU is taken to be in '
+                'equal-size mode, and a GPU in mixed-size mode would be '
+                'reported with more room than it has')
+        if gpu.mixed_size and info.max_per_gpu_mixed is not None:
+            most = info.max_per_gpu_mixed
+            if info.max_per_gpu_mixed != info.max_per_gpu:
+                self.problem(
+                    WARNING, 'gpu.mixed_size', 'host GPU %s' % gpu.address,
+                    'mixed-size mode',
+                    'the GPU is in NVIDIA\'s mixed-size (heterogeneous) '
+                    'mode, in which it holds at most %d of %s where '
+                    'equal-size mode holds %d; this release serves one type '
+                    'per GPU, so it reports %d' % (
+                        most, name or type_id, info.max_per_gpu, most),
+                    'for the larger capacity turn mixed-size mode off '
+                    'while the GPU holds no vGPU: nvidia-smi vgpu -shm 0 '
+                    '-i <GPU index> (after sriov-manage -e, which resets '
+                    'it), then restart nova-compute')
         if gpu.sriov:
             free_vfs = sum(1 for p in scope if p.type(type_id)
                            and p.type(type_id).available_instances > 0)
             capacity = free_vfs + used
-            if info.max_per_gpu is not None:
-                capacity = min(capacity, max(info.max_per_gpu, used))
+            if most is not None:
+                capacity = min(capacity, max(most, used))
         else:
             available = sum(p.type(type_id).available_instances
                             for p in scope if p.type(type_id))

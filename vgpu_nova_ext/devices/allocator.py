@@ -111,7 +111,7 @@ def targets(host: str, assignment: mapping.Assignment,
             gpu=gpu.gpu.name, type_id=gpu.type_id,
             resource_class=gpu.resource_class,
             max_unit=spec.inventory.max_unit, parents=gpu.parents,
-            sriov=gpu.gpu.sriov, max_per_gpu=gpu.type_info.max_per_gpu,
+            sriov=gpu.gpu.sriov, max_per_gpu=gpu.max_per_gpu,
             type_info=gpu.type_info)
     return out
 

@@ -160,6 +160,14 @@ class SysfsTree:
                     vfio.format_creatable(creatable))
         self._write(os.path.join(nvidia, vfio.CURRENT), '%d\n' % current,
                     0o644)
+        # The rest of the directory as a real host shows it (RTX PRO 6000
+        # Blackwell, bigstack-oss/cubecos issue 312). What a time-sliced
+        # vGPU's gpu_instance_id and placement_id read is not published;
+        # nothing here reads them, so they stay 0.
+        for name, text in (('gpu_instance_id', '0\n'),
+                           ('placement_id', '0\n'), ('vgpu_params', '\n'),
+                           ('warm_update', '0\n')):
+            self._write(os.path.join(nvidia, name), text, 0o644)
 
     def set_available_instances(self, device: str, type_id: str,
                                 count: int) -> None:

@@ -70,6 +70,9 @@ class PhysicalGPU:
     """How many VFs the device can have (0: no SR-IOV)."""
     sriov_num_vfs: int = 0
     """How many VFs are enabled now."""
+    mixed_size: bool | None = None
+    """NVIDIA's mixed-size (heterogeneous) mode, where NVML says; None:
+    not known (no NVML, or not an NVIDIA GPU)."""
 
     @property
     def sriov(self) -> bool:

@@ -43,6 +43,7 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import layout
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
 from vgpu_nova_ext.host import writes
@@ -52,9 +53,10 @@ SRIOV = 'sriov'
 POOLED = 'pooled'
 SHARING_MODES = (TIME_SLICED, SRIOV, POOLED)
 # Row form of a type: id, name, framebuffer MiB, display heads, frame rate
-# limit, max resolution, max instances per GPU (optional).
+# limit, max resolution, max instances per GPU (optional), and in NVIDIA's
+# mixed-size mode (optional; the same when not given).
 _ROW_FIELDS = ('id', 'name', 'framebuffer_mb', 'num_heads', 'frl_config',
-               'max_resolution', 'max_instance')
+               'max_resolution', 'max_instance', 'max_instance_mixed')
 _PROFILE_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9-]*$')
 # A type id becomes a directory name under mdev_supported_types: the
 # kernel's own names are of this form, and nothing else may be joined.
@@ -91,6 +93,14 @@ class TypeSpec:
     frl_config: int | None = None
     max_resolution: str | None = None
     units: int = 1
+    max_instance_mixed: int | None = None
+    """The most per GPU in NVIDIA's mixed-size mode; None: max_instance."""
+
+    def most(self, mixed_size: bool) -> int:
+        """The most devices of this type one GPU holds, in its mode."""
+        if mixed_size and self.max_instance_mixed is not None:
+            return self.max_instance_mixed
+        return self.max_instance
 
     @property
     def description(self) -> str | None:
@@ -128,6 +138,8 @@ class GPUSpec:
     """Path below /sys/devices/virtual, for virtual devices."""
     sysfs_path: str | None = None
     """Path below /sys/devices, to mimic a real host's bridges."""
+    mixed_size: bool = False
+    """NVIDIA's mixed-size (heterogeneous) mode: ``nvidia-smi vgpu -shm 1``."""
 
     @property
     def name(self) -> str:
@@ -247,10 +259,15 @@ def parse_profile(text: str, source: str) -> Profile:
             if pci is None:
                 raise r.fail(where + '.address', '%r is not a PCI address '
                              '(DDDD:BB:SS.F)' % raw)
+        mixed = r.get(item, 'mixed_size', bool, where, False)
+        if mixed and not models[model_name].vfio:
+            raise r.fail(where + '.mixed_size', 'mixed-size mode is '
+                         'simulated on vendor-VFIO models (vfio: true) only')
         gpus.append(GPUSpec(model=models[model_name], address=pci,
                             virtual_path=virtual,
                             sysfs_path=_relative_path(r, item, 'sysfs_path',
-                                                      where)))
+                                                      where),
+                            mixed_size=mixed))
     if not gpus:
         raise r.fail('gpus', 'a host needs at least one GPU')
     names = [g.name for g in gpus]
@@ -322,7 +339,9 @@ def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
             num_heads=r.get(row, 'num_heads', int, twhere, None),
             frl_config=r.get(row, 'frl_config', int, twhere, None),
             max_resolution=r.get(row, 'max_resolution', str, twhere, None),
-            units=r.get(row, 'units', int, twhere, 1)))
+            units=r.get(row, 'units', int, twhere, 1),
+            max_instance_mixed=r.get(row, 'max_instance_mixed', int, twhere,
+                                     None)))
     if not types:
         raise r.fail(where + '.types', 'a model needs at least one type')
     vfs = r.get(spec, 'sriov_vfs', int, where, 0)
@@ -422,7 +441,7 @@ class KernelModel:
         for parent, _ in self._parents(gpu):
             busy = any(d.parent == parent for d in on_gpu)
             result[parent] = {
-                t.id: self._available(gpu.model, t, counts, busy)
+                t.id: self._available(gpu, t, counts, busy)
                 for t in gpu.model.types}
         return result
 
@@ -441,21 +460,23 @@ class KernelModel:
                 '%s: holds devices of types %s, but a time-sliced GPU holds '
                 'one type at a time' % (where, ', '.join(sorted(counts))))
         for type_id, count in counts.items():
-            if count > gpu.model.type(type_id).max_instance:
+            most = gpu.model.type(type_id).most(gpu.mixed_size)
+            if count > most:
                 raise exception.ProfileError(
-                    '%s: %d devices of %s, more than its max_instance %d' % (
-                        where, count, type_id,
-                        gpu.model.type(type_id).max_instance))
+                    '%s: %d devices of %s, more than its max_instance%s '
+                    '%d' % (where, count, type_id,
+                            '_mixed' if gpu.mixed_size else '', most))
 
     @staticmethod
-    def _available(spec: ModelSpec, vgpu_type: TypeSpec,
+    def _available(gpu: GPUSpec, vgpu_type: TypeSpec,
                    counts: dict[str, int], busy: bool) -> int:
+        spec = gpu.model
         if spec.sharing == POOLED:
             used = sum(spec.type(t).units * n for t, n in counts.items())
             return (spec.pool_units - used) // vgpu_type.units
         if any(t != vgpu_type.id for t in counts):
             return 0
-        left = vgpu_type.max_instance - counts.get(vgpu_type.id, 0)
+        left = vgpu_type.most(gpu.mixed_size) - counts.get(vgpu_type.id, 0)
         if spec.sharing == SRIOV:
             return 1 if (left > 0 and not busy) else 0
         return left
@@ -777,6 +798,7 @@ class SimulatedBackend(sysfs.SysfsBackend):
                 shutil.rmtree(root, ignore_errors=True)
             raise
         kwargs.setdefault('privileged', os.stat(root).st_uid != os.geteuid())
+        kwargs.setdefault('facts', SimulatedNvml(self.profile))
         if not kwargs['privileged'] and os.path.exists(
                 os.path.join(root, JOURNAL)):
             # A writer was killed mid-change: finish it, as the kernel
@@ -796,6 +818,26 @@ class SimulatedBackend(sysfs.SysfsBackend):
     def close(self) -> None:
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SimulatedNvml(nvml.FactsSource):
+    """The NVML of a simulated host: each vendor-VFIO GPU's mode.
+
+    Names are left to sysfs and the ledger, so that a simulated GPU shows
+    what a host without nvidia-ml-py shows.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self._mixed = {g.address: g.mixed_size for g in profile.gpus
+                       if g.model.vfio}
+
+    def describe(self) -> str:
+        return 'simulated NVML'
+
+    def facts(self, gpu: model.PhysicalGPU) -> nvml.GpuFacts | None:
+        if gpu.address not in self._mixed:
+            return None
+        return nvml.GpuFacts(mixed_size=self._mixed[gpu.address])
 
 
 #: A file in an mdev's directory that the simulated kernel takes as "a

@@ -28,6 +28,7 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import vfio
 
@@ -425,8 +426,15 @@ class SysfsBackend(base.HostBackend):
     """
 
     def __init__(self, sysfs_root: str = '/', timeout: float = 10.0,
-                 privileged: bool = True, **kwargs) -> None:
+                 privileged: bool = True,
+                 facts: 'nvml.FactsSource | None | bool' = True,
+                 **kwargs) -> None:
+        # facts: where the GPU facts sysfs lacks come from; True: NVML on
+        # the real host (sysfs_root "/"), where it is installed.
         self.reader = SysfsReader(sysfs_root)
+        if facts is True:
+            facts = nvml.open_nvml() if sysfs_root == '/' else None
+        self.facts = facts or None
         self.timeout = timeout
         self._parents: dict[str, str] | None = None
         # Every write goes through privsep (or in place where no privilege
@@ -437,7 +445,7 @@ class SysfsBackend(base.HostBackend):
         return 'sysfs at %s' % self.reader.root
 
     def scan(self) -> model.HostSnapshot:
-        return self.reader.scan()
+        return nvml.apply(self.reader.scan(), self.facts)
 
     # -- write side --------------------------------------------------------
     def _parent_dir(self, parent: str) -> str:

@@ -41,6 +41,10 @@ class TypeInfo:
     """
     board: str | None = None
     """The board the type belongs to (``M60``, ``A40``), where known."""
+    max_per_gpu_mixed: int | None = None
+    """Most devices of the type on one GPU in a mode that lets sizes mix
+    (NVIDIA's mixed-size mode), where the vendor says so; never more than
+    ``max_per_gpu``."""
     vendor: str | None = None
     """The plugin that described it (set by :class:`Vendors`)."""
 

@@ -26,13 +26,16 @@ from vgpu_nova_ext.vendors import types as vendor_types
 PCI_VENDOR_ID = '0x10de'
 _PREFIXES = ('GRID ', 'NVIDIA ')
 _SERIES_RE = re.compile(r'-(?:\d+-)?\d+(?P<series>[A-Z]+)\d*$')
-# <board>-[<MIG slices>-]<framebuffer GB><series>
-_NAME_RE = re.compile(r'^(?P<board>[A-Z0-9]+)-(?:\d+-)?(?P<gb>\d+)'
-                      r'(?P<series>[A-Z]+)\d*$')
+# <board>-[<MIG slices>-]<framebuffer GB><series>; a board name may hold
+# spaces ("RTX Pro 6000 Blackwell DC-24Q").
+_NAME_RE = re.compile(r'^(?P<board>[A-Za-z0-9][A-Za-z0-9 ]*?)-(?:\d+-)?'
+                      r'(?P<gb>\d+)(?P<series>[A-Z]+)\d*$')
 # Framebuffer of one physical GPU of each board, in GB, for the hosts
 # where the driver publishes no max_instance (NVIDIA's vendor-specific
 # VFIO has no description file): the most vGPUs of a type one GPU holds
-# is this divided by the type's framebuffer.
+# is this divided by the type's framebuffer, which never exceeds NVIDIA's
+# published maximum except where _PUBLISHED_MAX says otherwise. Keys in
+# upper case.
 BOARD_FRAMEBUFFER_GB = {
     'M6': 8, 'M10': 8, 'M60': 8, 'P4': 8, 'P6': 16, 'P40': 24,
     'P100': 16, 'P100C': 12, 'P100X': 16, 'T4': 16, 'V100': 16,
@@ -40,8 +43,23 @@ BOARD_FRAMEBUFFER_GB = {
     'RTX6000': 24, 'RTX8000': 48, 'A2': 16, 'A10': 24, 'A16': 16,
     'A30': 24, 'A40': 48, 'A100': 40, 'A100X': 40, 'A100D': 80,
     'A100DX': 80, 'RTXA5000': 24, 'RTXA5500': 24, 'RTXA6000': 48,
-    'L4': 24, 'L40': 48, 'L40S': 48, 'H100': 80,
+    'L4': 24, 'L40': 48, 'L40S': 48, 'H100': 80, 'H100XM': 80,
+    'H800': 80, 'H800XM': 80, 'H200': 141, 'H200X': 141,
+    'RTX PRO 6000 BLACKWELL DC': 96,
 }
+# NVIDIA's published per-GPU maximum where the division above gives more
+# (the "8" of H200X-8C is a rounded framebuffer): "Hopper Architecture
+# vGPU Types", NVIDIA AI Enterprise documentation.
+_PUBLISHED_MAX = {'H200X-8C': 16, 'H200-8C': 16,
+                  # ... and where it gives less (16 GB of 80 GB: 6, not 5).
+                  'H100-16C': 6, 'H100XM-16C': 6}
+# Boards whose published mixed-size maximums equal the equal-size ones
+# (NVIDIA's type tables for the H200 and the RTX PRO 6000 Blackwell). On
+# other boards the mixed-size maximum is taken as the largest power of two
+# not above the equal-size one: what NVIDIA publishes for every H100 and
+# H800 type, and a lower bound on every table read (so never a capacity
+# the GPU cannot give).
+_MIXED_AS_EQUAL = ('H200', 'H200X', 'RTX PRO 6000 BLACKWELL DC')
 # Maxwell (M6, M10, M60) and Pascal (P4, P6, P40, P100...) boards.
 _OLD_BOARD_RE = re.compile(r'^[MP]\d')
 _COMBINING_SERIES = ('Q', 'C')
@@ -76,17 +94,23 @@ class NvidiaVendor(base.VendorPlugin):
         framebuffer = _int(fields.get('framebuffer', '').rstrip('M'))
         max_per_gpu = _int(fields.get('max_instance'))
         named = _NAME_RE.match(short)
+        board = named['board'].upper() if named else None
         if named and framebuffer is None and int(named['gb']):
             framebuffer = int(named['gb']) * 1024
         if named and max_per_gpu is None and framebuffer and \
-                named['board'] in BOARD_FRAMEBUFFER_GB:
-            max_per_gpu = (BOARD_FRAMEBUFFER_GB[named['board']] * 1024 //
-                           framebuffer)
+                board in BOARD_FRAMEBUFFER_GB:
+            max_per_gpu = _PUBLISHED_MAX.get(short.upper(), (
+                BOARD_FRAMEBUFFER_GB[board] * 1024 // framebuffer))
+        mixed = None
+        if max_per_gpu:
+            mixed = (max_per_gpu if board in _MIXED_AS_EQUAL
+                     else 1 << (max_per_gpu.bit_length() - 1))
         return base.TypeInfo(
             short_name=short,
             series=match['series'] if match else None,
             framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu,
-            board=named['board'] if named else None)
+            board=named['board'] if named else None,
+            max_per_gpu_mixed=mixed)
 
     def combination_problem(self, vgpus: list[base.TypeInfo]) -> str | None:
         """NVIDIA's rules for several vGPUs in one VM.

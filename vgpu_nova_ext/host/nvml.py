@@ -1,0 +1,120 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""What NVIDIA's management library says of a GPU that sysfs does not.
+
+sysfs names a type only while a VF of NVIDIA's vendor-specific VFIO can
+take it, and does not show whether a GPU is in mixed-size (heterogeneous)
+mode. NVML (``nvidia-ml-py``, optional: ``pip install
+vgpu-nova-ext[nvml]``) says both for every supported type. Without the
+package or NVIDIA's library (no driver, a CI machine) there are no facts,
+and nothing else changes: the ledger's remembered names stand in.
+"""
+
+import dataclasses
+import logging
+
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import vfio
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuFacts:
+    """NVML's view of one physical GPU."""
+
+    mixed_size: bool | None = None
+    """Mixed-size (heterogeneous) mode on; None: not known."""
+    type_names: tuple[tuple[str, str], ...] = ()
+    """(type id as ``nvidia-<n>``, name) of every supported type."""
+
+
+class FactsSource:
+    """Where a backend reads :class:`GpuFacts` from."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def facts(self, gpu: model.PhysicalGPU) -> GpuFacts | None:
+        raise NotImplementedError
+
+
+class Nvml(FactsSource):
+    """NVIDIA's library through ``pynvml`` (the nvidia-ml-py package)."""
+
+    def __init__(self, pynvml) -> None:
+        self._nvml = pynvml
+
+    def describe(self) -> str:
+        return 'NVML'
+
+    def facts(self, gpu: model.PhysicalGPU) -> GpuFacts | None:
+        if gpu.virtual:
+            return None
+        nvml = self._nvml
+        try:
+            handle = nvml.nvmlDeviceGetHandleByPciBusId(gpu.address)
+            names = []
+            for number in nvml.nvmlDeviceGetSupportedVgpus(handle):
+                name = nvml.nvmlVgpuTypeGetName(number)
+                if isinstance(name, bytes):
+                    name = name.decode('utf-8', 'replace')
+                names.append((vfio.type_id(int(number)), name))
+            try:
+                mixed = bool(nvml.nvmlDeviceGetVgpuHeterogeneousMode(handle))
+            except nvml.NVMLError:
+                mixed = None    # a driver older than mixed-size mode
+        except nvml.NVMLError as exc:
+            LOG.debug('NVML knows nothing of GPU %s: %s', gpu.address, exc)
+            return None
+        return GpuFacts(mixed_size=mixed, type_names=tuple(names))
+
+
+def open_nvml() -> Nvml | None:
+    """NVML where the package and NVIDIA's library are both there."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        # No driver here (NVML_ERROR_LIBRARY_NOT_FOUND, DRIVER_NOT_LOADED):
+        # the common case off a GPU host, not an error.
+        LOG.info('NVML not used: %s', exc)
+        return None
+    return Nvml(pynvml)
+
+
+def apply(snapshot: model.HostSnapshot,
+          source: FactsSource | None) -> model.HostSnapshot:
+    """``snapshot`` with each GPU's mode and the names sysfs did not give."""
+    if source is None:
+        return snapshot
+    gpus = []
+    changed = False
+    for gpu in snapshot.gpus:
+        facts = source.facts(gpu)
+        if facts is None:
+            gpus.append(gpu)
+            continue
+        changed = True
+        known = dict(facts.type_names)
+        parents = tuple(dataclasses.replace(parent, types=tuple(
+            t if t.name or t.id not in known
+            else dataclasses.replace(t, name=known[t.id])
+            for t in parent.types)) for parent in gpu.parents)
+        gpus.append(dataclasses.replace(gpu, parents=parents,
+                                        mixed_size=facts.mixed_size))
+    if not changed:
+        return snapshot
+    return dataclasses.replace(snapshot, gpus=tuple(gpus))
