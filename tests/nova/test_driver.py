@@ -26,6 +26,7 @@ import sys
 import time
 
 import fixtures
+from lxml import etree as lxml_etree
 import nova.conf as nova_conf
 from nova.conf import devices as nova_devices
 from nova import context
@@ -957,18 +958,41 @@ class TestHostEvents(DriverTestBase):
 class LiveMigrationBase(base.LibvirtMigrationMixin, DriverTestBase):
     """Live migration of a vGPU server, through Nova's own mdev path."""
 
+    # The versions Nova requires for mdev live migration, per host.
+    versions = {'src': (8006000, 8001000), 'dest': (8006000, 8001000)}
+
+    def configure(self):
+        """nova.conf of both hosts, before they start."""
+
     def setUp(self):
         super().setUp()
-        # The versions Nova requires for mdev live migration.
-        for name in ('src', 'dest'):
-            self.start_compute(hostname=name, libvirt_version=8006000,
-                               qemu_version=8001000)
+        self.configure()
+        for name, (libvirt_version, qemu_version) in self.versions.items():
+            self.start_compute(hostname=name, libvirt_version=libvirt_version,
+                               qemu_version=qemu_version)
         self.src, self.dest = self.computes['src'], self.computes['dest']
         self.flavor = self.small_vgpu_flavor()
+        # What the hosts hold before (a profile's own devices): unchanged
+        # by a migration that fails.
+        self.baseline = {name: self.device_ids(self.computes[name])
+                         for name in self.versions}
 
     def ledger(self, compute):
+        """{device: consumer} of the devices someone holds."""
         return {e.device_id: e.consumer
-                for e in compute.driver._vgpu_ext().ledger.all()}
+                for e in compute.driver._vgpu_ext().ledger.all()
+                if e.consumer is not None}
+
+    def device_ids(self, compute) -> set[str]:
+        return {d.device_id for d in self.host_devices(compute)}
+
+    def usage(self, hostname) -> int:
+        """VGPU used on the host's GPU providers."""
+        providers = self.placement.get(
+            '/resource_providers', version='1.14').body[
+                'resource_providers']
+        return sum(self.provider_usage(rp['name']) for rp in providers
+                   if rp['name'].startswith(hostname + '_pci_'))
 
 
 class TestLiveMigration(LiveMigrationBase):
@@ -990,10 +1014,10 @@ class TestLiveMigration(LiveMigrationBase):
         self.assertIn(device, [d.device_id for d in
                                self.host_devices(self.dest)])
         self.assertEqual({}, self.ledger(self.src))
-        self.assertEqual((), self.host_devices(self.src))
-        usage = {h: sum(self.provider_usage(h + '_' + g) for g in (
-            'pci_0000_84_00_0', 'pci_0000_85_00_0')) for h in ('src', 'dest')}
-        self.assertEqual({'src': 0, 'dest': 1}, usage)
+        self.assertEqual(self.baseline['src'] - {source},
+                         self.device_ids(self.src))
+        self.assertEqual({'src': 0, 'dest': 1},
+                         {h: self.usage(h) for h in ('src', 'dest')})
 
 
 class TestLiveMigrationFails(LiveMigrationBase):
@@ -1041,32 +1065,122 @@ class TestLiveMigrationFails(LiveMigrationBase):
         self.assertEqual(list(before), self.guest_devices(self.src,
                                                           self.server))
         self.assertEqual({}, self.ledger(self.dest))
-        self.assertEqual((), self.host_devices(self.dest))
+        self.assertEqual(self.baseline['dest'], self.device_ids(self.dest))
 
 
-class TestLiveMigrationVfio(DriverTestBase):
-    """NVIDIA's vendor-specific VFIO: the VF is not live-migrated."""
+class VfioMigration:
+    """The same through Nova's PCI path: a VF of NVIDIA's vendor VFIO."""
 
-    profile = 'a40-vfio'
-    enabled_types = 'nvidia-558'
+    profile = 'l40s-vfio'
+    enabled_types = 'nvidia-1150'
+    # Nova's minimums for a VFIO variant driver's live migration.
+    versions = {'src': (10000000, 8002002), 'dest': (10000000, 8002002)}
 
-    def test_refused_clearly(self):
-        for name in ('host1', 'host2'):
-            self.start_compute(hostname=name, libvirt_version=8006000,
-                               qemu_version=8001000)
-        server = self._create_server(
-            image_uuid=IMAGE, flavor_id=self.small_vgpu_flavor(),
-            networks='none', host='host1', expected_state='ACTIVE')
-        # The source's pre-check refuses; Nova's conductor then finds no
-        # valid host and the API answers with its own error.
+    def vf_type(self, compute, vf: str) -> int:
+        path = os.path.join(compute.driver._vgpu_ext().backend.root, 'sys',
+                            'bus', 'pci', 'devices', vf, 'nvidia',
+                            'current_vgpu_type')
+        with open(path) as f:
+            return int(f.read())
+
+
+class TestLiveMigrationVfio(VfioMigration, LiveMigrationBase):
+
+    def configure(self):
+        # One GPU serves, so that the two servers below meet on it.
+        self.device_addresses('nvidia-1150', '0000:c1:00.0')
+
+    def test_live_migration_moves_the_vgpu(self):
+        # A server on the destination first: the VF the source uses is
+        # taken there, so the migrated XML must be rewritten to another.
+        other = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='dest', expected_state='ACTIVE')
+        self.server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='src', expected_state='ACTIVE')
+        (source,) = self.ledger(self.src)
+        self.assertEqual({source: other['id']}, self.ledger(self.dest))
+        self.assertEqual(1150, self.vf_type(self.src, source))
+        self._live_migrate(self.server, 'completed')
+        self.assertEqual('dest', self.api.get_server(
+            self.server['id'])['OS-EXT-SRV-ATTR:host'])
+        (device,) = [d for d, owner in self.ledger(self.dest).items()
+                     if owner == self.server['id']]
+        self.assertNotEqual(source, device)
+        # The migrated domain has the destination's VF, typed, as NVIDIA's
+        # variant driver needs it (managed='no').
+        self.assertEqual([device], self.guest_devices(self.dest,
+                                                      self.server))
+        (hostdev,) = lxml_etree.fromstring(self.guest_xml(
+            self.dest, self.server).encode()).iter('hostdev')
+        self.assertEqual(('pci', 'no'), (hostdev.get('type'),
+                                         hostdev.get('managed')))
+        self.assertEqual(1150, self.vf_type(self.dest, device))
+        # The source's VF is free again, its ledger empty.
+        self.assertEqual(0, self.vf_type(self.src, source))
+        self.assertEqual({}, self.ledger(self.src))
+        self.assertEqual({'src': 0, 'dest': 2},
+                         {h: self.usage(h) for h in ('src', 'dest')})
+
+
+class TestLiveMigrationVfioFails(VfioMigration, TestLiveMigrationFails):
+    pass
+
+
+class VfioRefusedBase(VfioMigration, LiveMigrationBase):
+    """The pre-checks refuse: nothing moves, nothing is claimed."""
+
+    def assertRefused(self, *fragments):
+        self.server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='src', expected_state='ACTIVE')
+        before = self.ledger(self.src)
+        # A pre-check refuses; Nova's conductor then finds no valid host
+        # and the API answers with its own error.
         self.assertRaises(
             client.OpenStackApiException, self.api.post_server_action,
-            server['id'], {'os-migrateLive': {
-                'host': 'host2', 'block_migration': 'auto'}})
-        self.assertIn('which vgpu-nova-ext does not live-migrate',
-                      self.stdlog.logger.output)
-        server = self._wait_for_state_change(server, 'ACTIVE')
-        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+            self.server['id'], {'os-migrateLive': {
+                'host': 'dest', 'block_migration': 'auto'}})
+        for fragment in fragments:
+            self.assertIn(fragment, self.stdlog.logger.output)
+        server = self._wait_for_state_change(self.server, 'ACTIVE')
+        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(before, self.ledger(self.src))
+        self.assertEqual({}, self.ledger(self.dest))
+        self.assertEqual(self.baseline['dest'], self.device_ids(self.dest))
+        self.assertFalse(self.migrate_stub_ran)
+
+
+class TestLiveMigrationVfioOldDestination(VfioRefusedBase):
+
+    # Nova's conductor itself refuses a destination with an older QEMU (its
+    # hypervisor version); an older libvirt reaches this driver's check.
+    versions = {'src': (10000000, 8002002), 'dest': (9010000, 8002002)}
+
+    def test_refused_naming_the_destination(self):
+        self.assertRefused('needs libvirt >= 10.0.0 and QEMU >= 8.2.2',
+                           'the destination host (dest)')
+
+
+class TestLiveMigrationVfioOldSource(VfioRefusedBase):
+
+    versions = {'src': (10000000, 8001000), 'dest': (10000000, 8002002)}
+
+    def test_refused_naming_the_source(self):
+        self.assertRefused('needs libvirt >= 10.0.0 and QEMU >= 8.2.2',
+                           'the source host (src)')
+
+
+class TestLiveMigrationPostCopy(VfioRefusedBase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(live_migration_permit_post_copy=True, group='libvirt')
+
+    def test_refused_naming_the_option(self):
+        self.assertRefused('cannot be live migrated in post-copy mode',
+                           'live_migration_permit_post_copy = False')
 
 
 class TestReshapeFromNovaLayout(DriverTestBase):

@@ -32,6 +32,7 @@ from nova import objects
 from nova.virt import configdrive
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import host as libvirt_host
 from oslo_log import log as logging
 
 from vgpu_nova_ext import conf as conf_pkg
@@ -41,6 +42,7 @@ from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.licensing import render as licensing_render
@@ -51,6 +53,10 @@ from vgpu_nova_ext import reshape
 
 LOG = logging.getLogger(__name__)
 CONF = conf_pkg.CONF
+# Live migration of a VF bound to a kernel VFIO variant driver, as Nova's
+# PCI path requires it (MIN_VFIO_PCI_VARIANT_* in Nova 31+).
+MIN_VFIO_LIVEMIG_LIBVIRT = (10, 0, 0)
+MIN_VFIO_LIVEMIG_QEMU = (8, 2, 2)
 
 #: How old a scan of the host the provider tree may be built from: the
 #: resource tracker updates the tree right after get_available_resource,
@@ -544,19 +550,49 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
     # claims devices of the same types for the instance before the guest
     # moves, Nova rewrites the migrated XML to them, the source frees its
     # own once the guest runs on the destination, a rollback frees the
-    # destination's.
+    # destination's. A VF of NVIDIA's vendor-specific VFIO goes the same
+    # way; its <hostdev> is rewritten by Nova's PCI path
+    # (pci_dev_map_src_dst), under that path's own minimums, checked on both
+    # hosts.
+    def _vfs_of(self, instance_uuid: str) -> list[str]:
+        return [e.device_id for e in
+                self._vgpu_ext().ledger.of_consumer(instance_uuid)
+                if e.kind == model.VF]
+
+    def _refuse_old_vfio_migration(self, instance, vfs, where: str) -> None:
+        if self._host.has_min_version(lv_ver=MIN_VFIO_LIVEMIG_LIBVIRT,
+                                      hv_ver=MIN_VFIO_LIVEMIG_QEMU,
+                                      hv_type=libvirt_host.HV_DRIVER_QEMU):
+            return
+        raise nova_exception.MigrationPreCheckError(
+            reason='instance %s holds vGPU VFs of NVIDIA\'s vendor-specific '
+                   'VFIO (%s), whose live migration needs libvirt >= %s and '
+                   'QEMU >= %s on both hosts; the %s host (%s) has older '
+                   'ones: upgrade them, or use a cold migration (openstack '
+                   'server migrate)' % (
+                       instance.uuid, ', '.join(vfs),
+                       _version(MIN_VFIO_LIVEMIG_LIBVIRT),
+                       _version(MIN_VFIO_LIVEMIG_QEMU), where,
+                       self._vgpu_ext().nodename))
+
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
-        vfs = [e.device_id for e in
-               self._vgpu_ext().ledger.of_consumer(instance.uuid)
-               if e.kind == model.VF]
-        if vfs:
+        held = self._vgpu_ext().ledger.of_consumer(instance.uuid)
+        if held and CONF.libvirt.live_migration_permit_post_copy:
+            # QEMU refuses a VFIO device's migration in post-copy mode, and
+            # Nova would switch to it when the migration is slow.
             raise nova_exception.MigrationPreCheckError(
-                reason='instance %s holds vGPU VFs of NVIDIA\'s '
-                       'vendor-specific VFIO (%s), which vgpu-nova-ext does '
-                       'not live-migrate; use a cold migration (openstack '
-                       'server migrate)' % (instance.uuid, ', '.join(vfs)))
+                reason='instance %s holds vGPUs (%s), which cannot be live '
+                       'migrated in post-copy mode; set [libvirt] '
+                       'live_migration_permit_post_copy = False on %s (QEMU '
+                       'refuses "VFIO migration ... with postcopy migration")'
+                       % (instance.uuid,
+                          ', '.join(e.device_id for e in held),
+                          self._vgpu_ext().nodename))
+        vfs = self._vfs_of(instance.uuid)
+        if vfs:
+            self._refuse_old_vfio_migration(instance, vfs, 'source')
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data,
             block_device_info=block_device_info)
@@ -573,6 +609,9 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         if not source:
             return super().check_source_migrate_data_at_dest(
                 ctxt, instance, migrate_data, migration, limits, allocs)
+        vfs = [d for d in source if address.normalize_pci_address(d)]
+        if vfs:
+            self._refuse_old_vfio_migration(instance, vfs, 'destination')
         served = {t.type_id for t in
                   self._vgpu_ext().allocator.targets.values()}
         missing = sorted(set(source.values()) - served)
@@ -604,7 +643,14 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                            instance.uuid, types, source))
         LOG.info('live migration: source vGPU devices map to %s here',
                  target, instance=instance)
-        migrate_data.target_mdevs = target
+        # An mdev's <hostdev> is rewritten by its UUID, a VF's by its PCI
+        # address (Nova's PCI path, beside any PCI device of the flavor's).
+        migrate_data.target_mdevs = {s: d for s, d in target.items()
+                                     if s not in vfs}
+        pci_map = dict(migrate_data.pci_dev_map_src_dst
+                       if 'pci_dev_map_src_dst' in migrate_data else {})
+        pci_map.update({s: d for s, d in target.items() if s in vfs})
+        migrate_data.pci_dev_map_src_dst = pci_map
         return migrate_data
 
     def post_live_migration_at_source(self, context, instance, network_info):
@@ -736,3 +782,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                 else LOG.info
             log('vGPU reconcile: %s %s: %s', action.kind, action.device_id,
                 action.detail)
+
+
+def _version(parts: tuple[int, ...]) -> str:
+    return '.'.join(str(p) for p in parts)
