@@ -358,6 +358,9 @@ class _Mapper:
                 'CUSTOM_VGPU_%s meanwhile' % type_id.upper().replace('-', '_'))
         info = self.vendors.describe_type(
             type_id, gpu.vendor_id, name, gpu.type_description(type_id))
+        if gpu.type_max_per_vm(type_id) is not None:
+            info = dataclasses.replace(
+                info, max_per_vm=gpu.type_max_per_vm(type_id))
         max_unit = claim.type_config.max_unit
         rule = self.vendors.combination_problem([info] * max_unit)
         if rule and (type_id, max_unit) not in self._rules_told:

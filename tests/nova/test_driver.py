@@ -43,6 +43,7 @@ import yaml
 from tests.nova import fake_libvirt
 from tests import timeout
 from tests.unit import schemas
+from tests.unit import test_vfio_profiles
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
@@ -314,6 +315,62 @@ class TestTwoVgpus(DriverTestBase):
                 if d.device_id in set(self.guest_devices(self.compute,
                                                          server))]
         self.assertEqual(2, len({d.parent for d in mine}))
+
+
+class TestMostPerVm(DriverTestBase):
+    """Two L40S-48Q where the host's driver (NVML) allows one per VM."""
+
+    enabled_types = 'nvidia-1156'
+
+    def setUp(self):
+        self.profile = os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'per-vm.yaml')
+        with open(self.profile, 'w') as f:
+            f.write(test_vfio_profiles.PER_VM_PROFILE)
+        super().setUp()
+
+    def test_refused_before_any_device(self):
+        self.compute = self.start_vgpu_compute('host1')
+        flavor = self._create_flavor(extra_spec={
+            'resources1:VGPU': '1', 'resources2:VGPU': '1',
+            'group_policy': 'isolate'})
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ERROR')
+        self.assertIn('at most 1 vGPU(s) of L40S-48Q in one VM',
+                      server['fault']['message'])
+        self.assertEqual((), self.host_devices(self.compute))
+        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+
+
+class TestMixedSeriesRefused(DriverTestBase):
+    """An L40S-8Q and an L40S-8A in one guest: NVIDIA refuses mixed series."""
+
+    profile = 'l40s-vfio'
+    enabled_types = 'nvidia-1152,nvidia-1162'
+
+    def setUp(self):
+        super().setUp()
+        self.device_addresses('nvidia-1152', '0000:26:00.0')
+        self.device_addresses('nvidia-1162', '0000:c1:00.0')
+
+    def test_refused_before_any_device(self):
+        self.compute = self.start_vgpu_compute('host1')
+        before = {d.device_id for d in self.host_devices(self.compute)}
+        flavor = self._create_flavor(extra_spec={
+            'resources1:VGPU': '1', 'trait1:CUSTOM_VGPU_L40S_8Q': 'required',
+            'resources2:VGPU': '1', 'trait2:CUSTOM_VGPU_L40S_8A': 'required',
+            'group_policy': 'isolate'})
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ERROR')
+        self.assertIn('one board and one series',
+                      server['fault']['message'])
+        self.assertIn('L40S-8A, L40S-8Q', server['fault']['message'])
+        self.assertEqual(before, {d.device_id for d in
+                                  self.host_devices(self.compute)})
+        self.assertEqual([], [e for e in self.compute.driver._vgpu_ext()
+                              .ledger.all() if e.consumer])
 
 
 class TestOperatorTraits(TwoTypesTestBase):
@@ -741,39 +798,85 @@ class TestVfioFullGpuKeepsItsName(DriverTestBase):
 
     profile = 'a40-vfio'
     enabled_types = 'nvidia-558'
-    GPU = 'host1_pci_0000_3d_00_0'
+    ADDRESS = '0000:3d:00.0'
+    NAME = 'NVIDIA A40-2Q'
+    TRAIT = 'CUSTOM_VGPU_A40_2Q'
+    TOTAL = 24      # 48 GB / 2 GB: every VF it can hold
 
     def test_filled_and_restarted_keeps_traits_and_total(self):
+        type_id = self.enabled_types
         self.compute = self.start_vgpu_compute('host1')
-        rp = self._get_provider_uuid_by_name(self.GPU)
-        self.assertIn('CUSTOM_VGPU_A40_2Q', self._get_provider_traits(rp))
+        rp = self._get_provider_uuid_by_name(
+            'host1_pci_' + self.ADDRESS.replace(':', '_').replace('.', '_'))
+        self.assertIn(self.TRAIT, self._get_provider_traits(rp))
         backend = self.compute.driver._vgpu_ext().backend
         snapshot = backend.scan()
-        gpu = next(g for g in snapshot.gpus if g.address == '0000:3d:00.0')
+        gpu = next(g for g in snapshot.gpus if g.address == self.ADDRESS)
         held = {d.parent for d in snapshot.mediated_devices}
         for parent in gpu.parents:  # other owners fill the GPU
             if parent.name not in held:
                 try:
-                    backend.create_device(parent.name, 'nvidia-558',
+                    backend.create_device(parent.name, type_id,
                                           parent.address)
                 except Exception:
                     break
         gpu = next(g for g in backend.scan().gpus
-                   if g.address == '0000:3d:00.0')
-        self.assertIsNone(gpu.type_name('nvidia-558'))  # the GPU is full
+                   if g.address == self.ADDRESS)
+        self.assertIsNone(gpu.type_name(type_id))  # the GPU is full
         self._run_periodics()
         total = self._get_provider_inventory(rp)[orc.VGPU]['total']
         self.compute = self.restart_compute_service('host1')
         traits = self._get_provider_traits(rp)
-        self.assertIn('CUSTOM_VGPU_A40_2Q', traits)
-        self.assertIn('CUSTOM_VGPU_NVIDIA_558', traits)
+        self.assertIn(self.TRAIT, traits)
+        self.assertIn('CUSTOM_VGPU_' + type_id.upper().replace('-', '_'),
+                      traits)
         self.assertEqual(total, self._get_provider_inventory(rp)[
             orc.VGPU]['total'])
-        self.assertEqual(24, total)  # 48 GB / 2 GB: every VF it can hold
+        self.assertEqual(self.TOTAL, total)
         # The name itself, remembered in the ledger across the restart.
         (served,) = [a for a in self.compute.driver._vgpu_ext()
-                     .assignment.gpus if a.gpu.address == '0000:3d:00.0']
-        self.assertEqual('NVIDIA A40-2Q', served.type_name)
+                     .assignment.gpus if a.gpu.address == self.ADDRESS]
+        self.assertEqual(self.NAME, served.type_name)
+
+
+class TestL40sFullGpuKeepsItsName(TestVfioFullGpuKeepsItsName):
+
+    profile = 'l40s-vfio'
+    enabled_types = 'nvidia-1150'
+    ADDRESS = '0000:c1:00.0'
+    NAME = 'NVIDIA L40S-4Q'
+    TRAIT = 'CUSTOM_VGPU_L40S_4Q'
+    TOTAL = 12
+
+
+class TestH100MixedSizeGpuKeepsItsName(TestVfioFullGpuKeepsItsName):
+
+    profile = 'h100-vfio'
+    enabled_types = 'nvidia-2505'
+    ADDRESS = '0000:43:00.0'    # in mixed-size mode
+    NAME = 'NVIDIA H100XM-16C'
+    TRAIT = 'CUSTOM_VGPU_H100XM_16C'
+    TOTAL = 4                   # 6 in equal-size mode
+
+
+class TestH200FullGpuKeepsItsName(TestVfioFullGpuKeepsItsName):
+
+    profile = 'h200-vfio'
+    enabled_types = 'nvidia-2603'
+    ADDRESS = '0000:3b:00.0'
+    NAME = 'NVIDIA H200X-8C'
+    TRAIT = 'CUSTOM_VGPU_H200X_8C'
+    TOTAL = 16                  # NVIDIA's table, not 141 GB / 8 GB
+
+
+class TestBlackwellFullGpuKeepsItsName(TestVfioFullGpuKeepsItsName):
+
+    profile = 'rtx-pro-6000-bw-vfio'
+    enabled_types = 'nvidia-2707'
+    ADDRESS = '0001:04:00.0'
+    NAME = 'NVIDIA RTX Pro 6000 Blackwell DC-24Q'
+    TRAIT = 'CUSTOM_VGPU_RTX_PRO_6000_BLACKWELL_DC_24Q'
+    TOTAL = 4
 
 
 class TestMoves(DriverTestBase):

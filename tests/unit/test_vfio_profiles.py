@@ -224,3 +224,56 @@ class TestNvml(base.TestCase):
         self.assertIs(filled.gpus[1], blank.gpus[1])
         self.assertIs(blank, nvml.apply(blank, None))
         self.assertIsInstance(filled.gpus[0], model.PhysicalGPU)
+
+
+# A host whose driver (NVML) says one vGPU of L40S-48Q per VM. NVIDIA's
+# tables do not publish that figure; the built-in profiles leave it out.
+PER_VM_PROFILE = '''
+description: 2 x L40S whose NVML allows one L40S-48Q per VM
+models:
+  l40s:
+    sharing: sriov
+    vfio: true
+    sriov_vfs: 32
+    framebuffer_mb: 49152
+    types:
+      - {id: nvidia-1156, name: NVIDIA L40S-48Q, framebuffer_mb: 49152,
+         max_instance: 1, max_per_vm: 1}
+      - {id: nvidia-1155, name: NVIDIA L40S-24Q, framebuffer_mb: 24576,
+         max_instance: 2}
+gpus:
+  - {address: "0000:26:00.0", model: l40s}
+  - {address: "0000:c1:00.0", model: l40s}
+'''
+
+
+class TestMostPerVm(base.TestCase):
+    """The driver's own figure for a type's most per VM, before a claim."""
+
+    def build(self, type_id):
+        path = os.path.join(self.root, 'per-vm.yaml')
+        with open(path, 'w') as f:
+            f.write(PER_VM_PROFILE)
+        al = lifecycle.build(
+            os.path.join(self.root, type_id), path,
+            config='[devices]\nenabled_mdev_types = %s\n[mdev_%s]\n'
+                   'max_unit = 2\n' % (type_id, type_id))
+        self.addCleanup(al.ledger.close)
+        return al
+
+    def test_more_than_the_driver_allows_refused(self):
+        al = self.build('nvidia-1156')
+        gpus = sorted({t.gpu for t in al.targets.values()})
+        exc = self.assertRaises(exception.CombinationRefused,
+                                al.check_combination, 'i1',
+                                lifecycle.alloc(al, *gpus))
+        self.assertIn('at most 1 vGPU(s) of L40S-48Q in one VM', str(exc))
+        self.assertIn('nothing was created', str(exc))
+        self.assertEqual([], al.ledger.all())
+        self.assertEqual((), al.backend.scan().mediated_devices)
+        al.check_combination('i1', lifecycle.alloc(al, gpus[0]))
+
+    def test_a_type_without_a_figure_combines(self):
+        al = self.build('nvidia-1155')
+        gpus = sorted({t.gpu for t in al.targets.values()})
+        al.check_combination('i1', lifecycle.alloc(al, *gpus))

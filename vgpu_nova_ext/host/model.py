@@ -29,6 +29,8 @@ class VGPUType:
     available_instances: int
     device_api: str
     description: str | None = None
+    max_per_vm: int | None = None
+    """Most of the type in one guest, where the driver says (NVML)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,13 @@ class PhysicalGPU:
             found = parent.type(type_id)
             if found is not None and found.name:
                 return found.name
+        return None
+
+    def type_max_per_vm(self, type_id: str) -> int | None:
+        for parent in self.parents:
+            found = parent.type(type_id)
+            if found is not None and found.max_per_vm is not None:
+                return found.max_per_vm
         return None
 
     def type_description(self, type_id: str) -> str | None:

@@ -36,6 +36,8 @@ class GpuFacts:
     """Mixed-size (heterogeneous) mode on; None: not known."""
     type_names: tuple[tuple[str, str], ...] = ()
     """(type id as ``nvidia-<n>``, name) of every supported type."""
+    max_per_vm: tuple[tuple[str, int], ...] = ()
+    """(type id, most of it in one VM) of every supported type."""
 
 
 class FactsSource:
@@ -63,12 +65,15 @@ class Nvml(FactsSource):
         nvml = self._nvml
         try:
             handle = nvml.nvmlDeviceGetHandleByPciBusId(gpu.address)
-            names = []
+            names, per_vm = [], []
             for number in nvml.nvmlDeviceGetSupportedVgpus(handle):
+                type_id = vfio.type_id(int(number))
                 name = nvml.nvmlVgpuTypeGetName(number)
                 if isinstance(name, bytes):
                     name = name.decode('utf-8', 'replace')
-                names.append((vfio.type_id(int(number)), name))
+                names.append((type_id, name))
+                per_vm.append((type_id, int(
+                    nvml.nvmlVgpuTypeGetMaxInstancesPerVm(number))))
             try:
                 mixed = bool(nvml.nvmlDeviceGetVgpuHeterogeneousMode(handle))
             except nvml.NVMLError:
@@ -76,7 +81,8 @@ class Nvml(FactsSource):
         except nvml.NVMLError as exc:
             LOG.debug('NVML knows nothing of GPU %s: %s', gpu.address, exc)
             return None
-        return GpuFacts(mixed_size=mixed, type_names=tuple(names))
+        return GpuFacts(mixed_size=mixed, type_names=tuple(names),
+                        max_per_vm=tuple(per_vm))
 
 
 def open_nvml() -> Nvml | None:
@@ -109,10 +115,15 @@ def apply(snapshot: model.HostSnapshot,
             continue
         changed = True
         known = dict(facts.type_names)
+        per_vm = dict(facts.max_per_vm)
+
+        def told(t: model.VGPUType) -> model.VGPUType:
+            return dataclasses.replace(
+                t, name=t.name or known.get(t.id),
+                max_per_vm=per_vm.get(t.id, t.max_per_vm))
+
         parents = tuple(dataclasses.replace(parent, types=tuple(
-            t if t.name or t.id not in known
-            else dataclasses.replace(t, name=known[t.id])
-            for t in parent.types)) for parent in gpu.parents)
+            told(t) for t in parent.types)) for parent in gpu.parents)
         gpus.append(dataclasses.replace(gpu, parents=parents,
                                         mixed_size=facts.mixed_size))
     if not changed:

@@ -93,6 +93,8 @@ class TypeSpec:
     frl_config: int | None = None
     max_resolution: str | None = None
     units: int = 1
+    max_per_vm: int | None = None
+    """What the simulated NVML says of the type's most per VM."""
     max_instance_mixed: int | None = None
     """The most per GPU in NVIDIA's mixed-size mode; None: max_instance."""
 
@@ -340,6 +342,7 @@ def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
             frl_config=r.get(row, 'frl_config', int, twhere, None),
             max_resolution=r.get(row, 'max_resolution', str, twhere, None),
             units=r.get(row, 'units', int, twhere, 1),
+            max_per_vm=r.get(row, 'max_per_vm', int, twhere, None),
             max_instance_mixed=r.get(row, 'max_instance_mixed', int, twhere,
                                      None)))
     if not types:
@@ -821,23 +824,26 @@ class SimulatedBackend(sysfs.SysfsBackend):
 
 
 class SimulatedNvml(nvml.FactsSource):
-    """The NVML of a simulated host: each vendor-VFIO GPU's mode.
+    """The NVML of a simulated host.
 
-    Names are left to sysfs and the ledger, so that a simulated GPU shows
-    what a host without nvidia-ml-py shows.
+    Each vendor-VFIO GPU's mode, and each type's most per VM where the
+    profile gives it. Names are left to sysfs and the ledger, so that a
+    simulated GPU shows what a host without nvidia-ml-py shows.
     """
 
     def __init__(self, profile: Profile) -> None:
-        self._mixed = {g.address: g.mixed_size for g in profile.gpus
-                       if g.model.vfio}
+        self._gpus = {g.address: g for g in profile.gpus if g.model.vfio}
 
     def describe(self) -> str:
         return 'simulated NVML'
 
     def facts(self, gpu: model.PhysicalGPU) -> nvml.GpuFacts | None:
-        if gpu.address not in self._mixed:
+        spec = self._gpus.get(gpu.address)
+        if spec is None:
             return None
-        return nvml.GpuFacts(mixed_size=self._mixed[gpu.address])
+        return nvml.GpuFacts(mixed_size=spec.mixed_size, max_per_vm=tuple(
+            (t.id, t.max_per_vm) for t in spec.model.types
+            if t.max_per_vm is not None))
 
 
 #: A file in an mdev's directory that the simulated kernel takes as "a

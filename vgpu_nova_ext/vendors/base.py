@@ -41,6 +41,9 @@ class TypeInfo:
     """
     board: str | None = None
     """The board the type belongs to (``M60``, ``A40``), where known."""
+    max_per_vm: int | None = None
+    """Most devices of the type one guest may hold, where the driver says
+    so (NVML's max instances per VM); set by the core, not the plugin."""
     max_per_gpu_mixed: int | None = None
     """Most devices of the type on one GPU in a mode that lets sizes mix
     (NVIDIA's mixed-size mode), where the vendor says so; never more than
@@ -127,4 +130,10 @@ class Vendors:
         if len(vendors) > 1:
             return ('one guest cannot hold vGPUs of different vendors (%s)'
                     % ', '.join(vendors))
+        for info in vgpus:
+            asked = sum(1 for v in vgpus if v.short_name == info.short_name)
+            if info.max_per_vm is not None and asked > info.max_per_vm:
+                return ('the driver allows at most %d vGPU(s) of %s in one '
+                        'VM; asked: %d' % (info.max_per_vm, info.short_name,
+                                           asked))
         return self.by_name(vendors[0]).combination_problem(vgpus)
