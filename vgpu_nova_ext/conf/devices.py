@@ -29,6 +29,7 @@ from oslo_config import cfg
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import mig
 
 DEVICES_GROUP = 'devices'
 _TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]*$')
@@ -130,6 +131,20 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
                  'type, instead of ``[vgpu_licensing] feature_type`` (1 '
                  'NVIDIA vGPU, 2 RTX Virtual Workstation, 4 Virtual Compute '
                  'Server, 0 unlicensed). Not read by Nova.'),
+        cfg.StrOpt(
+            'mig_gpu_instances',
+            deprecated_group=old_group,
+            help='For a MIG-backed type (``NVIDIA H200X-1-18C``, on NVIDIA\'s '
+                 'vendor-specific VFIO framework): the GPU instances to carve '
+                 'on each GPU serving it, in mig-parted\'s words, '
+                 '``<profile>:<count>`` (for example ``1g.18gb:7``). The '
+                 'profile is the type\'s own (H200X-1-18C runs on '
+                 '``1g.18gb``). At start-up nova-compute turns MIG mode on, '
+                 'enables the VFs and carves the instances on a GPU that '
+                 'holds no vGPU; a GPU holding vGPUs keeps its instances '
+                 '(``vgpu-nova-ext check`` says what to do). Unset: the '
+                 'GPU instances already there are used as they are. Not '
+                 'read by Nova.'),
     ]
 
 
@@ -146,6 +161,8 @@ class TypeConfig:
     max_unit: int = 1
     reserved: int = 0
     feature_type: str | None = None
+    mig_layout: tuple[tuple[str, int], ...] = ()
+    """``mig_gpu_instances`` as (profile, count), sorted; () when unset."""
     ignored_old: tuple[str, ...] = ()
     """Options written under ``[vgpu_<type>]`` that Nova reads only under
     ``[mdev_<type>]`` (so neither reads them)."""
@@ -172,6 +189,8 @@ _EXPECTED = {
     'max_unit': 'expected a whole number of at least 1',
     'reserved': 'expected a whole number of at least 0',
     'feature_type': 'expected 0, 1, 2 or 4',
+    'mig_gpu_instances': 'expected <profile>:<count>, for example '
+                         '1g.18gb:7',
     'device_addresses': 'expected a comma-separated list of addresses',
     'enabled_mdev_types': 'expected a comma-separated list of type ids',
 }
@@ -202,6 +221,19 @@ class _Values:
                 shown, name, value, why,
                 _EXPECTED.get(name, 'see the sample')))
             return default
+
+    def layout(self, group: str, name: str, shown: str
+               ) -> tuple[tuple[str, int], ...]:
+        """A MIG layout option, parsed (mig-parted's words)."""
+        text = self.get(group, name, shown)
+        if not text:
+            return ()
+        try:
+            return tuple(sorted(mig.parse_layout(text).items()))
+        except ValueError as exc:
+            self.errors.append('[%s] %s = %r: %s (%s)' % (
+                shown, name, text, exc, _EXPECTED[name]))
+            return ()
 
     def raise_if_any(self) -> None:
         if self.errors:
@@ -305,6 +337,7 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
             max_unit=values.get(group, 'max_unit', shown, 1),
             reserved=values.get(group, 'reserved', shown, 0),
             feature_type=values.get(group, 'feature_type', shown),
+            mig_layout=values.layout(group, 'mig_gpu_instances', shown),
             ignored_old=tuple(
                 name for name in NEW_GROUP_ONLY
                 if written.has_option(old, name))))

@@ -87,6 +87,12 @@ class HostBackend(abc.ABC):
     def device_exists(self, device_id: str) -> bool:
         raise NotImplementedError
 
+    def mig_command(self, gpu_address: str, command: str,
+                    argument: str = '') -> None:
+        """One MIG step on one GPU (``writes.MIG_COMMANDS``)."""
+        raise NotImplementedError(
+            'the %s backend cannot carve GPU instances' % self.describe())
+
 
 def backend_class(name: str) -> type:
     """The backend class registered as ``name``.

@@ -17,6 +17,8 @@ inventory) know of the host, whichever backend read it.
 
 import dataclasses
 
+from vgpu_nova_ext.host import mig as mig_mod
+
 
 @dataclasses.dataclass(frozen=True)
 class VGPUType:
@@ -75,6 +77,11 @@ class PhysicalGPU:
     mixed_size: bool | None = None
     """NVIDIA's mixed-size (heterogeneous) mode, where NVML says; None:
     not known (no NVML, or not an NVIDIA GPU)."""
+    mig: mig_mod.MigState | None = None
+    """MIG mode and GPU instances, where the driver says; None: not a
+    MIG-capable GPU, or not known."""
+    gpu_instance_profiles: tuple[mig_mod.GIProfile, ...] = ()
+    """The GPU instance profiles a MIG-capable GPU offers."""
 
     @property
     def sriov(self) -> bool:

@@ -22,6 +22,7 @@ and nothing else changes: the ledger's remembered names stand in.
 import dataclasses
 import logging
 
+from vgpu_nova_ext.host import mig as mig_mod
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import vfio
 
@@ -38,6 +39,10 @@ class GpuFacts:
     """(type id as ``nvidia-<n>``, name) of every supported type."""
     max_per_vm: tuple[tuple[str, int], ...] = ()
     """(type id, most of it in one VM) of every supported type."""
+    mig: 'mig_mod.MigState | None' = None
+    """MIG mode and GPU instances; None: not MIG-capable or not known."""
+    gpu_instance_profiles: tuple['mig_mod.GIProfile', ...] = ()
+    """The GPU's GPU instance profiles (MIG-capable GPUs)."""
 
 
 class FactsSource:
@@ -124,8 +129,9 @@ def apply(snapshot: model.HostSnapshot,
 
         parents = tuple(dataclasses.replace(parent, types=tuple(
             told(t) for t in parent.types)) for parent in gpu.parents)
-        gpus.append(dataclasses.replace(gpu, parents=parents,
-                                        mixed_size=facts.mixed_size))
+        gpus.append(dataclasses.replace(
+            gpu, parents=parents, mixed_size=facts.mixed_size,
+            mig=facts.mig, gpu_instance_profiles=facts.gpu_instance_profiles))
     if not changed:
         return snapshot
     return dataclasses.replace(snapshot, gpus=tuple(gpus))

@@ -66,6 +66,23 @@ def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
     writes.set_vf_vgpu_type(sysfs_root, vf_address, type_number)
 
 
+#: MIG steps run nvidia-smi and sriov-manage, which need device control:
+#: a context of their own, used only on hosts that declare a MIG layout.
+MIG_CFG_SECTION = 'vgpu_nova_ext_mig_privileged'
+vgpu_mig_pctxt = priv_context.PrivContext(
+    'vgpu_nova_ext',
+    cfg_section=MIG_CFG_SECTION,
+    pypath=__name__ + '.vgpu_mig_pctxt',
+    capabilities=[caps.CAP_SYS_ADMIN, caps.CAP_DAC_OVERRIDE],
+)
+
+
+@vgpu_mig_pctxt.entrypoint
+def mig_command(sysfs_root: str, gpu_address: str, command: str,
+                argument: str = '') -> None:
+    writes.mig_command(sysfs_root, gpu_address, command, argument)
+
+
 @vgpu_pctxt.entrypoint
 def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
                   type_id: str) -> None:
@@ -101,4 +118,10 @@ def list_opts():
              '``sudo nova-rootwrap /etc/nova/rootwrap.conf privsep-helper '
              '--config-file /etc/nova/nova.conf`` and the rootwrap filter '
              'this package ships (etc/nova/rootwrap.d).')
-    return [(group, priv_context.OPTS)]
+    mig_group = cfg.OptGroup(
+        MIG_CFG_SECTION, title='vgpu-nova-ext MIG privsep daemon',
+        help='The oslo.privsep daemon that runs nvidia-smi and sriov-manage '
+             'to carve a GPU\'s declared MIG layout ([mdev_<type>] '
+             'mig_gpu_instances), with CAP_SYS_ADMIN. Started only on hosts '
+             'that declare one.')
+    return [(group, priv_context.OPTS), (mig_group, priv_context.OPTS)]

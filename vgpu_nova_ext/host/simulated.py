@@ -42,8 +42,10 @@ from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import layout
+from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
+from vgpu_nova_ext.host import simulated_mig
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
 from vgpu_nova_ext.host import writes
@@ -95,6 +97,10 @@ class TypeSpec:
     units: int = 1
     max_per_vm: int | None = None
     """What the simulated NVML says of the type's most per VM."""
+    gpu_instance_profile: str | None = None
+    """A MIG-backed type's GPU instance profile (``1g.18gb``)."""
+    max_per_gi: int = 1
+    """A MIG-backed type's most vGPUs on one GPU instance."""
     max_instance_mixed: int | None = None
     """The most per GPU in NVIDIA's mixed-size mode; None: max_instance."""
 
@@ -126,6 +132,11 @@ class ModelSpec:
     pool_units: int = 0
     vfio: bool = False
     """NVIDIA's vendor-specific VFIO instead of the mdev bus (sriov)."""
+    mig_profiles: tuple[mig.GIProfile, ...] = ()
+    """The GPU instance profiles of a MIG-capable model."""
+
+    def mig_profile_map(self) -> dict[str, mig.GIProfile]:
+        return {p.name: p for p in self.mig_profiles}
 
     def type(self, type_id: str) -> TypeSpec | None:
         return next((t for t in self.types if t.id == type_id), None)
@@ -142,6 +153,8 @@ class GPUSpec:
     """Path below /sys/devices, to mimic a real host's bridges."""
     mixed_size: bool = False
     """NVIDIA's mixed-size (heterogeneous) mode: ``nvidia-smi vgpu -shm 1``."""
+    gpu_instances: tuple[tuple[str, int], ...] = ()
+    """GPU instances carved before the host is opened (MIG mode on)."""
 
     @property
     def name(self) -> str:
@@ -265,11 +278,19 @@ def parse_profile(text: str, source: str) -> Profile:
         if mixed and not models[model_name].vfio:
             raise r.fail(where + '.mixed_size', 'mixed-size mode is '
                          'simulated on vendor-VFIO models (vfio: true) only')
+        carved = r.get(item, 'gpu_instances', str, where, '')
+        try:
+            layout_ = mig.parse_layout(carved)
+            if layout_:
+                mig.fit(models[model_name].mig_profile_map(), layout_)
+        except ValueError as exc:    # LayoutError too
+            raise r.fail(where + '.gpu_instances', str(exc))
         gpus.append(GPUSpec(model=models[model_name], address=pci,
                             virtual_path=virtual,
                             sysfs_path=_relative_path(r, item, 'sysfs_path',
                                                       where),
-                            mixed_size=mixed))
+                            mixed_size=mixed,
+                            gpu_instances=tuple(sorted(layout_.items()))))
     if not gpus:
         raise r.fail('gpus', 'a host needs at least one GPU')
     names = [g.name for g in gpus]
@@ -343,6 +364,9 @@ def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
             max_resolution=r.get(row, 'max_resolution', str, twhere, None),
             units=r.get(row, 'units', int, twhere, 1),
             max_per_vm=r.get(row, 'max_per_vm', int, twhere, None),
+            gpu_instance_profile=r.get(row, 'gpu_instance_profile', str,
+                                       twhere, None),
+            max_per_gi=r.get(row, 'max_per_gi', int, twhere, 1),
             max_instance_mixed=r.get(row, 'max_instance_mixed', int, twhere,
                                      None)))
     if not types:
@@ -358,12 +382,35 @@ def _parse_model(r: _Reader, name: str, spec) -> ModelSpec:
     if use_vfio and any(vfio.type_number(t.id) is None for t in types):
         raise r.fail(where + '.types', 'vendor VFIO type ids are '
                      'nvidia-<number>')
+    profiles = []
+    for index, row in enumerate(r.get(spec, 'mig_profiles', list, where,
+                                      [])):
+        pwhere = '%s.mig_profiles[%d]' % (where, index)
+        if not (isinstance(row, list) and len(row) == 4
+                and mig.is_profile_name(str(row[0]))
+                and all(isinstance(v, int) for v in row[1:3])
+                and isinstance(row[3], list) and row[3]
+                and all(isinstance(v, int) and 0 <= v < mig.SLICES
+                        for v in row[3])):
+            raise r.fail(pwhere, 'a row is [name, profile id, memory '
+                         'slices, [placements]], got %r' % (row,))
+        profiles.append(mig.GIProfile(name=row[0], id=row[1], size=row[2],
+                                      placements=tuple(row[3])))
+    if profiles and not use_vfio:
+        raise r.fail(where + '.mig_profiles', 'MIG is simulated on '
+                     'vendor-VFIO models (vfio: true) only')
+    names = {p.name for p in profiles}
+    for t in types:
+        if t.gpu_instance_profile and t.gpu_instance_profile not in names:
+            raise r.fail(where + '.types', '%s runs on GPU instance profile '
+                         '%r, which is not under mig_profiles' % (
+                             t.id, t.gpu_instance_profile))
     return ModelSpec(name=name, sharing=sharing, types=tuple(types),
                      vendor_id=r.get(spec, 'vendor_id', str, where, '0x10de'),
                      device_id=r.get(spec, 'device_id', str, where, '0x0000'),
                      sriov_vfs=vfs,
                      pool_units=r.get(spec, 'pool_units', int, where, 0),
-                     vfio=use_vfio)
+                     vfio=use_vfio, mig_profiles=tuple(profiles))
 
 
 def _parse_mdevs(r: _Reader, data: dict, gpus: list[GPUSpec]):
@@ -407,14 +454,32 @@ def _parse_mdevs(r: _Reader, data: dict, gpus: list[GPUSpec]):
                                    type_id=type_id)
 
 
+def initial_mig_states(profile: Profile) -> dict[str, dict]:
+    """The MIG state of each GPU carved in the profile (MIG mode on)."""
+    out = {}
+    for gpu in profile.gpus:
+        if not gpu.gpu_instances:
+            continue
+        state = {'mig': True, 'instances': [], 'vgpus': {}}
+        profiles = gpu.model.mig_profile_map()
+        for name, _ in mig.fit(profiles, dict(gpu.gpu_instances)):
+            simulated_mig.create_instance(state, profiles, name)
+        out[gpu.address] = state
+    return out
+
+
 class KernelModel:
     """Computes ``available_instances`` as the kernel and driver would."""
 
     def __init__(self, profile: Profile,
-                 devices: tuple[model.MediatedDevice, ...] | None = None):
+                 devices: tuple[model.MediatedDevice, ...] | None = None,
+                 mig_states: dict[str, dict] | None = None):
         self.profile = profile
         self.devices = (profile.mediated_devices if devices is None
                         else devices)
+        #: {GPU address: MIG state} (simulated_mig's form).
+        self.mig_states = (initial_mig_states(profile) if mig_states is None
+                           else mig_states)
 
     def _parents(self, gpu: GPUSpec) -> list[tuple[str, str | None]]:
         """(parent name, PCI address or None) of each mdev parent."""
@@ -439,12 +504,25 @@ class KernelModel:
         counts: dict[str, int] = {}
         for dev in on_gpu:
             counts[dev.type_id] = counts.get(dev.type_id, 0) + 1
+        state = self.mig_states.get(gpu.address)
+        if state is not None and state['mig']:
+            # MIG mode: MIG-backed types only, where an instance has room.
+            result = {}
+            for parent, _ in self._parents(gpu):
+                busy = any(d.parent == parent for d in on_gpu)
+                result[parent] = {t.id: int(
+                    not busy and t.gpu_instance_profile is not None
+                    and simulated_mig.instance_with_room(
+                        state, t.gpu_instance_profile, t.max_per_gi)
+                    is not None) for t in gpu.model.types}
+            return result
         self._check(gpu, counts)
         result = {}
         for parent, _ in self._parents(gpu):
             busy = any(d.parent == parent for d in on_gpu)
             result[parent] = {
-                t.id: self._available(gpu, t, counts, busy)
+                t.id: 0 if t.gpu_instance_profile
+                else self._available(gpu, t, counts, busy)
                 for t in gpu.model.types}
         return result
 
@@ -491,6 +569,9 @@ def lay_out(profile: Profile, root: str,
     kernel = KernelModel(profile, devices)
     available = kernel.available()
     tree = layout.SysfsTree(root)
+    store = simulated_mig.MigStore(root)
+    for gpu_address, state in kernel.mig_states.items():
+        store.save(gpu_address, state)
     parent_dirs = {}
     for gpu in profile.gpus:
         spec = gpu.model
@@ -563,7 +644,8 @@ class SimulatedKernel:
         self.root = root
         self.reader = sysfs.SysfsReader(root)
         self.tree = layout.SysfsTree(root)
-        self.model = KernelModel(profile, ())
+        self.model = KernelModel(profile, (), mig_states={})
+        self.mig = simulated_mig.MigStore(root)
         self._parents: dict[str, str] | None = None
 
     @classmethod
@@ -617,6 +699,39 @@ class SimulatedKernel:
                                   value.strip())
             else:
                 raise _fail(errno.EACCES)
+
+    # -- nvidia-smi and sriov-manage (MIG) ----------------------------------
+    def mig_command(self, command: str, gpu_address: str,
+                    argument: str = '') -> None:
+        """What nvidia-smi and sriov-manage do to a GPU's MIG state.
+
+        ``mig_mode`` (``1``/``0``), ``sriov_manage`` (``-e``: wipes the GPU
+        instances) or ``create_gpu_instance`` (a profile name). Each is one
+        atomic replace of the GPU's state file.
+        """
+        with self.lock(self.root):
+            self.recover()
+            gpu = next((g for g in self.profile.gpus
+                        if g.address == gpu_address), None)
+            if gpu is None or not gpu.model.vfio:
+                raise _fail(errno.ENODEV)
+            state = self.mig.load(gpu_address)
+            held = any(self.reader.vfio_current(self._parent_dir(name))
+                       for name, _ in self.model._parents(gpu))
+            if command == 'mig_mode':
+                if not gpu.model.mig_profiles:
+                    raise _fail(errno.EOPNOTSUPP)
+                simulated_mig.set_mode(state, argument == '1', held)
+            elif command == 'sriov_manage':
+                simulated_mig.wipe(state, held)
+            elif command == 'create_gpu_instance':
+                simulated_mig.create_instance(
+                    state, gpu.model.mig_profile_map(), argument)
+            else:
+                raise _fail(errno.EINVAL)
+            self.mig.save(gpu_address, state)
+            self._recompute(self._parent_dir(
+                self.model._parents(gpu)[0][0]))
 
     # -- the journal -------------------------------------------------------
     def _journal_path(self) -> str:
@@ -681,10 +796,41 @@ class SimulatedKernel:
         self._end()
 
     def _do_set_vf_type(self, vf_dir: str, number: int) -> None:
+        self._place_on_instance(vf_dir, number)
         layout.SysfsTree._write(
             os.path.join(vf_dir, vfio.NVIDIA_DIR, vfio.CURRENT),
             '%d\n' % number, 0o644)
         self._recompute(vf_dir)
+
+    def _place_on_instance(self, vf_dir: str, number: int) -> None:
+        """A MIG-backed vGPU lands on a GPU instance with room.
+
+        The driver chooses; the VF shows which. Idempotent, for the journal.
+        """
+        vf = self.reader._parent_identity(vf_dir)[0]
+        gpu = next(g for g in self.profile.gpus
+                   if vf in [n for n, _ in self.model._parents(g)])
+        state = self.mig.load(gpu.address)
+        if not state['mig']:
+            return
+        vgpu_type = gpu.model.type(vfio.type_id(number)) if number else None
+        gi = None
+        if vgpu_type is not None and vgpu_type.gpu_instance_profile:
+            gi_id = state['vgpus'].get(vf)
+            gi = next((g for g in state['instances'] if g['id'] == gi_id),
+                      None) or simulated_mig.instance_with_room(
+                          state, vgpu_type.gpu_instance_profile,
+                          vgpu_type.max_per_gi)
+        if gi is None:
+            state['vgpus'].pop(vf, None)
+        else:
+            state['vgpus'][vf] = gi['id']
+        self.mig.save(gpu.address, state)
+        nvidia = os.path.join(vf_dir, vfio.NVIDIA_DIR)
+        layout.SysfsTree._write(os.path.join(nvidia, 'gpu_instance_id'),
+                                '%d\n' % (gi['id'] if gi else 0), 0o644)
+        layout.SysfsTree._write(os.path.join(nvidia, 'placement_id'),
+                                '%d\n' % (gi['start'] if gi else 0), 0o644)
 
     def _create(self, type_dir: str, device_id: str) -> None:
         try:
@@ -744,6 +890,8 @@ class SimulatedKernel:
                    if parent in [n for n, _ in self.model._parents(g)])
         dirs = {name: self._parent_dir(name)
                 for name, _ in self.model._parents(gpu)}
+        if gpu.model.vfio:
+            self.model.mig_states[gpu.address] = self.mig.load(gpu.address)
         on_gpu = []
         if gpu.model.vfio:
             for name, pdir in dirs.items():
@@ -801,7 +949,7 @@ class SimulatedBackend(sysfs.SysfsBackend):
                 shutil.rmtree(root, ignore_errors=True)
             raise
         kwargs.setdefault('privileged', os.stat(root).st_uid != os.geteuid())
-        kwargs.setdefault('facts', SimulatedNvml(self.profile))
+        kwargs.setdefault('facts', SimulatedNvml(self.profile, root))
         if not kwargs['privileged'] and os.path.exists(
                 os.path.join(root, JOURNAL)):
             # A writer was killed mid-change: finish it, as the kernel
@@ -831,8 +979,9 @@ class SimulatedNvml(nvml.FactsSource):
     simulated GPU shows what a host without nvidia-ml-py shows.
     """
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, root: str) -> None:
         self._gpus = {g.address: g for g in profile.gpus if g.model.vfio}
+        self._store = simulated_mig.MigStore(root)
 
     def describe(self) -> str:
         return 'simulated NVML'
@@ -841,9 +990,13 @@ class SimulatedNvml(nvml.FactsSource):
         spec = self._gpus.get(gpu.address)
         if spec is None:
             return None
-        return nvml.GpuFacts(mixed_size=spec.mixed_size, max_per_vm=tuple(
-            (t.id, t.max_per_vm) for t in spec.model.types
-            if t.max_per_vm is not None))
+        return nvml.GpuFacts(
+            mixed_size=spec.mixed_size, max_per_vm=tuple(
+                (t.id, t.max_per_vm) for t in spec.model.types
+                if t.max_per_vm is not None),
+            mig=(self._store.state(gpu.address)
+                 if spec.model.mig_profiles else None),
+            gpu_instance_profiles=spec.model.mig_profiles)
 
 
 #: A file in an mdev's directory that the simulated kernel takes as "a

@@ -578,6 +578,11 @@ class SysfsBackend(base.HostBackend):
         self._write(what, self.writer.remove_mdev, device_id)
         self._wait(device_id, False, what)
 
+    def mig_command(self, gpu_address: str, command: str,
+                    argument: str = '') -> None:
+        self.writer.mig_command(self.reader.root, gpu_address, command,
+                                argument)
+
     def device_exists(self, device_id: str) -> bool:
         vf_dir = self._vf_of(device_id)
         if vf_dir is not None:

@@ -30,8 +30,11 @@ import re
 import stat
 import uuid as uuidlib
 
+from oslo_concurrency import processutils
+
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import vfio
 
 #: A file at the root of a simulated host naming its profile.
@@ -159,6 +162,55 @@ def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
     _write_attribute(sysfs_root, (
         'bus', 'pci', 'devices', _pci(vf_address), vfio.NVIDIA_DIR,
         vfio.CURRENT), str(type_number))
+
+
+# -- MIG: nvidia-smi and sriov-manage ------------------------------------
+#: What each MIG step runs on a real host, in NVIDIA's order (field notes):
+#: MIG mode on, sriov-manage -e (which wipes the GPU instances), then the
+#: GPU instances.
+MIG_COMMANDS = {
+    'mig_mode': ('nvidia-smi', '-i', '{gpu}', '-mig', '{arg}'),
+    'sriov_manage': ('/usr/lib/nvidia/sriov-manage', '-e', '{gpu}'),
+    'create_gpu_instance': ('nvidia-smi', 'mig', '-i', '{gpu}', '-cgi',
+                            '{arg}', '-C'),
+}
+
+
+def mig_command(sysfs_root: str, gpu_address: str, command: str,
+                argument: str = '') -> None:
+    """One MIG step on one GPU (see :data:`MIG_COMMANDS`).
+
+    :raises DeviceError: naming the command and what it said.
+    """
+    if command not in MIG_COMMANDS:
+        raise InvalidHostWrite('MIG step %r is not one of %s; nothing was '
+                               'run' % (command, ', '.join(MIG_COMMANDS)))
+    gpu = _pci(gpu_address)
+    if command == 'mig_mode' and argument not in ('0', '1'):
+        raise InvalidHostWrite('MIG mode %r is not 0 or 1; nothing was run'
+                               % (argument,))
+    if command == 'create_gpu_instance' and not mig.is_profile_name(
+            argument):
+        raise InvalidHostWrite('GPU instance profile %r is not named as '
+                               'nvidia-smi names them (1g.18gb); nothing '
+                               'was run' % (argument,))
+    kernel = _simulated_kernel(_root(sysfs_root))
+    if kernel is not None:
+        kernel.mig_command(command, gpu, argument)
+        return
+    argv = [part.format(gpu=gpu, arg=argument)
+            for part in MIG_COMMANDS[command]]
+    try:
+        processutils.execute(*argv)
+    except (processutils.ProcessExecutionError, OSError) as exc:
+        raise exception.DeviceError(
+            '%s failed on GPU %s: %s' % (' '.join(argv), gpu, str(
+                getattr(exc, 'stderr', '') or exc).strip()))
+
+
+def _root(sysfs_root: str) -> str:
+    _sys(sysfs_root)    # checks it
+    return sysfs_root
 
 
 # -- mdevctl -------------------------------------------------------------
