@@ -78,10 +78,27 @@ class GPUAssignment:
     @property
     def max_per_gpu(self) -> int | None:
         """The most devices of the type the GPU holds, in its mode."""
-        info = self.type_info
-        if self.gpu.mixed_size and info.max_per_gpu_mixed is not None:
-            return info.max_per_gpu_mixed
-        return info.max_per_gpu
+        return most_per_gpu(self.gpu, self.type_info)
+
+
+def most_per_gpu(gpu: model.PhysicalGPU,
+                 info: vendors_base.TypeInfo) -> int | None:
+    """The most devices of a type ``gpu`` holds as it is now.
+
+    A MIG-backed type: its most per GPU instance times the GPU's instances
+    of its profile (none while MIG is off). A time-sliced type: the
+    vendor's maximum, in mixed-size mode where the GPU is in it.
+    """
+    if info.gpu_instance_profile is not None:
+        if gpu.mig is None:
+            return info.max_per_gpu     # the driver's own count (mdev)
+        if not gpu.mig.enabled:
+            return 0
+        return (info.max_per_gi or 1) * gpu.mig.count(
+            info.gpu_instance_profile)
+    if gpu.mixed_size and info.max_per_gpu_mixed is not None:
+        return info.max_per_gpu_mixed
+    return info.max_per_gpu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +399,9 @@ class _Mapper:
                 'vgpu-nova-ext[nvml]) every GPU is taken to be in '
                 'equal-size mode, and a GPU in mixed-size mode would be '
                 'reported with more room than it has')
-        if gpu.mixed_size and info.max_per_gpu_mixed is not None:
+        if info.gpu_instance_profile is not None:
+            most = most_per_gpu(gpu, info)
+        elif gpu.mixed_size and info.max_per_gpu_mixed is not None:
             most = info.max_per_gpu_mixed
             if info.max_per_gpu_mixed != info.max_per_gpu:
                 self.problem(

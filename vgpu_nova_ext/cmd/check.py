@@ -22,7 +22,9 @@ from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import host_checks
 from vgpu_nova_ext.cmd import licensing_checks
 from vgpu_nova_ext.cmd import nova_checks
+from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import mig
 from vgpu_nova_ext import mapping
 
 _CODES = {mapping.ERROR: upgradecheck.Code.FAILURE,
@@ -58,7 +60,8 @@ def run(args) -> int:
         print('ERROR    %s' % exc)
         print('Result: cannot check until this is fixed (exit 2)')
         return int(upgradecheck.Code.FAILURE)
-    problems = (list(plan.assignment.problems) + licensing_checks.findings(
+    problems = (list(plan.mig.problems) + list(plan.assignment.problems) +
+                licensing_checks.findings(
         common.CONF, plan.device_config, plan.config_files) +
         nova_checks.findings(plan.config_files) + _host_findings(args, plan))
     results = [upgradecheck.Result(_CODES[p.severity], str(p))
@@ -70,12 +73,23 @@ def run(args) -> int:
         print('%-8s %s' % (_LABELS[result.code], result.details))
     for note in plan.assignment.notes:
         print('NOTE     %s' % note)
+    for gpu_plan in plan.mig.gpus:
+        if gpu_plan.action == mig_layout.CARVE:
+            print('CARVE    %s: GPU instances %s for %s, at nova-compute\'s '
+                  'next start (MIG mode on, sriov-manage -e, then the '
+                  'instances)%s' % (
+                      gpu_plan.gpu, gpu_plan.words, gpu_plan.type_id,
+                      '; shown below as carved' if args.simulate else ''))
     for gpu in plan.assignment.gpus:
-        print('OK       %s (%s) serves %s%s: %d of %d in use, %s' % (
+        layout = gpu.gpu.mig.layout() if gpu.gpu.mig and \
+            gpu.gpu.mig.enabled else None
+        print('OK       %s (%s) serves %s%s: %d of %d in use, %s%s' % (
             gpu.gpu.address, gpu.gpu.name, gpu.type_id,
             ' (%s)' % gpu.type_name if gpu.type_name else '', gpu.used,
             gpu.capacity, 'listed in device_addresses'
-            if gpu.source == 'device_addresses' else 'default type'))
+            if gpu.source == 'device_addresses' else 'default type',
+            ', MIG GPU instances %s' % mig.words(layout) if layout
+            else ''))
     worst = max((r.code for r in results),
                 default=upgradecheck.Code.SUCCESS)
     errors = sum(1 for r in results if r.code == upgradecheck.Code.FAILURE)

@@ -25,6 +25,7 @@ from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
@@ -72,6 +73,8 @@ class Plan:
     snapshot: model.HostSnapshot
     assignment: mapping.Assignment
     tree: inventory.DesiredTree
+    mig: mig_layout.Plan
+    """The declared MIG layouts against the host as it was read."""
 
     @property
     def providers(self) -> tuple[inventory.ProviderSpec, ...]:
@@ -130,8 +133,18 @@ def build_plan(args) -> Plan:
     backend = factory.make_backend(CONF, state, keep_simulated_host=False,
                                    **_backend_args(args, profile))
     try:
-        snapshot = backend.scan().with_type_names(
-            ledger_mod.read_type_names(state))
+        names = ledger_mod.read_type_names(state)
+        snapshot = backend.scan().with_type_names(names)
+        mig_plan = mig_layout.plan(device_config, snapshot,
+                                   ledger_mod.read_mig_intents(state))
+        if profile is not None and any(
+                g.action == mig_layout.CARVE for g in mig_plan.gpus):
+            # The scratch copy of a simulated host: carve what the next
+            # start would, and plan on the result.
+            for gpu_plan in mig_plan.gpus:
+                if gpu_plan.action == mig_layout.CARVE:
+                    mig_layout.carve(backend, gpu_plan)
+            snapshot = backend.scan().with_type_names(names)
         description = backend.describe()
     finally:
         backend.close()
@@ -143,7 +156,7 @@ def build_plan(args) -> Plan:
         shared_conf=shared,
         config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=assignment,
-        tree=inventory.provider_tree(host, assignment))
+        tree=inventory.provider_tree(host, assignment), mig=mig_plan)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import sys
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 
@@ -111,6 +112,15 @@ def run_reconcile(args) -> int:
         if args.remove_foreign and not args.dry_run:
             for device_id in al.remove_foreign(args.remove_foreign):
                 print('did   remove-foreign %s' % device_id)
+        carving = al.carve_mig_layouts(plan.device_config,
+                                       dry_run=args.dry_run)
+        for gpu_plan in carving.gpus:
+            if gpu_plan.action == mig_layout.CARVE:
+                print('%-5s %-14s %s: GPU instances %s' % (
+                    'would' if args.dry_run else 'did', 'carve',
+                    gpu_plan.gpu, gpu_plan.words))
+        for problem in carving.problems:
+            print('%-5s %-14s %s' % ('leave', problem.code, problem))
         actions = al.reconcile(dry_run=args.dry_run)
     if not actions:
         print('Host %s: host and ledger agree; nothing to do' % plan.host)

@@ -16,6 +16,7 @@ import json
 import sys
 
 from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext.host import mig
 
 
 def add_parser(sub) -> None:
@@ -76,10 +77,17 @@ def render_table(plan: common.Plan) -> str:
               p.resource_class, str(p.total), str(p.used),
               ' '.join(t for t in p.traits if t.startswith('CUSTOM_'))]
              for p in plan.providers]))
-    if plan.assignment.problems:
+    carved = [(g.address, g.mig.layout()) for g in plan.snapshot.gpus
+              if g.mig is not None and g.mig.enabled]
+    if carved:
+        lines.append('')
+        lines.append('MIG GPU instances: %s' % '; '.join(
+            '%s %s' % (address, mig.words(layout) or 'none')
+            for address, layout in carved))
+    if plan.mig.problems or plan.assignment.problems:
         lines.append('')
         lines.append('Problems (run "check" for the fixes):')
-        for problem in plan.assignment.problems:
+        for problem in plan.mig.problems + plan.assignment.problems:
             lines.append('  %-7s %s' % (problem.severity.upper(),
                                         problem.message))
     return '\n'.join(lines)

@@ -34,6 +34,7 @@ import time
 from oslo_concurrency import lockutils
 
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base as host_base
@@ -205,6 +206,29 @@ class Allocator:
     def _lock(self):
         return lockutils.lock(LOCK_NAME, external=True,
                               lock_path=self.lock_path)
+
+    # -- MIG layouts -------------------------------------------------------
+    def carve_mig_layouts(self, config, dry_run: bool = False):
+        """Carve the GPU instances nova.conf declares (at start-up).
+
+        Under the host lock, so that no claim runs while a GPU is carved.
+        :returns: the :class:`~vgpu_nova_ext.devices.mig_layout.Plan`.
+        """
+        with self._lock():
+            snapshot = self._named(self.backend.scan())
+            result = mig_layout.plan(config, snapshot,
+                                     self.ledger.mig_intents())
+            if dry_run:
+                return result
+            for gpu_plan in result.gpus:
+                if gpu_plan.action != mig_layout.CARVE:
+                    continue
+                try:
+                    mig_layout.carve(self.backend, gpu_plan, self.ledger)
+                finally:
+                    with self._scan_guard:
+                        self._host_changes += 1
+            return result
 
     # -- claim -------------------------------------------------------------
     def check_combination(self, consumer: str, allocations: dict) -> None:

@@ -92,12 +92,23 @@ CREATE TABLE IF NOT EXISTS type_names (
     PRIMARY KEY (gpu, type_id)
 )
 """
+# Version 3: a MIG layout being carved on a GPU, written before the first
+# step and removed after the last, so that a crash in between is finished
+# at the next start.
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS mig_intents (
+    gpu TEXT PRIMARY KEY,
+    layout TEXT NOT NULL,
+    started_at REAL NOT NULL
+)
+"""
 #: Statements that take a ledger from version N-1 to N, N = index + 1.
 #: Append only: a released step never changes. Version 1 is the first
 #: release's schema (its ledgers have user_version 0 and these tables).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tuple(s.strip() for s in _SCHEMA_V1.split(';') if s.strip()),
     (_SCHEMA_V2.strip(),),
+    (_SCHEMA_V3.strip(),),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
@@ -168,30 +179,42 @@ def check_state_dir(path: str) -> None:
                         entry.path, os.readlink(entry.path)))
 
 
-def read_type_names(state_path: str
-                    ) -> dict[tuple[str, str], tuple[str, str | None]]:
-    """The type names a host's ledger holds, read only; {} without one.
+def _read_only(state_path: str, sql: str) -> list[tuple]:
+    """Rows of a host's ledger, read only; [] without one.
 
     For the commands that plan without opening the ledger (inventory,
     check): they read what nova-compute remembered and change nothing.
     """
     path = os.path.join(state_path, Ledger.FILE)
     if not os.path.isfile(path):
-        return {}
+        return []
     try:
         db = sqlite3.connect('file:%s?mode=ro' % urllib.parse.quote(path),
                              uri=True, timeout=5)
     except sqlite3.Error:
-        return {}
+        return []
     try:
-        return {(gpu, type_id): (name, description) for
-                gpu, type_id, name, description in db.execute(
-                    'SELECT gpu, type_id, name, description FROM type_names')}
+        return db.execute(sql).fetchall()
     except sqlite3.Error:
         # A ledger of an earlier schema, or damaged: the driver says so.
-        return {}
+        return []
     finally:
         db.close()
+
+
+def read_type_names(state_path: str
+                    ) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """The type names a host's ledger holds; {} without one."""
+    return {(gpu, type_id): (name, description) for
+            gpu, type_id, name, description in _read_only(
+                state_path, 'SELECT gpu, type_id, name, description FROM '
+                'type_names')}
+
+
+def read_mig_intents(state_path: str) -> dict[str, str]:
+    """The MIG layouts a crash left half carved; {} without any."""
+    return dict(_read_only(state_path,
+                           'SELECT gpu, layout FROM mig_intents'))
 
 
 class Ledger:
@@ -292,6 +315,21 @@ class Ledger:
                     'INSERT OR REPLACE INTO type_names (gpu, type_id, name, '
                     'description) VALUES (?, ?, ?, ?)',
                     (gpu, type_id, name, description))
+
+    # -- MIG layouts being carved -----------------------------------------
+    def mig_intents(self) -> dict[str, str]:
+        """{GPU address: layout in mig-parted's words} begun, not done."""
+        return dict(self._fetch('SELECT gpu, layout FROM mig_intents'))
+
+    def begin_mig_layout(self, gpu: str, layout: str) -> None:
+        with self.transaction():
+            self._execute('INSERT OR REPLACE INTO mig_intents (gpu, layout, '
+                          'started_at) VALUES (?, ?, ?)',
+                          (gpu, layout, time.time()))
+
+    def end_mig_layout(self, gpu: str) -> None:
+        with self.transaction():
+            self._execute('DELETE FROM mig_intents WHERE gpu = ?', (gpu,))
 
     # -- reads -------------------------------------------------------------
     def _select(self, where: str = '', args: tuple = (),

@@ -19,6 +19,7 @@ package or NVIDIA's library (no driver, a CI machine) there are no facts,
 and nothing else changes: the ledger's remembered names stand in.
 """
 
+import ctypes
 import dataclasses
 import logging
 
@@ -83,11 +84,54 @@ class Nvml(FactsSource):
                 mixed = bool(nvml.nvmlDeviceGetVgpuHeterogeneousMode(handle))
             except nvml.NVMLError:
                 mixed = None    # a driver older than mixed-size mode
+            profiles, state = self._mig(handle)
         except nvml.NVMLError as exc:
             LOG.debug('NVML knows nothing of GPU %s: %s', gpu.address, exc)
             return None
         return GpuFacts(mixed_size=mixed, type_names=tuple(names),
-                        max_per_vm=tuple(per_vm))
+                        max_per_vm=tuple(per_vm), mig=state,
+                        gpu_instance_profiles=profiles)
+
+    def _mig(self, handle):
+        """The GPU instance profiles and MIG state (none: not MIG-capable)."""
+        nvml = self._nvml
+        try:
+            current, _ = nvml.nvmlDeviceGetMigMode(handle)
+        except nvml.NVMLError:
+            return (), None     # NVML_ERROR_NOT_SUPPORTED: no MIG
+        profiles, instances = [], []
+        for index in range(nvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
+            try:
+                info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
+            except nvml.NVMLError:
+                continue
+            name = info.name.decode() if isinstance(info.name, bytes) \
+                else info.name
+            name = name.replace('MIG ', '').strip()
+            if not mig_mod.is_profile_name(name):
+                continue    # +me, -me, +gfx variants: not for a layout
+            count = ctypes.c_uint(info.instanceCount)
+            placements = (nvml.c_nvmlGpuInstancePlacement_t *
+                          info.instanceCount)()
+            nvml.nvmlDeviceGetGpuInstancePossiblePlacements(
+                handle, info.id, placements, ctypes.byref(count))
+            size = placements[0].size if count.value else info.sliceCount
+            profiles.append(mig_mod.GIProfile(
+                name=name, id=info.id, size=size, placements=tuple(
+                    placements[i].start for i in range(count.value))))
+            if not current:
+                continue
+            found = ctypes.c_uint(info.instanceCount)
+            gis = (nvml.c_nvmlGpuInstance_t * info.instanceCount)()
+            nvml.nvmlDeviceGetGpuInstances(handle, info.id, gis,
+                                           ctypes.byref(found))
+            for i in range(found.value):
+                gi = nvml.nvmlGpuInstanceGetInfo(gis[i])
+                instances.append(mig_mod.GpuInstance(
+                    id=gi.id, profile=name, start=gi.placement.start))
+        state = mig_mod.MigState(enabled=bool(current), instances=tuple(
+            sorted(instances, key=lambda g: g.start)))
+        return tuple(profiles), state
 
 
 def open_nvml() -> Nvml | None:

@@ -103,7 +103,28 @@ class _Extension:
         self.backend = self.devices.backend
         self.ledger = self.devices.ledger
         self.allocator = self.devices.allocator
+        self.carve_mig_layouts()
         self.refresh()
+
+    def carve_mig_layouts(self) -> None:
+        """The GPU instances nova.conf declares, before anything is planned.
+
+        A GPU that holds no vGPU is carved; one that holds vGPUs keeps its
+        instances (a warning says how to change them). A layout that does
+        not fit stops the start, as any configuration error does.
+        """
+        result = self.allocator.carve_mig_layouts(self.config)
+        for problem in result.problems:
+            log = LOG.error if problem.severity == mapping.ERROR \
+                else LOG.warning
+            log('vGPU MIG layout: %s', problem)
+        errors = [p for p in result.problems
+                  if p.severity == mapping.ERROR]
+        if errors:
+            raise exception.ConfigError(
+                'the declared MIG layouts do not fit this host (run '
+                '"vgpu-nova-ext check"): %s' % '; '.join(
+                    str(p) for p in errors))
 
     def refresh(self, existing_uuids: dict[str, str] | None = None,
                 allocated: dict[str, int] | None = None

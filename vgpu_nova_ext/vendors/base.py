@@ -44,6 +44,11 @@ class TypeInfo:
     max_per_vm: int | None = None
     """Most devices of the type one guest may hold, where the driver says
     so (NVML's max instances per VM); set by the core, not the plugin."""
+    gpu_instance_profile: str | None = None
+    """A MIG-backed type's GPU instance profile (``1g.18gb``); None for a
+    time-sliced type."""
+    max_per_gi: int | None = None
+    """A MIG-backed type's most vGPUs on one GPU instance."""
     max_per_gpu_mixed: int | None = None
     """Most devices of the type on one GPU in a mode that lets sizes mix
     (NVIDIA's mixed-size mode), where the vendor says so; never more than

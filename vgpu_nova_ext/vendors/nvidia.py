@@ -28,8 +28,9 @@ _PREFIXES = ('GRID ', 'NVIDIA ')
 _SERIES_RE = re.compile(r'-(?:\d+-)?\d+(?P<series>[A-Z]+)\d*$')
 # <board>-[<MIG slices>-]<framebuffer GB><series>; a board name may hold
 # spaces ("RTX Pro 6000 Blackwell DC-24Q").
-_NAME_RE = re.compile(r'^(?P<board>[A-Za-z0-9][A-Za-z0-9 ]*?)-(?:\d+-)?'
-                      r'(?P<gb>\d+)(?P<series>[A-Z]+)\d*$')
+_NAME_RE = re.compile(r'^(?P<board>[A-Za-z0-9][A-Za-z0-9 ]*?)-'
+                      r'(?:(?P<slices>\d+)-)?(?P<gb>\d+)(?P<series>[A-Z]+)'
+                      r'\d*$')
 # Framebuffer of one physical GPU of each board, in GB, for the hosts
 # where the driver publishes no max_instance (NVIDIA's vendor-specific
 # VFIO has no description file): the most vGPUs of a type one GPU holds
@@ -101,6 +102,13 @@ class NvidiaVendor(base.VendorPlugin):
                 board in BOARD_FRAMEBUFFER_GB:
             max_per_gpu = _PUBLISHED_MAX.get(short.upper(), (
                 BOARD_FRAMEBUFFER_GB[board] * 1024 // framebuffer))
+        gi_profile = None
+        if named and named['slices']:
+            # A100-2-10C runs on a 2g.10gb instance, one per instance on
+            # Ampere and Hopper (NVIDIA's MIG-backed type tables). Only the
+            # GPU instances carved say how many a GPU holds.
+            gi_profile = '%sg.%sgb' % (named['slices'], named['gb'])
+            max_per_gpu = _int(fields.get('max_instance'))
         mixed = None
         if max_per_gpu:
             mixed = (max_per_gpu if board in _MIXED_AS_EQUAL
@@ -110,7 +118,8 @@ class NvidiaVendor(base.VendorPlugin):
             series=match['series'] if match else None,
             framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu,
             board=named['board'] if named else None,
-            max_per_gpu_mixed=mixed)
+            max_per_gpu_mixed=mixed, gpu_instance_profile=gi_profile,
+            max_per_gi=1 if gi_profile else None)
 
     def combination_problem(self, vgpus: list[base.TypeInfo]) -> str | None:
         """NVIDIA's rules for several vGPUs in one VM.
