@@ -44,6 +44,7 @@ from tests.nova import fake_libvirt
 from tests import timeout
 from tests.unit import schemas
 from tests.unit import test_vfio_profiles
+from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
@@ -371,6 +372,55 @@ class TestMixedSeriesRefused(DriverTestBase):
                                   self.host_devices(self.compute)})
         self.assertEqual([], [e for e in self.compute.driver._vgpu_ext()
                               .ledger.all() if e.consumer])
+
+
+class TestMigBoot(DriverTestBase):
+    """A MIG-backed type declared in nova.conf, carved at start, booted."""
+
+    profile = 'h200-vfio'
+    enabled_types = 'nvidia-1414'
+    GPU = '0000:19:00.0'
+
+    def setUp(self):
+        super().setUp()
+        self.device_addresses('nvidia-1414', self.GPU)
+        devices_conf.register_type_opts(nova_conf.CONF, 'nvidia-1414')
+        self.flags(mig_gpu_instances='1g.18gb:7', group='mdev_nvidia-1414')
+
+    def test_boot_onto_a_carved_gpu_instance(self):
+        self.compute = self.start_vgpu_compute('host1')
+        gpu = next(g for g in self.compute.driver._vgpu_ext().backend.scan()
+                   .gpus if g.address == self.GPU)
+        self.assertEqual({'1g.18gb': 7}, gpu.mig.layout())
+        rp = self._get_provider_uuid_by_name('host1_pci_0000_19_00_0')
+        self.assertEqual(7, self._get_provider_inventory(rp)[orc.VGPU][
+            'total'])
+        self.assertIn('CUSTOM_VGPU_H200X_1_18C',
+                      self._get_provider_traits(rp))
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self._create_flavor(extra_spec={
+                'resources:VGPU': '1',
+                'trait:CUSTOM_VGPU_H200X_1_18C': 'required'}),
+            networks='none', expected_state='ACTIVE')
+        allocations = self._get_allocations_by_server_uuid(server['id'])
+        self.assertEqual({orc.VGPU: 1}, allocations[rp]['resources'])
+        (vf,) = self.guest_devices(self.compute, server)
+        (hostdev,) = lxml_etree.fromstring(self.guest_xml(
+            self.compute, server).encode()).iter('hostdev')
+        self.assertEqual(('pci', 'no'), (hostdev.get('type'),
+                                         hostdev.get('managed')))
+        nvidia = os.path.join(self.compute.driver._vgpu_ext().backend.root,
+                              'sys', 'bus', 'pci', 'devices', vf, 'nvidia')
+        with open(os.path.join(nvidia, 'current_vgpu_type')) as f:
+            self.assertEqual('1414', f.read().strip())
+        with open(os.path.join(nvidia, 'gpu_instance_id')) as f:
+            self.assertIn(int(f.read()), [gi.id for gi in gpu.mig.instances])
+        # A restart keeps the instances and the server's vGPU.
+        self.compute = self.restart_compute_service('host1')
+        self.assertEqual([vf], self.guest_devices(self.compute, server))
+        self.assertEqual(gpu.mig, next(
+            g for g in self.compute.driver._vgpu_ext().backend.scan().gpus
+            if g.address == self.GPU).mig)
 
 
 class TestOperatorTraits(TwoTypesTestBase):

@@ -84,3 +84,9 @@ def alloc(al: allocator.Allocator, *gpus: str, rc: str = 'VGPU') -> dict:
         res = out.setdefault(by_gpu[gpu], {'resources': {}})['resources']
         res[rc] = res.get(rc, 0) + 1
     return out
+
+
+def targets_of(al: allocator.Allocator,
+               device_config) -> dict[str, allocator.Target]:
+    """The allocator's targets planned again (after GPUs were carved)."""
+    return allocator.targets(HOST, mapping.assign(device_config, al.scan()))

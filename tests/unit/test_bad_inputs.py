@@ -204,6 +204,43 @@ CORPUS = {
         'mdev_nvidia-18', 'reserved', '-1', 'at least 0'),
     'feature_type unknown': bad_value(
         'mdev_nvidia-18', 'feature_type', '3', '0, 1, 2 or 4'),
+    'MIG layout not in mig-parted words': bad_value(
+        'mdev_nvidia-18', 'mig_gpu_instances', '1g18gb=7',
+        '<profile>:<count>', '1g.18gb:7'),
+    'MIG layout count zero': bad_value(
+        'mdev_nvidia-18', 'mig_gpu_instances', '1g.18gb:0', '>= 1'),
+    'MIG layout that does not fit': Case(
+        ('--config-file', '{tmp}/nova.conf', '--simulate', 'h200-vfio',
+         'check'),
+        ('[mdev_nvidia-1414] mig_gpu_instances', '1g.18gb: 8',
+         '0000:19:00.0', '7 fit', 'free slices: 7', 'nvidia-smi mig -lgipp'),
+        files=conf('[devices]\nenabled_mdev_types = nvidia-1414\n'
+                   '[mdev_nvidia-1414]\ndevice_addresses = 0000:19:00.0\n'
+                   'mig_gpu_instances = 1g.18gb:8\n')),
+    'MIG layout with a profile the GPU lacks': Case(
+        ('--config-file', '{tmp}/nova.conf', '--simulate', 'h200-vfio',
+         'check'),
+        ('[mdev_nvidia-1414] mig_gpu_instances', '1g.10gb',
+         'not one this GPU has', '1g.18gb'),
+        files=conf('[devices]\nenabled_mdev_types = nvidia-1414\n'
+                   '[mdev_nvidia-1414]\ndevice_addresses = 0000:19:00.0\n'
+                   'mig_gpu_instances = 1g.10gb:7\n')),
+    'MIG layout on the mdev bus': Case(
+        ('--config-file', '{tmp}/nova.conf', '--simulate', 'a100-sriov',
+         'check'),
+        ('[mdev_nvidia-472] mig_gpu_instances', '0000:41:00.0',
+         'mdev bus', 'carve by hand'),
+        files=conf('[devices]\nenabled_mdev_types = nvidia-472\n'
+                   '[mdev_nvidia-472]\ndevice_addresses = 0000:41:00.0\n'
+                   'mig_gpu_instances = 3g.20gb:2\n')),
+    'MIG layout on a virtual function': Case(
+        ('--config-file', '{tmp}/nova.conf', '--simulate', 'h200-vfio',
+         'check'),
+        ('[mdev_nvidia-1414] device_addresses', '0000:19:00.4',
+         'whole GPU', 'physical GPU'),
+        files=conf('[devices]\nenabled_mdev_types = nvidia-1414\n'
+                   '[mdev_nvidia-1414]\ndevice_addresses = 0000:19:00.4\n'
+                   'mig_gpu_instances = 1g.18gb:7\n')),
     'licensing vendor typo': Case(
         ('--config-file', '{tmp}/nova.conf', '--simulate', 'm60', 'license',
          'render', '--mdev-type', 'nvidia-18'),

@@ -1,0 +1,212 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""MIG layouts: placed, carved in NVIDIA's order, kept across crashes."""
+
+import os
+
+from tests.unit import base
+from tests.unit import lifecycle
+from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import mig_layout
+from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import mig
+from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext import mapping
+
+GPU = '0000:19:00.0'
+
+
+def h200_profiles() -> dict[str, mig.GIProfile]:
+    spec = simulated.load_profile('h200-vfio').gpus[0].model
+    return spec.mig_profile_map()
+
+
+class TestFit(base.TestCase):
+
+    def test_seven_small_instances(self):
+        placed = mig.fit(h200_profiles(), {'1g.18gb': 7})
+        self.assertEqual([('1g.18gb', s) for s in range(7)], placed)
+
+    def test_larger_instances_first(self):
+        placed = mig.fit(h200_profiles(),
+                         {'1g.18gb': 1, '2g.35gb': 1, '3g.71gb': 1})
+        self.assertEqual([('3g.71gb', 0), ('2g.35gb', 4), ('1g.18gb', 6)],
+                         placed)
+
+    def test_what_does_not_fit_is_explained(self):
+        exc = self.assertRaises(mig.LayoutError, mig.fit, h200_profiles(),
+                                {'3g.71gb': 2, '1g.18gb': 1})
+        for fragment in ('1g.18gb: 1, 3g.71gb: 2 does not fit',
+                         'takes 1 of the GPU\'s 8 memory slices',
+                         'start at slice 0/1/2/3/4/5/6',
+                         '0 fit beside the larger instances',
+                         'free slices: none'):
+            self.assertIn(fragment, str(exc))
+
+    def test_unknown_profile_names_the_ones_there_are(self):
+        exc = self.assertRaises(mig.LayoutError, mig.fit, h200_profiles(),
+                                {'1g.10gb': 7})
+        self.assertIn('1g.10gb is not one this GPU has', str(exc))
+        self.assertIn('7g.141gb (8 slice(s), at most 1)', str(exc))
+
+    def test_parse_layout(self):
+        self.assertEqual({'1g.18gb': 7, '3g.71gb': 1},
+                         mig.parse_layout('1g.18gb:7, 3g.71gb: 1'))
+        self.assertEqual({'1g.18gb': 3}, mig.parse_layout(
+            '1g.18gb:1,1g.18gb:2'))
+        for bad in ('1g.18gb', '1g.18gb:x', 'big:1', '1g.18gb:-1'):
+            self.assertRaises(ValueError, mig.parse_layout, bad)
+
+
+class MigTestCase(base.TestCase):
+
+    layout = '1g.18gb:7'
+
+    def setUp(self):
+        super().setUp()
+        self.al = self.build(self.layout)
+
+    def build(self, layout):
+        al = lifecycle.build(self.root, 'h200-vfio', config=self.config(
+            layout))
+        self.addCleanup(al.ledger.close)
+        return al
+
+    def config(self, layout):
+        return ('[devices]\nenabled_mdev_types = nvidia-1414\n'
+                '[mdev_nvidia-1414]\ndevice_addresses = %s\n'
+                'mig_gpu_instances = %s\n' % (GPU, layout))
+
+    def device_config(self):
+        return devices_conf.load_device_config(
+            [os.path.join(self.root, 'nova.conf')])
+
+    def gpu(self, al=None):
+        return next(g for g in (al or self.al).backend.scan().gpus
+                    if g.address == GPU)
+
+    def vf_file(self, vf, name):
+        with open(os.path.join(self.al.backend.root, 'sys', 'bus', 'pci',
+                               'devices', vf, 'nvidia', name)) as f:
+            return f.read()
+
+
+class TestCarve(MigTestCase):
+
+    def test_clean_gpu_carved_and_served(self):
+        self.assertEqual(mig.MigState(enabled=False), self.gpu().mig)
+        result = self.al.carve_mig_layouts(self.device_config())
+        self.assertEqual([mig_layout.CARVE],
+                         [g.action for g in result.gpus])
+        state = self.gpu().mig
+        self.assertTrue(state.enabled)
+        self.assertEqual({'1g.18gb': 7}, state.layout())
+        self.assertEqual(list(range(7)), [gi.start for gi in
+                                          state.instances])
+        self.assertEqual({}, self.al.ledger.mig_intents())
+        # The VFs offer the MIG-backed type now, and only it.
+        vf = self.gpu().parents[0]
+        self.assertEqual([(1414, 'NVIDIA H200X-1-18C')],
+                         vfio.parse_creatable(self.vf_file(
+                             vf.address, vfio.CREATABLE)))
+        plan = mapping.assign(self.device_config(), self.al.scan())
+        (served,) = plan.gpus
+        self.assertEqual(('nvidia-1414', 7),
+                         (served.type_id, served.capacity))
+        self.assertEqual('1g.18gb', served.type_info.gpu_instance_profile)
+        # Again: nothing to do.
+        again = self.al.carve_mig_layouts(self.device_config())
+        self.assertEqual([mig_layout.KEEP], [g.action for g in again.gpus])
+
+    def test_a_vgpu_lands_on_an_instance(self):
+        self.al.carve_mig_layouts(self.device_config())
+        self.al.targets = lifecycle.targets_of(self.al, self.device_config())
+        claim = self.al.claim('inst', lifecycle.alloc(
+            self.al, 'pci_0000_19_00_0'))
+        (device,) = claim.devices
+        self.assertEqual('1\n', self.vf_file(device.device_id,
+                                             'gpu_instance_id'))
+        self.assertEqual('1414\n', self.vf_file(device.device_id,
+                                                vfio.CURRENT))
+        plan = mapping.assign(self.device_config(), self.al.scan())
+        self.assertEqual((1, 7), (plan.gpus[0].used, plan.gpus[0].capacity))
+
+    def test_crash_while_carving_is_carved_again(self):
+        # The step that dies: the third GPU instance. Raised from the
+        # backend, where a crash of nova-compute would stop the sequence
+        # (the intent recorded, the GPU half carved).
+        backend = self.al.backend
+        real = backend.mig_command
+        calls = []
+
+        def dies_on_the_third_instance(gpu, command, argument=''):
+            calls.append(command)
+            if calls.count('create_gpu_instance') == 3:
+                raise exception.DeviceError('killed')
+            return real(gpu, command, argument)
+
+        backend.mig_command = dies_on_the_third_instance
+        self.assertRaises(exception.DeviceError,
+                          self.al.carve_mig_layouts, self.device_config())
+        self.assertEqual({GPU: '1g.18gb: 7'}, self.al.ledger.mig_intents())
+        self.assertEqual({'1g.18gb': 2}, self.gpu().mig.layout())
+        self.assertEqual(['mig_mode', 'sriov_manage', 'create_gpu_instance',
+                          'create_gpu_instance', 'create_gpu_instance'],
+                         calls)
+        # The next start (a new allocator on the same host and ledger).
+        after = self.build(self.layout)
+        result = after.carve_mig_layouts(self.device_config())
+        self.assertEqual([mig_layout.CARVE], [g.action for g in result.gpus])
+        self.assertEqual({'1g.18gb': 7}, self.gpu(after).mig.layout())
+        self.assertEqual({}, after.ledger.mig_intents())
+
+    def test_layout_change_while_a_guest_holds_a_vgpu_is_refused(self):
+        self.al.carve_mig_layouts(self.device_config())
+        self.al.targets = lifecycle.targets_of(self.al, self.device_config())
+        (device,) = self.al.claim('inst', lifecycle.alloc(
+            self.al, 'pci_0000_19_00_0')).devices
+        before = self.gpu().mig
+        changed = self.build('3g.71gb:2')
+        result = changed.carve_mig_layouts(self.device_config())
+        self.assertEqual([mig_layout.REFUSED],
+                         [g.action for g in result.gpus])
+        (problem,) = result.problems
+        self.assertEqual(('mig.layout_in_use', mapping.WARNING),
+                         (problem.code, problem.severity))
+        self.assertIn(device.device_id, problem.message)
+        self.assertIn('restart nova-compute', problem.fix)
+        # Nothing destroyed: the same instances, the device still typed.
+        self.assertEqual(before, self.gpu(changed).mig)
+        self.assertEqual('1414\n', self.vf_file(device.device_id,
+                                                vfio.CURRENT))
+
+    def test_layout_changed_on_an_idle_gpu_is_carved(self):
+        self.al.carve_mig_layouts(self.device_config())
+        changed = self.build('3g.71gb:2')
+        result = changed.carve_mig_layouts(self.device_config())
+        self.assertEqual([mig_layout.CARVE], [g.action for g in result.gpus])
+        self.assertEqual({'3g.71gb': 2}, self.gpu(changed).mig.layout())
+
+
+class TestHandCarved(base.TestCase):
+    """A GPU carved before this project: used as it is."""
+
+    def test_capacity_from_the_instances_there(self):
+        al = lifecycle.build(self.root, 'a100-mig-vfio', config=(
+            '[devices]\nenabled_mdev_types = nvidia-2303\n'))
+        self.addCleanup(al.ledger.close)
+        plan = mapping.assign(devices_conf.load_device_config(
+            [os.path.join(self.root, 'nova.conf')]), al.scan())
+        # Only the hand-carved GPU offers the MIG-backed type.
+        self.assertEqual([('0000:61:00.0', 2)],
+                         [(a.gpu.address, a.capacity) for a in plan.gpus])
