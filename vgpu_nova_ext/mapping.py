@@ -401,6 +401,23 @@ class _Mapper:
                 'reported with more room than it has')
         if info.gpu_instance_profile is not None:
             most = most_per_gpu(gpu, info)
+            idle = {p: n for p, n in (gpu.mig.layout() if gpu.mig else
+                                      {}).items()
+                    if p != info.gpu_instance_profile}
+            if idle:
+                self.problem(
+                    WARNING, 'mig.other_profiles',
+                    'host GPU %s' % gpu.address, ', '.join(
+                        '%s: %d' % kv for kv in sorted(idle.items())),
+                    'the GPU also has GPU instances of other profiles; this '
+                    'release serves one type per GPU (%s, on %s instances), '
+                    'so those stay unused: Placement could not tell which '
+                    'unit of one inventory is which type' % (
+                        type_id, info.gpu_instance_profile),
+                    'carve only %s instances on this GPU ([%s] '
+                    'mig_gpu_instances), or serve the other profile\'s type '
+                    'on another GPU' % (info.gpu_instance_profile,
+                                        claim.type_config.group))
         elif gpu.mixed_size and info.max_per_gpu_mixed is not None:
             most = info.max_per_gpu_mixed
             if info.max_per_gpu_mixed != info.max_per_gpu:

@@ -210,3 +210,20 @@ class TestHandCarved(base.TestCase):
         # Only the hand-carved GPU offers the MIG-backed type.
         self.assertEqual([('0000:61:00.0', 2)],
                          [(a.gpu.address, a.capacity) for a in plan.gpus])
+
+
+class TestSeveralProfiles(MigTestCase):
+    """One type per GPU: instances of other profiles stay unused, said."""
+
+    layout = '1g.18gb:3, 3g.71gb:1'
+
+    def test_served_from_its_own_profile_only(self):
+        self.al.carve_mig_layouts(self.device_config())
+        self.assertEqual({'1g.18gb': 3, '3g.71gb': 1},
+                         self.gpu().mig.layout())
+        plan = mapping.assign(self.device_config(), self.al.scan())
+        self.assertEqual([3], [a.capacity for a in plan.gpus])
+        (problem,) = [p for p in plan.problems
+                      if p.code == 'mig.other_profiles']
+        self.assertEqual('3g.71gb: 1', problem.value)
+        self.assertIn('stay unused', problem.message)
