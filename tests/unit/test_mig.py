@@ -227,3 +227,27 @@ class TestSeveralProfiles(MigTestCase):
                       if p.code == 'mig.other_profiles']
         self.assertEqual('3g.71gb: 1', problem.value)
         self.assertIn('stay unused', problem.message)
+
+
+class TestDefaultType(base.TestCase):
+    """A MIG-backed default type: every MIG-capable GPU no type lists."""
+
+    def test_the_gpu_another_type_lists_is_not_carved(self):
+        al = lifecycle.build(self.root, 'h200-vfio', config=(
+            '[devices]\nenabled_mdev_types = nvidia-1414, nvidia-2603\n'
+            '[mdev_nvidia-1414]\nmig_gpu_instances = 1g.18gb:7\n'
+            # Written as operators do, without the PCI domain.
+            '[mdev_nvidia-2603]\ndevice_addresses = 3B:00.0\n'))
+        self.addCleanup(al.ledger.close)
+        config = devices_conf.load_device_config(
+            [os.path.join(self.root, 'nova.conf')])
+        result = al.carve_mig_layouts(config)
+        self.assertEqual([(GPU, mig_layout.CARVE)],
+                         [(g.gpu, g.action) for g in result.gpus])
+        modes = {g.address: g.mig.enabled for g in al.backend.scan().gpus}
+        self.assertEqual({GPU: True, '0000:3b:00.0': False}, modes)
+        plan = mapping.assign(config, al.scan())
+        self.assertEqual({GPU: ('nvidia-1414', 7),
+                          '0000:3b:00.0': ('nvidia-2603', 16)},
+                         {a.gpu.address: (a.type_id, a.capacity)
+                          for a in plan.gpus})

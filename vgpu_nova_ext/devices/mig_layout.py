@@ -77,7 +77,7 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
     intents = intents or {}
     problems: list[mapping.Problem] = []
     out: list[GpuPlan] = []
-    listed = {a.strip().lower() for t in config.types if not t.mig_layout
+    listed = {_address(a) for t in config.types if not t.mig_layout
               for a in t.device_addresses}
     for tconf in config.types:
         if not tconf.mig_layout:
@@ -158,10 +158,9 @@ def _gpus_of(tconf: devices_conf.TypeConfig, snapshot: model.HostSnapshot,
                 if g.gpu_instance_profiles and g.address not in listed]
     out = []
     for raw in tconf.device_addresses:
-        try:
-            value = addr.parse_device_address(raw).value
-        except ValueError:
-            continue    # the mapping names it
+        value = _address(raw)
+        if value is None:
+            continue
         gpu = by_address.get(value)
         if gpu is None:
             if any(value in [p.address for p in g.parents]
@@ -175,6 +174,13 @@ def _gpus_of(tconf: devices_conf.TypeConfig, snapshot: model.HostSnapshot,
             continue    # absent: the mapping warns
         out.append(gpu)
     return out
+
+
+def _address(raw: str) -> str | None:
+    try:
+        return addr.parse_device_address(raw).value
+    except ValueError:
+        return None     # the mapping names it
 
 
 def _held(gpu: model.PhysicalGPU, snapshot: model.HostSnapshot
