@@ -335,7 +335,7 @@ class TestDevicesAndReconcile(CLITestCase):
                           'kind': 'mdev', 'gpu': 'pci_0000_84_00_0',
                           'parent': 'pci_0000_84_00_0', 'type': 'nvidia-18',
                           'owner': 'inst-1', 'ledger': 'active',
-                          'host': 'present'}, row)
+                          'host': 'present', 'gpu_instance': None}, row)
         code, out, _ = self.run_cli(*self.common, 'devices')
         self.assertIn('inst-1', out)
 

@@ -15,6 +15,7 @@ import os
 
 from tests.unit import base
 from tests.unit import lifecycle
+from tests.unit import test_cli
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
@@ -251,3 +252,30 @@ class TestDefaultType(base.TestCase):
                           '0000:3b:00.0': ('nvidia-2603', 16)},
                          {a.gpu.address: (a.type_id, a.capacity)
                           for a in plan.gpus})
+
+
+class TestCommands(test_cli.CLITestCase):
+    """reconcile carves (or says it would); inventory and check show it."""
+
+    def test_reconcile_carves_what_nova_conf_declares(self):
+        conf = os.path.join(self.root, 'nova.conf')
+        with open(conf, 'w') as f:
+            f.write('[devices]\nenabled_mdev_types = nvidia-1414\n'
+                    '[mdev_nvidia-1414]\ndevice_addresses = %s\n'
+                    'mig_gpu_instances = 1g.18gb:7\n' % GPU)
+        common = ('--simulate', 'h200-vfio', '--config-file', conf,
+                  '--state-path', os.path.join(self.root, 'state'))
+        code, out, err = self.run_cli(*common, 'reconcile', '--dry-run')
+        self.assertEqual(0, code, err)
+        self.assertIn('would carve          %s: GPU instances 1g.18gb: 7'
+                      % GPU, out)
+        code, out, err = self.run_cli(*common, 'reconcile')
+        self.assertEqual(0, code, err)
+        self.assertIn('did   carve          %s' % GPU, out)
+        code, out, err = self.run_cli(*common, 'reconcile')
+        self.assertNotIn('carve', out)      # carved already
+        code, out, err = self.run_cli(*common, 'inventory')
+        self.assertEqual(0, code, err)
+        self.assertIn('MIG GPU instances: %s 1g.18gb: 7' % GPU, out)
+        self.assertIn('NVIDIA H200X-1-18C', out)
+        self.assertNoTraceback(out, err)

@@ -51,6 +51,7 @@ def rows(al: allocator_mod.Allocator) -> list[dict]:
     snapshot = al.backend.scan()
     on_host = {d.device_id: d for d in snapshot.mediated_devices}
     entries = {e.device_id: e for e in al.ledger.all()}
+    mig_gpus = {g.name for g in snapshot.gpus if g.mig and g.mig.enabled}
     out = []
     for device_id in sorted(set(on_host) | set(entries)):
         entry = entries.get(device_id)
@@ -74,6 +75,9 @@ def rows(al: allocator_mod.Allocator) -> list[dict]:
             'owner': owner,
             'ledger': entry.state if entry else None,
             'host': 'present' if device else 'missing',
+            # The GPU instance a MIG-backed vGPU runs on, as the VF says.
+            'gpu_instance': device.gpu_instance if device and gpu in mig_gpus
+            else None,
         })
     return out
 
@@ -89,10 +93,14 @@ def run_devices(args) -> int:
         return 0
     print('Host %s: %d device(s)' % (plan.host, len(found)))
     if found:
+        mig = any(r['gpu_instance'] is not None for r in found)
         print(common.format_table(
-            ['DEVICE', 'GPU', 'TYPE', 'OWNER', 'LEDGER', 'HOST'],
+            ['DEVICE', 'GPU', 'TYPE', 'OWNER', 'LEDGER', 'HOST'] +
+            (['GPU INSTANCE'] if mig else []),
             [[r['device'], r['gpu'], r['type'], r['owner'],
-              r['ledger'] or '-', r['host']] for r in found]))
+              r['ledger'] or '-', r['host']] + (
+                  [str(r['gpu_instance']) if r['gpu_instance'] is not None
+                   else '-'] if mig else []) for r in found]))
     return 0
 
 

@@ -132,6 +132,9 @@ class MediatedDevice:
     """Name of the parent device it was created on."""
     type_id: str
     kind: str = MDEV
+    gpu_instance: int | None = None
+    """A VF's ``nvidia/gpu_instance_id``: the GPU instance a MIG-backed
+    vGPU landed on (meaningful on a GPU in MIG mode)."""
 
     @property
     def device_id(self) -> str:

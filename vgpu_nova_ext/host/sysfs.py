@@ -269,6 +269,19 @@ class SysfsReader:
         return self._read_int(os.path.join(vf_dir, vfio.NVIDIA_DIR,
                                            vfio.CURRENT))
 
+    def _gpu_instance(self, vf_dir: str) -> int | None:
+        """A typed VF's GPU instance; None where it shows none.
+
+        Only informative (what a time-sliced vGPU's file reads is not
+        published), so an odd value is not an error.
+        """
+        text = self._read(os.path.join(vf_dir, vfio.NVIDIA_DIR,
+                                       'gpu_instance_id'), False)
+        try:
+            return int(text) if text is not None else None
+        except ValueError:
+            return None
+
     def _vfio_parent(self, vf_dir: str):
         """(ParentDevice, MediatedDevice or None) of one VF."""
         name, addr, _ = self._parent_identity(vf_dir)
@@ -285,8 +298,9 @@ class SysfsReader:
             types.setdefault(held, model.VGPUType(
                 id=held, name=None, available_instances=0,
                 device_api='vfio-pci'))
-            device = model.MediatedDevice(uuid=addr, parent=name,
-                                          type_id=held, kind=model.VF)
+            device = model.MediatedDevice(
+                uuid=addr, parent=name, type_id=held, kind=model.VF,
+                gpu_instance=self._gpu_instance(vf_dir))
         return model.ParentDevice(name=name, address=addr,
                                   types=tuple(types.values())), device
 
