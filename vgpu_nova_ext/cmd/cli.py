@@ -30,6 +30,8 @@ from vgpu_nova_ext.cmd import demo
 from vgpu_nova_ext.cmd import devices
 from vgpu_nova_ext.cmd import inventory
 from vgpu_nova_ext.cmd import license
+from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
 
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
              'state_path); with --simulate, the simulated host is kept '
              'there too')
     parser.add_argument(
+        '--debug', action='store_true',
+        help='log at DEBUG level (oslo.log; the log goes to stderr)')
+    parser.add_argument(
+        '--log-file', metavar='FILE',
+        help='write the log to FILE instead of stderr (the files\' '
+             '[DEFAULT] log_file, log_dir and log_config_append count too)')
+    parser.add_argument(
         '--host', metavar='NAME',
         help='the compute node provider\'s name (default: this host\'s '
              'hypervisor host name, as Nova names it)')
@@ -83,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What an earlier parse left (one process may run several commands)
+    # must not configure this one's logging.
+    conf_pkg.CONF.clear()
     try:
+        logs.set_up(conf_pkg.CONF, 'vgpu-nova-ext', debug=args.debug,
+                    log_file=args.log_file, quiet=True)
         return args.func(args)
     except exception.VGPUNovaExtError as exc:
         print('vgpu-nova-ext %s: error: %s' % (args.command, exc),

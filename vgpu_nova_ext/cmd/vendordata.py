@@ -20,12 +20,14 @@ server on ``[vgpu_vendordata] listen``/``port``, one thread per connection
 """
 
 import argparse
-import logging
 import socketserver
 import sys
 from wsgiref import simple_server
 
+from oslo_log import log as logging
+
 from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.licensing import vendordata
 
@@ -73,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
                         help='serve without Keystone tokens or policy: for '
                              'development only, and only on a loopback '
                              '[vgpu_vendordata] listen address')
+    parser.add_argument('--debug', action='store_true',
+                        help='log at DEBUG level (oslo.log)')
+    parser.add_argument('--log-file', metavar='FILE',
+                        help='write the log to FILE instead of stderr')
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format='%(asctime)s %(levelname)s %(message)s')
+    logs.set_up(conf_pkg.CONF, 'vgpu-nova-ext-vendordata', debug=args.debug,
+                log_file=args.log_file)
     files = args.config_file or list(conf_pkg.DEFAULT_CONFIG_FILES)
     try:
         app = vendordata.build(files, args.config_dir or (),

@@ -30,6 +30,7 @@ from vgpu_nova_ext.conf import devices
 from vgpu_nova_ext.conf import extension
 from vgpu_nova_ext.conf import licensing
 from vgpu_nova_ext.conf import loader
+from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext.conf import placement
 from vgpu_nova_ext.conf import vendordata
 from vgpu_nova_ext import exception
@@ -102,8 +103,11 @@ def load(config_files, config_dirs=()) -> cfg.ConfigOpts:
     :raises ConfigError: naming the file and the fix.
     """
     loader.parse(CONF, config_files, config_dirs)
+    logs.apply(CONF)
     validate(CONF)
-    return loader.parse(shared_conf(), config_files, config_dirs)
+    shared = loader.parse(shared_conf(), config_files, config_dirs)
+    logs.log_values(CONF, shared)
+    return shared
 
 
 def new_conf(group: str = 'vgpu_nova_ext', **overrides) -> cfg.ConfigOpts:

@@ -27,11 +27,11 @@ ledger in ``BEGIN IMMEDIATE`` transactions.
 """
 
 import dataclasses
-import logging
 import threading
 import time
 
 from oslo_concurrency import lockutils
+from oslo_log import log as logging
 
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mig_layout

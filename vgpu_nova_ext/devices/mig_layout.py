@@ -28,7 +28,8 @@ what the GPUs then offer.
 """
 
 import dataclasses
-import logging
+
+from oslo_log import log as logging
 
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.host import address as addr

@@ -21,7 +21,8 @@ and nothing else changes: the ledger's remembered names stand in.
 
 import ctypes
 import dataclasses
-import logging
+
+from oslo_log import log as logging
 
 from vgpu_nova_ext.host import mig as mig_mod
 from vgpu_nova_ext.host import model

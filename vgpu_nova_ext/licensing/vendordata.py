@@ -32,12 +32,14 @@ without.
 
 import ipaddress
 import json
-import logging
 import os
 import uuid
 
+from oslo_log import log as logging
+
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.licensing import policy as vendordata_policy
@@ -235,5 +237,7 @@ def init_application():
     files = os.environ.get('VGPU_NOVA_EXT_CONFIG_FILES',
                            ','.join(conf_pkg.DEFAULT_CONFIG_FILES))
     dirs = os.environ.get('VGPU_NOVA_EXT_CONFIG_DIRS', '')
+    # The files' [DEFAULT] logging options apply once they are parsed.
+    logs.set_up(conf_pkg.CONF, 'vgpu-nova-ext-vendordata')
     return build([f for f in files.split(',') if f],
                  [d for d in dirs.split(',') if d])

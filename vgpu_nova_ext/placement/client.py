@@ -22,12 +22,12 @@ retry after a refresh (see :mod:`vgpu_nova_ext.placement.publish`).
 """
 
 from collections.abc import Callable
-import logging
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 import openstack.connection
+from oslo_log import log as logging
 
 from vgpu_nova_ext.conf import placement as placement_conf
 from vgpu_nova_ext import exception

@@ -31,10 +31,10 @@ periodic sync of an unchanged tree a single read.
 """
 
 import dataclasses
-import logging
 
 import os_resource_classes as orc
 import os_traits
+from oslo_log import log as logging
 
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
