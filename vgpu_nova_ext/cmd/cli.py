@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
              'example configuration')
     parser.add_argument(
         '--config-dir', action='append', metavar='DIR',
-        help='a directory whose *.conf files are read after the files, in '
+        help='a directory whose .conf files are read after the files, in '
              'name order (repeatable), as nova-compute reads '
              'nova.conf.d/ snippets')
     source = parser.add_mutually_exclusive_group()

@@ -61,7 +61,7 @@ def make_server(listen: str, port: int, app) -> ThreadingWSGIServer:
         handler_class=_Handler)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='vgpu-nova-ext-vendordata',
         description='Serve the vGPU licensing vendordata to Nova.')
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='nova.conf (repeatable); default '
                              '/etc/nova/nova.conf')
     parser.add_argument('--config-dir', action='append', metavar='DIR',
-                        help='a directory of *.conf snippets read after the '
+                        help='a directory of .conf snippets read after the '
                              'files (repeatable)')
     parser.add_argument('--noauth', action='store_true',
                         help='serve without Keystone tokens or policy: for '
@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                         help='log at DEBUG level (oslo.log)')
     parser.add_argument('--log-file', metavar='FILE',
                         help='write the log to FILE instead of stderr')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logs.set_up(conf_pkg.CONF, 'vgpu-nova-ext-vendordata', debug=args.debug,
                 log_file=args.log_file)
     files = args.config_file or list(conf_pkg.DEFAULT_CONFIG_FILES)
