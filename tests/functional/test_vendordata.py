@@ -35,6 +35,7 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.licensing import policy
 from vgpu_nova_ext.licensing import vendordata
+from vgpu_nova_ext import listen
 
 HOST = base.HOST
 TOKEN = test_licensing.TOKEN
@@ -246,11 +247,11 @@ class TestVendordataService(base.TestCase):
         self.assertIn('--noauth', str(exc))
 
     def test_is_loopback(self):
-        self.assertTrue(vendordata.is_loopback('127.0.0.1'))
-        self.assertTrue(vendordata.is_loopback('::1'))
-        self.assertTrue(vendordata.is_loopback('localhost'))
-        self.assertFalse(vendordata.is_loopback('0.0.0.0'))
-        self.assertFalse(vendordata.is_loopback('10.0.0.5'))
+        self.assertTrue(listen.is_loopback('127.0.0.1'))
+        self.assertTrue(listen.is_loopback('::1'))
+        self.assertTrue(listen.is_loopback('localhost'))
+        self.assertFalse(listen.is_loopback('0.0.0.0'))
+        self.assertFalse(listen.is_loopback('10.0.0.5'))
 
     def test_placement_that_never_answers_is_a_bounded_503(self):
         # A Placement that accepts connections and never answers: the

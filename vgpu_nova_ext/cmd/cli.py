@@ -17,8 +17,8 @@ Global options come before the sub-command::
                   [--sysfs-root DIR | --simulate P]
                   [--state-path DIR] [--host NAME] COMMAND ...
 
-COMMAND is one of inventory, check, audit, devices, reconcile, license,
-demo.
+COMMAND is one of inventory, check, audit, devices, reconcile, metrics,
+license, demo.
 """
 
 import argparse
@@ -30,6 +30,7 @@ from vgpu_nova_ext.cmd import demo
 from vgpu_nova_ext.cmd import devices
 from vgpu_nova_ext.cmd import inventory
 from vgpu_nova_ext.cmd import license
+from vgpu_nova_ext.cmd import metrics
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext import exception
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     audit.add_parser(sub)
     devices.add_parsers(sub)
+    metrics.add_parser(sub)
     license.add_parser(sub)
     demo.add_parser(sub)
     return parser

@@ -20,6 +20,7 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
+from vgpu_nova_ext import metrics
 
 
 def add_parsers(sub) -> None:
@@ -49,34 +50,19 @@ def add_parsers(sub) -> None:
 
 def rows(al: allocator_mod.Allocator) -> list[dict]:
     snapshot = al.backend.scan()
-    on_host = {d.device_id: d for d in snapshot.mediated_devices}
-    entries = {e.device_id: e for e in al.ledger.all()}
     mig_gpus = {g.name for g in snapshot.gpus if g.mig and g.mig.enabled}
     out = []
-    for device_id in sorted(set(on_host) | set(entries)):
-        entry = entries.get(device_id)
-        device = on_host.get(device_id)
-        gpu = entry.gpu if entry else None
-        if gpu is None and device is not None:
-            found = snapshot.gpu_of_parent(device.parent)
-            gpu = found.name if found else device.parent
-        if entry is None:
-            owner = 'foreign'
-        elif entry.state == ledger_mod.FREE:
-            owner = 'free'
-        else:
-            owner = entry.consumer
+    for row in metrics.device_rows(snapshot, al.ledger.all(),
+                                   lambda consumer: None):
         out.append({
-            'device': device_id,
-            'kind': (entry or device).kind,
-            'gpu': gpu,
-            'parent': (entry or device).parent,
-            'type': (entry or device).type_id,
-            'owner': owner,
-            'ledger': entry.state if entry else None,
-            'host': 'present' if device else 'missing',
+            'device': row.device, 'kind': row.kind, 'gpu': row.gpu,
+            'parent': row.parent, 'type': row.type_id,
+            'owner': (row.state if row.state in ('foreign', ledger_mod.FREE)
+                      else row.consumer),
+            'ledger': None if row.state == 'foreign' else row.state,
+            'host': 'present' if row.present else 'missing',
             # The GPU instance a MIG-backed vGPU runs on, as the VF says.
-            'gpu_instance': device.gpu_instance if device and gpu in mig_gpus
+            'gpu_instance': row.gpu_instance if row.gpu in mig_gpus
             else None,
         })
     return out

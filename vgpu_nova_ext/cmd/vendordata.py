@@ -30,6 +30,7 @@ from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.licensing import vendordata
+from vgpu_nova_ext import listen
 
 LOG = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         app = vendordata.build(files, args.config_dir or (),
                                authenticate=not args.noauth)
         group = conf_pkg.CONF.vgpu_vendordata
-        if args.noauth and not vendordata.is_loopback(group.listen):
+        if args.noauth and not listen.is_loopback(group.listen):
             raise exception.ConfigError(
                 '--noauth serves licensing tokens to anyone who connects, so '
                 'it is refused on [vgpu_vendordata] listen = %s; set listen '

@@ -319,6 +319,14 @@ class Allocator:
             consumer is a migration (a resize's or a move's destination).
         :raises ClaimError: the claim cannot be met; nothing was changed.
         """
+        try:
+            return self._claim(consumer, allocations, instance)
+        except exception.ClaimError:
+            self.ledger.count_event('claims_failed')
+            raise
+
+    def _claim(self, consumer: str, allocations: dict,
+               instance: str | None) -> Claim:
         if instance and instance != consumer:
             with self.ledger.transaction():
                 self.ledger.link(consumer, instance)
@@ -622,6 +630,7 @@ class Allocator:
                 self.ledger.update(action.device_id, orphaned_at=None)
         elif kind == 'free-orphan':
             self._release([payload])
+            self.ledger.count_event('orphans_freed')
         elif kind == 'recreate':
             try:
                 self._create_on_host(payload.parent, payload.type_id,
@@ -631,6 +640,7 @@ class Allocator:
                           payload.consumer, exc)
                 return
             self._write_mdevctl(payload)
+            self.ledger.count_event('devices_recreated')
         elif kind in ('adopt', 'adopt-free'):
             device, consumer, gpu = payload
             with self.ledger.transaction():

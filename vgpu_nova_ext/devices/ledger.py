@@ -102,6 +102,16 @@ CREATE TABLE IF NOT EXISTS mig_intents (
     started_at REAL NOT NULL
 )
 """
+# Version 4: how often things happened on this host, for the metrics
+# (monotonic counters, as Prometheus expects them).
+_SCHEMA_V4 = """
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+)
+"""
+#: The counters :meth:`Ledger.count_event` keeps.
+COUNTERS = ('claims_failed', 'orphans_freed', 'devices_recreated')
 #: Statements that take a ledger from version N-1 to N, N = index + 1.
 #: Append only: a released step never changes. Version 1 is the first
 #: release's schema (its ledgers have user_version 0 and these tables).
@@ -109,6 +119,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tuple(s.strip() for s in _SCHEMA_V1.split(';') if s.strip()),
     (_SCHEMA_V2.strip(),),
     (_SCHEMA_V3.strip(),),
+    (_SCHEMA_V4.strip(),),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
@@ -315,6 +326,22 @@ class Ledger:
                     'INSERT OR REPLACE INTO type_names (gpu, type_id, name, '
                     'description) VALUES (?, ?, ?, ?)',
                     (gpu, type_id, name, description))
+
+    # -- counters ----------------------------------------------------------
+    def count_event(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (one of :data:`COUNTERS`)."""
+        if name not in COUNTERS:
+            raise ValueError('no counter %r' % name)
+        with self.transaction():
+            self._execute(
+                'INSERT INTO counters (name, value) VALUES (?, ?) ON '
+                'CONFLICT(name) DO UPDATE SET value = value + ?',
+                (name, n, n))
+
+    def counters(self) -> dict[str, int]:
+        """Every counter, 0 for those never counted."""
+        found = dict(self._fetch('SELECT name, value FROM counters'))
+        return {name: found.get(name, 0) for name in COUNTERS}
 
     # -- MIG layouts being carved -----------------------------------------
     def mig_intents(self) -> dict[str, str]:

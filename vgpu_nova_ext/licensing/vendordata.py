@@ -30,7 +30,6 @@ development server, on loopback and told so on its command line, serves
 without.
 """
 
-import ipaddress
 import json
 import os
 import uuid
@@ -145,14 +144,6 @@ def respond(start_response, status: str, body) -> list[bytes]:
     payload = json.dumps(body).encode()
     start_response(status, JSON + [('Content-Length', str(len(payload)))])
     return [payload]
-
-
-def is_loopback(listen: str) -> bool:
-    """Whether the development server's address is a loopback one."""
-    try:
-        return ipaddress.ip_address(listen).is_loopback
-    except ValueError:
-        return listen == 'localhost'
 
 
 class PolicyGate:
