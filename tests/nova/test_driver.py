@@ -51,6 +51,7 @@ from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat
 from vgpu_nova_ext.nova import driver as vgpu_driver
 from vgpu_nova_ext.placement import client as placement_client
+from vgpu_nova_ext.placement import ownership
 from vgpu_nova_ext.placement import publish
 
 IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
@@ -616,6 +617,44 @@ class TestOneTree(DriverTestBase):
             result.created, result.updated, result.deleted,
             result.reshaped))
         self.assertEqual(2, len(result.desired.providers))
+
+
+class TestOwnershipAudit(DriverTestBase):
+    """The audit of ownership on a host Nova runs: guests through libvirt."""
+
+    def test_agreement_then_a_guest_using_another_s_device(self):
+        self.compute = self.start_vgpu_compute('host1')
+        flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none', expected_state='ACTIVE')
+        ext = self.compute.driver._vgpu_ext()
+        client = placement_client.PlacementClient.for_endpoint(
+            self.placement.fixture.endpoint)
+        gpus = {inventory.provider_name('host1', a.gpu.name): a.gpu.name
+                for a in ext.assignment.gpus}
+        connection = self.compute.driver._host.get_connection()
+
+        def audit():
+            return ownership.join(
+                ownership.read_allocations(client, 'host1', gpus),
+                ext.ledger.all(), ext.ledger.links(), ext.backend.scan(),
+                ownership.guests_of(connection))
+
+        guests = ownership.guests_of(connection)
+        (device,) = guests[server['id']]
+        self.assertEqual([], audit())
+        # Another domain (a guest started by hand) given the server's
+        # device in its XML.
+        intruder = '8c0ef8f7-0d4a-4a3c-9a43-2b1f0c9d5e61'
+        connection.createXML(
+            '<domain type="kvm"><name>by-hand</name><uuid>%s</uuid>'
+            '<memory>131072</memory><vcpu>1</vcpu><os><type>hvm</type>'
+            '</os><devices>%s</devices></domain>' % (
+                intruder, guest_mod.hostdev_xml('mdev', device)), 0)
+        (finding,) = audit()
+        self.assertEqual((ownership.GUEST_DEVICE_NOT_ITS_OWN, intruder),
+                         (finding.kind, finding.subject))
+        self.assertIn(server['id'], finding.detail)
 
 
 class TestTotalFlooredAtAllocations(DriverTestBase):

@@ -15,13 +15,16 @@ Read-only. Exit 0: no drift; 1: drift; 2: Placement unreachable, the
 compute node unknown, or the configuration unreadable.
 """
 
+import dataclasses
 import json
 import sys
 
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import inventory
 from vgpu_nova_ext.placement import audit as audit_mod
 from vgpu_nova_ext.placement import client as placement
+from vgpu_nova_ext.placement import ownership
 
 
 def add_parser(sub) -> None:
@@ -32,6 +35,15 @@ def add_parser(sub) -> None:
                     'print every difference from what it should report.')
     parser.add_argument('--format', choices=('table', 'json'),
                         default='table')
+    parser.add_argument(
+        '--ownership', action='store_true',
+        help='audit who holds which vGPU instead: Placement\'s allocations, '
+             'the ledger, the host\'s devices and the guests\' domains, '
+             'joined (read-only)')
+    parser.add_argument(
+        '--libvirt-uri', default='qemu:///system', metavar='URI',
+        help='with --ownership: the libvirt to read the guests\' domains '
+             'from, read-only (default: qemu:///system)')
     parser.set_defaults(func=run)
 
 
@@ -60,6 +72,8 @@ def run(args) -> int:
             'audit reads the [placement] options of nova.conf: give '
             '--config-file (the one nova-compute uses)')
     client = placement.PlacementClient.from_conf(plan.shared_conf)
+    if args.ownership:
+        return run_ownership(args, plan, client)
     result = audit_mod.audit(client, plan.host, plan.assignment)
     if args.format == 'json':
         json.dump(as_dict(result), sys.stdout, indent=2, sort_keys=True)
@@ -67,3 +81,36 @@ def run(args) -> int:
     else:
         print(render(result))
     return 1 if result.drift else 0
+
+
+def run_ownership(args, plan, client) -> int:
+    gpus = {inventory.provider_name(plan.host, a.gpu.name): a.gpu.name
+            for a in plan.assignment.gpus}
+    start = client.requests
+    allocations = ownership.read_allocations(client, plan.host, gpus)
+    reads = client.requests - start
+    guests, note = ownership.open_guests(args.libvirt_uri)
+    with common.allocator(args, plan) as al:
+        findings = ownership.join(allocations, al.ledger.all(),
+                                  al.ledger.links(), al.backend.scan(),
+                                  guests)
+    if args.format == 'json':
+        json.dump({'host': plan.host, 'placement_reads': reads,
+                   'guests_read': guests is not None,
+                   'allocations': [dataclasses.asdict(a)
+                                   for a in allocations],
+                   'findings': [dataclasses.asdict(f) for f in findings]},
+                  sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        print('Host %s: %d vGPU allocation(s) in Placement (%d reads), '
+              '%d finding(s)' % (plan.host, len(allocations), reads,
+                                 len(findings)))
+        if note:
+            print('(%s)' % note)
+        if findings:
+            print()
+            print(common.format_table(
+                ['KIND', 'SUBJECT', 'DETAIL', 'FIX'],
+                [[f.kind, f.subject, f.detail, f.fix] for f in findings]))
+    return 1 if findings else 0
