@@ -122,6 +122,26 @@ class DriverTestBase(base.ServersTestBase):
         rp = self._get_provider_uuid_by_name(name)
         return self._get_provider_usages(rp).get(orc.VGPU, 0)
 
+    def assertRefusedBeforeAnyDevice(self, groups: dict, *fragments):
+        """Two vGPUs in one guest that the vendor refuses.
+
+        The build ends in ERROR with the rule as its fault (no reschedule),
+        and nothing is made or claimed on the host.
+        """
+        before = {d.device_id for d in self.host_devices(self.compute)}
+        flavor = self._create_flavor(extra_spec=dict(
+            groups, **{'resources1:VGPU': '1', 'resources2:VGPU': '1',
+                       'group_policy': 'isolate'}))
+        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                     networks='none',
+                                     expected_state='ERROR')
+        for fragment in fragments:
+            self.assertIn(fragment, server['fault']['message'])
+        self.assertEqual(before, {d.device_id for d in
+                                  self.host_devices(self.compute)})
+        self.assertEqual([], [e for e in self.compute.driver._vgpu_ext()
+                              .ledger.all() if e.consumer])
+
 
 class TestBoot(DriverTestBase):
 
@@ -281,19 +301,9 @@ class TestScheduling(TwoTypesTestBase):
 
     def test_vendor_rules_refuse_a_mix_before_any_device(self):
         # One M60-2Q and one M60-8Q in one guest: on Maxwell only
-        # full-framebuffer types combine (NVIDIA); the build is aborted
-        # with the rule as its fault, not rescheduled, and nothing made.
-        flavor = self._create_flavor(extra_spec={
-            'resources1:VGPU': '1', 'resources2:VGPU': '1',
-            'group_policy': 'isolate'})
-        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
-                                     networks='none',
-                                     expected_state='ERROR')
-        self.assertIn('only full-framebuffer types combine',
-                      server['fault']['message'])
-        self.assertIn('M60-2Q', server['fault']['message'])
-        self.assertEqual((), self.host_devices(self.compute))
-        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+        # full-framebuffer types combine (NVIDIA).
+        self.assertRefusedBeforeAnyDevice(
+            {}, 'only full-framebuffer types combine', 'M60-2Q')
 
 
 class TestTwoVgpus(DriverTestBase):
@@ -333,16 +343,8 @@ class TestMostPerVm(DriverTestBase):
 
     def test_refused_before_any_device(self):
         self.compute = self.start_vgpu_compute('host1')
-        flavor = self._create_flavor(extra_spec={
-            'resources1:VGPU': '1', 'resources2:VGPU': '1',
-            'group_policy': 'isolate'})
-        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
-                                     networks='none',
-                                     expected_state='ERROR')
-        self.assertIn('at most 1 vGPU(s) of L40S-48Q in one VM',
-                      server['fault']['message'])
-        self.assertEqual((), self.host_devices(self.compute))
-        self.assertEqual([], self.compute.driver._vgpu_ext().ledger.all())
+        self.assertRefusedBeforeAnyDevice(
+            {}, 'at most 1 vGPU(s) of L40S-48Q in one VM')
 
 
 class TestMixedSeriesRefused(DriverTestBase):
@@ -358,21 +360,10 @@ class TestMixedSeriesRefused(DriverTestBase):
 
     def test_refused_before_any_device(self):
         self.compute = self.start_vgpu_compute('host1')
-        before = {d.device_id for d in self.host_devices(self.compute)}
-        flavor = self._create_flavor(extra_spec={
-            'resources1:VGPU': '1', 'trait1:CUSTOM_VGPU_L40S_8Q': 'required',
-            'resources2:VGPU': '1', 'trait2:CUSTOM_VGPU_L40S_8A': 'required',
-            'group_policy': 'isolate'})
-        server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
-                                     networks='none',
-                                     expected_state='ERROR')
-        self.assertIn('one board and one series',
-                      server['fault']['message'])
-        self.assertIn('L40S-8A, L40S-8Q', server['fault']['message'])
-        self.assertEqual(before, {d.device_id for d in
-                                  self.host_devices(self.compute)})
-        self.assertEqual([], [e for e in self.compute.driver._vgpu_ext()
-                              .ledger.all() if e.consumer])
+        self.assertRefusedBeforeAnyDevice(
+            {'trait1:CUSTOM_VGPU_L40S_8Q': 'required',
+             'trait2:CUSTOM_VGPU_L40S_8A': 'required'},
+            'one board and one series', 'L40S-8A, L40S-8Q')
 
 
 class TestMigBoot(DriverTestBase):
