@@ -145,6 +145,7 @@ class _Mapper:
         self.notes: list[str] = []
         self.claims: dict[str, _Claim] = {}
         self._rules_told: set[tuple[str, int]] = set()
+        self._mixed_size_unknown_told = False
         self.by_address: dict[str, tuple[model.PhysicalGPU,
                                          model.ParentDevice | None]] = {}
         for gpu in snapshot.gpus:
@@ -389,10 +390,11 @@ class _Mapper:
                 'the vendor refuses: %s; such builds fail with that fault'
                 % (max_unit, type_id, rule),
                 'set max_unit = 1 for this type')
-        most = info.max_per_gpu
+        most = most_per_gpu(gpu, info)
         if gpu.mixed_size is None and gpu.sriov and \
                 info.max_per_gpu_mixed not in (None, info.max_per_gpu) and \
-                not any('mixed-size' in n for n in self.notes):
+                not self._mixed_size_unknown_told:
+            self._mixed_size_unknown_told = True
             self.notes.append(
                 'whether a GPU is in NVIDIA\'s mixed-size mode is read '
                 'through NVML; without it (pip install '
@@ -400,7 +402,6 @@ class _Mapper:
                 'equal-size mode, and a GPU in mixed-size mode would be '
                 'reported with more room than it has')
         if info.gpu_instance_profile is not None:
-            most = most_per_gpu(gpu, info)
             idle = {p: n for p, n in (gpu.mig.layout() if gpu.mig else
                                       {}).items()
                     if p != info.gpu_instance_profile}
@@ -418,21 +419,19 @@ class _Mapper:
                     'mig_gpu_instances), or serve the other profile\'s type '
                     'on another GPU' % (info.gpu_instance_profile,
                                         claim.type_config.group))
-        elif gpu.mixed_size and info.max_per_gpu_mixed is not None:
-            most = info.max_per_gpu_mixed
-            if info.max_per_gpu_mixed != info.max_per_gpu:
-                self.problem(
-                    WARNING, 'gpu.mixed_size', 'host GPU %s' % gpu.address,
-                    'mixed-size mode',
-                    'the GPU is in NVIDIA\'s mixed-size (heterogeneous) '
-                    'mode, in which it holds at most %d of %s where '
-                    'equal-size mode holds %d; this release serves one type '
-                    'per GPU, so it reports %d' % (
-                        most, name or type_id, info.max_per_gpu, most),
-                    'for the larger capacity turn mixed-size mode off '
-                    'while the GPU holds no vGPU: nvidia-smi vgpu -shm 0 '
-                    '-i <GPU index> (after sriov-manage -e, which resets '
-                    'it), then restart nova-compute')
+        elif gpu.mixed_size and most != info.max_per_gpu:
+            self.problem(
+                WARNING, 'gpu.mixed_size', 'host GPU %s' % gpu.address,
+                'mixed-size mode',
+                'the GPU is in NVIDIA\'s mixed-size (heterogeneous) '
+                'mode, in which it holds at most %d of %s where '
+                'equal-size mode holds %d; this release serves one type '
+                'per GPU, so it reports %d' % (
+                    most, name or type_id, info.max_per_gpu, most),
+                'for the larger capacity turn mixed-size mode off '
+                'while the GPU holds no vGPU: nvidia-smi vgpu -shm 0 '
+                '-i <GPU index> (after sriov-manage -e, which resets '
+                'it), then restart nova-compute')
         if gpu.sriov:
             free_vfs = sum(1 for p in scope if p.type(type_id)
                            and p.type(type_id).available_instances > 0)

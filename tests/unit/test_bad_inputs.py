@@ -57,6 +57,17 @@ def bad_value(group: str, option: str, value: str, *names: str) -> Case:
                     group, option, value)))
 
 
+def mig_layout(profile: str, type_id: str, address: str, layout: str,
+               *names: str) -> Case:
+    """``check`` on a host whose nova.conf declares this MIG layout."""
+    return Case(('--config-file', '{tmp}/nova.conf', '--simulate', profile,
+                 'check'), names,
+                files=conf('[devices]\nenabled_mdev_types = %s\n'
+                           '[mdev_%s]\ndevice_addresses = %s\n'
+                           'mig_gpu_instances = %s\n' % (
+                               type_id, type_id, address, layout)))
+
+
 def mkfifo(name: str) -> Callable[[str], None]:
     return lambda tmp: os.mkfifo(os.path.join(tmp, name))
 
@@ -209,38 +220,22 @@ CORPUS = {
         '<profile>:<count>', '1g.18gb:7'),
     'MIG layout count zero': bad_value(
         'mdev_nvidia-18', 'mig_gpu_instances', '1g.18gb:0', '>= 1'),
-    'MIG layout that does not fit': Case(
-        ('--config-file', '{tmp}/nova.conf', '--simulate', 'h200-vfio',
-         'check'),
-        ('[mdev_nvidia-1414] mig_gpu_instances', '1g.18gb: 8',
-         '0000:19:00.0', '7 fit', 'free slices: 7', 'nvidia-smi mig -lgipp'),
-        files=conf('[devices]\nenabled_mdev_types = nvidia-1414\n'
-                   '[mdev_nvidia-1414]\ndevice_addresses = 0000:19:00.0\n'
-                   'mig_gpu_instances = 1g.18gb:8\n')),
-    'MIG layout with a profile the GPU lacks': Case(
-        ('--config-file', '{tmp}/nova.conf', '--simulate', 'h200-vfio',
-         'check'),
-        ('[mdev_nvidia-1414] mig_gpu_instances', '1g.10gb',
-         'not one this GPU has', '1g.18gb'),
-        files=conf('[devices]\nenabled_mdev_types = nvidia-1414\n'
-                   '[mdev_nvidia-1414]\ndevice_addresses = 0000:19:00.0\n'
-                   'mig_gpu_instances = 1g.10gb:7\n')),
-    'MIG layout on the mdev bus': Case(
-        ('--config-file', '{tmp}/nova.conf', '--simulate', 'a100-sriov',
-         'check'),
-        ('[mdev_nvidia-472] mig_gpu_instances', '0000:41:00.0',
-         'mdev bus', 'carve by hand'),
-        files=conf('[devices]\nenabled_mdev_types = nvidia-472\n'
-                   '[mdev_nvidia-472]\ndevice_addresses = 0000:41:00.0\n'
-                   'mig_gpu_instances = 3g.20gb:2\n')),
-    'MIG layout on a virtual function': Case(
-        ('--config-file', '{tmp}/nova.conf', '--simulate', 'h200-vfio',
-         'check'),
-        ('[mdev_nvidia-1414] device_addresses', '0000:19:00.4',
-         'whole GPU', 'physical GPU'),
-        files=conf('[devices]\nenabled_mdev_types = nvidia-1414\n'
-                   '[mdev_nvidia-1414]\ndevice_addresses = 0000:19:00.4\n'
-                   'mig_gpu_instances = 1g.18gb:7\n')),
+    'MIG layout that does not fit': mig_layout(
+        'h200-vfio', 'nvidia-1414', '0000:19:00.0', '1g.18gb:8',
+        '[mdev_nvidia-1414] mig_gpu_instances', '1g.18gb: 8',
+        '0000:19:00.0', '7 fit', 'free slices: 7', 'nvidia-smi mig -lgipp'),
+    'MIG layout with a profile the GPU lacks': mig_layout(
+        'h200-vfio', 'nvidia-1414', '0000:19:00.0', '1g.10gb:7',
+        '[mdev_nvidia-1414] mig_gpu_instances', '1g.10gb',
+        'not one this GPU has', '1g.18gb'),
+    'MIG layout on the mdev bus': mig_layout(
+        'a100-sriov', 'nvidia-472', '0000:41:00.0', '3g.20gb:2',
+        '[mdev_nvidia-472] mig_gpu_instances', '0000:41:00.0', 'mdev bus',
+        'carve by hand'),
+    'MIG layout on a virtual function': mig_layout(
+        'h200-vfio', 'nvidia-1414', '0000:19:00.4', '1g.18gb:7',
+        '[mdev_nvidia-1414] device_addresses', '0000:19:00.4', 'whole GPU',
+        'physical GPU'),
     'licensing vendor typo': Case(
         ('--config-file', '{tmp}/nova.conf', '--simulate', 'm60', 'license',
          'render', '--mdev-type', 'nvidia-18'),

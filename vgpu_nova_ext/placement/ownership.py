@@ -100,9 +100,8 @@ def join(allocations: list[Allocation], entries: list[ledger_mod.Entry],
             'allocations (openstack resource provider allocation delete '
             '%s)' % (a.consumer, a.consumer)))
     for e in held:
-        if (e.consumer, e.gpu) in allocated:
-            pass
-        elif not any(a.consumer == e.consumer for a in allocations):
+        # A device on another GPU than its allocation is named above.
+        if not any(a.consumer == e.consumer for a in allocations):
             findings.append(Finding(
                 DEVICE_WITHOUT_ALLOCATION, e.device_id,
                 '%s holds it on %s, but Placement has no vGPU allocation '
