@@ -1000,8 +1000,12 @@ class TestMoves(DriverTestBase):
         self._resize_server(server, self.bigger)
         self.assertEqual(original, self.devices(self.compute1))
         self.assertEqual(1, len(self.devices(compute2)))
+        # As Nova's allocations: the source's are the migration's until
+        # the resize is confirmed or reverted, the destination's the
+        # instance's.
         migration = self.api.get_migrations()[0]['uuid']
-        self.assertEqual({migration}, self.owners(compute2))
+        self.assertEqual({migration}, self.owners(self.compute1))
+        self.assertEqual({server['id']}, self.owners(compute2))
 
         self._revert_resize(server)
         self.assertEqual(original, self.devices(self.compute1))

@@ -546,11 +546,12 @@ class TestRemoveForeign(AllocatorTestCase):
 
 
 class TestMigrationConsumers(AllocatorTestCase):
+    """Devices follow their allocations' consumers, as Nova moves them."""
 
     def test_linked_devices_live_and_die_with_their_instance(self):
         self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
-        self.al.claim('migration', lifecycle.alloc(self.al, GPU85),
-                      instance='inst')
+        self.assertEqual(1, len(self.al.hand_over('inst', 'migration')))
+        self.al.claim('inst', lifecycle.alloc(self.al, GPU85))
         self.assertEqual(['migration'], self.al.ledger.linked('inst'))
         # The migration is no instance, but lives with its instance.
         self.assertEqual((), self.al.reconcile(live_consumers={'inst'}))
@@ -559,16 +560,42 @@ class TestMigrationConsumers(AllocatorTestCase):
         self.assertEqual({}, self.host_devices())
         self.assertEqual([], self.al.ledger.linked('inst'))
 
-    def test_confirm_on_one_host(self):
+    def test_resize_on_one_host_confirmed(self):
         old = self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
-        new = self.al.claim('mig', lifecycle.alloc(self.al, GPU84),
-                            instance='inst')
-        self.al.release_instance('inst', keep='mig')
-        self.al.reassign('mig', 'inst')
+        self.al.hand_over('inst', 'mig')
+        new = self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
+        self.assertNotEqual(old.devices, new.devices)
+        self.al.release('mig')
         self.assertEqual({new.devices[0].device_id: ('inst', ledger.ACTIVE)},
                          self.ledger_states())
         self.assertNotIn(old.devices[0].device_id, self.host_devices())
         self.assertEqual([], self.al.ledger.linked('inst'))
+
+    def test_resize_on_one_host_reverted(self):
+        old = self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
+        self.al.hand_over('inst', 'mig')
+        new = self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
+        self.al.release('inst')        # the destination's, at revert
+        self.assertEqual((old.devices[0].device_id,),
+                         self.al.take_back('mig', 'inst'))
+        self.assertEqual({old.devices[0].device_id: ('inst', ledger.ACTIVE)},
+                         self.ledger_states())
+        self.assertNotIn(new.devices[0].device_id, self.host_devices())
+        self.assertEqual([], self.al.ledger.linked('inst'))
+
+    def test_nothing_to_hand_over_links_nothing(self):
+        self.assertEqual((), self.al.hand_over('inst', 'mig'))
+        self.assertEqual({}, self.al.ledger.links())
+
+    def test_release_keeps_what_the_consumer_held_before(self):
+        held = self.al.claim('inst', lifecycle.alloc(self.al, GPU84))
+        more = self.al.claim('inst', lifecycle.alloc(self.al, GPU84, GPU85))
+        kept = {d.device_id for d in held.devices}
+        freed = self.al.release('inst', keep=kept)
+        self.assertEqual({d.device_id for d in more.devices} - kept,
+                         set(freed))
+        self.assertEqual({d: ('inst', ledger.ACTIVE) for d in kept},
+                         self.ledger_states())
 
     def test_evacuation_allocations_on_the_host_left_are_ignored(self):
         allocations = lifecycle.alloc(self.al, GPU84)

@@ -144,7 +144,47 @@ class TestSchema(timeout.TestCase):
         (entry,) = led.all()
         self.assertEqual(('d1', 'i1', 'active'),
                          (entry.device_id, entry.consumer, entry.state))
-        self.assertEqual('i1', led.instance_of('m1'))
+        # A move's link that holds no device goes with version 5.
+        self.assertEqual({}, led.links())
+
+    def test_version_4_consumers_follow_placement(self):
+        """Version 5: a device's consumer is its allocation's consumer.
+
+        Version 4 claimed a move's destination devices for the migration
+        and kept the source's with the instance; Nova's allocations are
+        the other way round. Each case a version 4 host can be in.
+        """
+        led = ledger.Ledger(self.state)
+        led.close()
+        rows = [
+            # A resize on one host, waiting: the source's (old) and the
+            # destination's (new, the migration's).
+            ('d1', 'i1'), ('d2', 'm1'),
+            # A move's destination, waiting or confirmed (Nova confirms on
+            # the source only).
+            ('d3', 'm2'),
+            # An earlier move confirmed here, then a resize on this host.
+            ('d4', 'm3a'), ('d5', 'm3b'),
+            # No move.
+            ('d6', 'i4'),
+        ]
+        self.sqlite(''.join(
+            "INSERT INTO devices VALUES ('%s', 'mdev', 'g', 'g', 't', '%s', "
+            "'active', 'created', 1.0, NULL);" % row for row in rows) +
+            "INSERT INTO links VALUES ('m1', 'i1');"
+            "INSERT INTO links VALUES ('m2', 'i2');"
+            "INSERT INTO links VALUES ('m3a', 'i3');"
+            "INSERT INTO links VALUES ('m3b', 'i3');"
+            "INSERT INTO links VALUES ('m9', 'i9');"
+            'PRAGMA user_version = 4;')
+        led = ledger.Ledger(self.state)
+        self.addCleanup(led.close)
+        self.assertEqual(ledger.SCHEMA_VERSION, led.schema_version)
+        self.assertEqual({'d1': 'm1', 'd2': 'i1', 'd3': 'i2', 'd4': 'm3b',
+                          'd5': 'i3', 'd6': 'i4'},
+                         {e.device_id: e.consumer for e in led.all()})
+        # Migrations keep their links while they hold the source's devices.
+        self.assertEqual({'m1': 'i1', 'm3b': 'i3'}, led.links())
 
     def test_ledger_of_a_newer_release_is_refused_untouched(self):
         self.sqlite(V0_SCHEMA + 'PRAGMA user_version = 99;')

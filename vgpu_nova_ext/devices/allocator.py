@@ -21,11 +21,21 @@ done, re-creates the devices of a rebooted host with the same UUIDs,
 adopts devices that guests already use, and frees the devices of
 consumers that are gone (after a grace period).
 
+A device's consumer is the Placement consumer whose allocation it stands
+for, as Nova moves allocations: the instance holds the devices of the host
+it runs on; while a cold migration or resize waits for its confirmation,
+the migration holds the source's (:meth:`Allocator.hand_over`), freed at
+the confirmation or given back at a revert (:meth:`Allocator.take_back`).
+Looking an instance's devices up is then one query on every host, whatever
+moves it went through, and the ledger can be checked against Placement
+consumer by consumer.
+
 One host, many threads and processes: every operation holds an external
 lock (oslo.concurrency, a file in the state directory) and writes the
 ledger in ``BEGIN IMMEDIATE`` transactions.
 """
 
+from collections.abc import Iterable
 import dataclasses
 import threading
 import time
@@ -311,25 +321,20 @@ class Allocator:
             out = out[:max(0, target.max_per_gpu - held)]
         return out[:need]
 
-    def claim(self, consumer: str, allocations: dict,
-              instance: str | None = None) -> Claim:
+    def claim(self, consumer: str, allocations: dict) -> Claim:
         """Devices for ``consumer``'s allocations; idempotent.
 
-        :param instance: the instance whose devices these are, when the
-            consumer is a migration (a resize's or a move's destination).
+        :param consumer: the Placement consumer of the allocations (the
+            instance, whose devices these are).
         :raises ClaimError: the claim cannot be met; nothing was changed.
         """
         try:
-            return self._claim(consumer, allocations, instance)
+            return self._claim(consumer, allocations)
         except exception.ClaimError:
             self.ledger.count_event('claims_failed')
             raise
 
-    def _claim(self, consumer: str, allocations: dict,
-               instance: str | None) -> Claim:
-        if instance and instance != consumer:
-            with self.ledger.transaction():
-                self.ledger.link(consumer, instance)
+    def _claim(self, consumer: str, allocations: dict) -> Claim:
         # The periodic refresh replaces the whole dict: one claim works
         # from one plan, whichever it finds.
         targets = self.targets
@@ -427,36 +432,53 @@ class Allocator:
             self._remove(entry)
 
     # -- release -----------------------------------------------------------
-    def release(self, consumer: str) -> tuple[str, ...]:
-        """Free ``consumer``'s devices: remove them, or keep them free."""
+    def release(self, consumer: str,
+                keep: Iterable[str] = ()) -> tuple[str, ...]:
+        """Free ``consumer``'s devices: remove them, or keep them free.
+
+        :param keep: devices of the consumer that stay its own.
+        """
+        keep = frozenset(keep)
         with self._lock():
-            freed = self._release(self.ledger.of_consumer(consumer))
-            with self.ledger.transaction():
-                self.ledger.unlink(consumer)
+            freed = self._release([e for e in self.ledger.of_consumer(
+                consumer) if e.device_id not in keep])
+            if not keep:
+                with self.ledger.transaction():
+                    self.ledger.unlink(consumer)
             return freed
 
-    def release_instance(self, instance: str,
-                         keep: str | None = None) -> tuple[str, ...]:
-        """Free the devices of an instance and of its migrations here.
-
-        :param keep: a consumer (the migration being confirmed) whose
-            devices stay.
-        """
+    def release_instance(self, instance: str) -> tuple[str, ...]:
+        """Free the devices of an instance and of its migrations here."""
         freed: tuple[str, ...] = ()
         for consumer in [instance] + self.ledger.linked(instance):
-            if consumer != keep:
-                freed += self.release(consumer)
+            freed += self.release(consumer)
         return freed
 
-    def reassign(self, consumer: str, instance: str) -> None:
-        """Give a migration's devices to its instance.
+    def hand_over(self, instance: str, migration: str) -> tuple[str, ...]:
+        """Give an instance's devices here to its migration.
 
-        For a resize confirmed on one host.
+        As Nova's conductor gives the source's allocations to the migration
+        when a cold migration or resize begins: the devices stand for those
+        allocations, and the instance claims new ones where it lands (the
+        same host included). A confirmation frees the migration's, a revert
+        gives them back (:meth:`take_back`).
         """
         with self._lock(), self.ledger.transaction():
-            for entry in self.ledger.of_consumer(consumer):
+            moved = self.ledger.of_consumer(instance)
+            for entry in moved:
+                self.ledger.update(entry.device_id, consumer=migration)
+            if moved:
+                self.ledger.link(migration, instance)
+            return tuple(e.device_id for e in moved)
+
+    def take_back(self, migration: str, instance: str) -> tuple[str, ...]:
+        """Give a migration's devices back to its instance (a revert)."""
+        with self._lock(), self.ledger.transaction():
+            moved = self.ledger.of_consumer(migration)
+            for entry in moved:
                 self.ledger.update(entry.device_id, consumer=instance)
-            self.ledger.unlink(consumer)
+            self.ledger.unlink(migration)
+            return tuple(e.device_id for e in moved)
 
     def _release(self, entries) -> tuple[str, ...]:
         freed = []

@@ -110,16 +110,56 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 )
 """
+
+
+def _consumers_as_placement(execute) -> None:
+    """Version 5: a device's consumer is its allocation's consumer.
+
+    Up to version 4 a cold migration's or resize's destination claimed its
+    devices for the migration (linked to the instance) and the source kept
+    the instance's; Nova's allocations go the other way (the migration
+    holds the source's, the instance the destination's), and a move
+    confirmed across hosts left the instance without devices, since Nova
+    confirms on the source only. Per instance with linked migrations that
+    hold devices here, the last linked of them is the move whose
+    destination this is: its devices become the instance's; the instance's
+    own and those of its older moves (an unconfirmed resize on one host
+    keeps them for a revert) become that migration's. Links that hold
+    nothing then go.
+    """
+    rows = execute(
+        'SELECT l.consumer, l.instance FROM links l WHERE EXISTS (SELECT 1 '
+        'FROM devices d WHERE d.consumer = l.consumer) ORDER BY l.rowid'
+    ).fetchall()
+    moves: dict[str, list[str]] = {}
+    for migration, instance in rows:
+        moves.setdefault(instance, []).append(migration)
+    for instance, migrations in moves.items():
+        last = migrations[-1]
+        held = {c: [r[0] for r in execute(
+            'SELECT device_id FROM devices WHERE consumer = ?',
+            (c,)).fetchall()] for c in [instance] + migrations}
+        for consumer, devices in held.items():
+            owner = instance if consumer == last else last
+            for device_id in devices:
+                execute('UPDATE devices SET consumer = ? WHERE device_id = ?',
+                        (owner, device_id))
+    execute('DELETE FROM links WHERE consumer NOT IN (SELECT consumer FROM '
+            'devices WHERE consumer IS NOT NULL)')
+
+
 #: The counters :meth:`Ledger.count_event` keeps.
 COUNTERS = ('claims_failed', 'orphans_freed', 'devices_recreated')
-#: Statements that take a ledger from version N-1 to N, N = index + 1.
-#: Append only: a released step never changes. Version 1 is the first
-#: release's schema (its ledgers have user_version 0 and these tables).
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: What takes a ledger from version N-1 to N, N = index + 1: statements,
+#: or a function given the statement runner. Append only: a released step
+#: never changes. Version 1 is the first release's schema (its ledgers
+#: have user_version 0 and these tables).
+_MIGRATIONS: tuple = (
     tuple(s.strip() for s in _SCHEMA_V1.split(';') if s.strip()),
     (_SCHEMA_V2.strip(),),
     (_SCHEMA_V3.strip(),),
     (_SCHEMA_V4.strip(),),
+    _consumers_as_placement,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
@@ -270,6 +310,9 @@ class Ledger:
                     'downgrade does not convert the ledger)' % (
                         self.path, version, SCHEMA_VERSION))
             for step in _MIGRATIONS[version:]:
+                if callable(step):
+                    step(self._execute)
+                    continue
                 for statement in step:
                     self._execute(statement)
             if version != SCHEMA_VERSION:

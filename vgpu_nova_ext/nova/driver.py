@@ -34,6 +34,7 @@ from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import host as libvirt_host
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
@@ -173,10 +174,14 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             return self._vgpu
 
     @contextlib.contextmanager
-    def _consumer(self, consumer: str, instance: str | None = None):
-        """Whose devices ``_allocate_mdevs`` claims in this thread."""
+    def _consumer(self, instance: str, rebuild: bool = False):
+        """Whose devices ``_allocate_mdevs`` claims in this thread.
+
+        :param rebuild: the claim is a rebuild's on the instance's own
+            host, whose failure is no lack of room elsewhere.
+        """
         previous = getattr(self._claiming, 'who', None)
-        self._claiming.who = (consumer, instance or consumer)
+        self._claiming.who = (instance, rebuild)
         try:
             yield
         finally:
@@ -360,18 +365,25 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         who = getattr(self._claiming, 'who', None)
         if who is None or not allocations:
             return []
-        consumer, instance = who
+        instance, rebuild = who
         ext = self._vgpu_ext()
         try:
-            ext.allocator.check_combination(consumer, allocations)
-            claim = ext.allocator.claim(consumer, allocations,
-                                        instance=instance)
+            ext.allocator.check_combination(instance, allocations)
+            claim = ext.allocator.claim(instance, allocations)
         except exception.CombinationRefused as exc:
             # No other host can meet it: the build ends with the rule as
             # its fault rather than a reschedule.
             raise nova_exception.BuildAbortException(
                 instance_uuid=instance, reason=str(exc))
         except exception.ClaimError as exc:
+            if rebuild:
+                # Nova reads ComputeResourcesUnavailable in a rebuild as a
+                # failed evacuation claim: it would leave the server ACTIVE
+                # with no guest. The server goes to ERROR with the reason,
+                # for the operator to repair (openstack server reboot
+                # --hard claims its devices again).
+                raise nova_exception.BuildAbortException(
+                    instance_uuid=instance, reason=str(exc))
             raise nova_exception.ComputeResourcesUnavailable(
                 reason=str(exc))
         return [d.device_id for d in claim.devices]
@@ -476,15 +488,47 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         return False
 
     def spawn(self, context, instance, *args, **kwargs):
-        with self._consumer(instance.uuid):
-            return super().spawn(context, instance, *args, **kwargs)
+        allocator = self._vgpu_ext().allocator
+        before = {e.device_id for e in
+                  allocator.ledger.of_consumer(instance.uuid)}
+        # An evacuation's spawn runs with the instance still on its source.
+        rebuild = instance.task_state == task_states.REBUILD_SPAWNING and \
+            instance.node == self._host.get_hostname()
+        with self._consumer(instance.uuid, rebuild=rebuild):
+            try:
+                return super().spawn(context, instance, *args, **kwargs)
+            except Exception:
+                # A guest that does not start keeps nothing it claimed
+                # here: Nova deletes its allocations without calling
+                # destroy when an unshelve or an evacuation's spawn fails.
+                # What it held before (a rebuild's) stays with it.
+                with excutils.save_and_reraise_exception():
+                    self._log_freed(allocator.release(
+                        instance.uuid, keep=before), instance)
+
+    # -- moves -------------------------------------------------------------
+    # Devices follow Nova's allocations (see devices/allocator.py): the
+    # source's go to the migration when a cold migration or resize begins,
+    # the instance claims its own where it lands (the same host too), the
+    # confirmation (on the source only) frees the migration's, a revert
+    # frees the destination's and gives the migration's back.
+    def migrate_disk_and_power_off(self, context, instance, *args,
+                                   **kwargs):
+        result = super().migrate_disk_and_power_off(
+            context, instance, *args, **kwargs)
+        migration = self._migration_of(context, instance)
+        if migration is not None:
+            moved = self._vgpu_ext().allocator.hand_over(instance.uuid,
+                                                         migration.uuid)
+            if moved:
+                LOG.info('vGPU devices %s held by migration %s until it is '
+                         'confirmed or reverted', ', '.join(moved),
+                         migration.uuid, instance=instance)
+        return result
 
     def finish_migration(self, context, migration, instance, *args,
                          **kwargs):
-        # The destination's devices belong to the migration until the
-        # resize is confirmed, so that a resize on one host and its revert
-        # can tell the two sets apart.
-        with self._consumer(migration.uuid, instance.uuid):
+        with self._consumer(instance.uuid):
             return super().finish_migration(context, migration, instance,
                                             *args, **kwargs)
 
@@ -492,12 +536,24 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         result = super().confirm_migration(context, migration, instance,
                                            network_info)
         allocator = self._vgpu_ext().allocator
-        # The source's devices go; on one host, the destination's (the
-        # migration's) become the instance's.
-        self._log_freed(allocator.release_instance(
-            instance.uuid, keep=migration.uuid), instance)
-        allocator.reassign(migration.uuid, instance.uuid)
+        self._log_freed(allocator.release(migration.uuid), instance)
+        if migration.dest_node != self._host.get_hostname():
+            # The instance runs on another host now: nothing here is its
+            # (a move begun before its devices followed its allocations).
+            self._log_freed(allocator.release_instance(instance.uuid),
+                            instance)
         return result
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, *args, **kwargs):
+        # Before the guest is defined again: Nova reads its devices.
+        moved = self._vgpu_ext().allocator.take_back(migration.uuid,
+                                                     instance.uuid)
+        if moved:
+            LOG.info('vGPU devices %s are the instance\'s again',
+                     ', '.join(moved), instance=instance)
+        return super().finish_revert_migration(
+            context, instance, network_info, migration, *args, **kwargs)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -506,32 +562,50 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
                                  destroy_disks=destroy_disks,
                                  destroy_secrets=destroy_secrets)
         allocator = self._vgpu_ext().allocator
-        if instance.task_state == task_states.RESIZE_REVERTING:
-            # A revert on the destination: only the migration's devices go;
-            # the source keeps the instance's.
-            migration = self._reverting_migration(context, instance)
-            if migration is not None:
-                self._log_freed(allocator.release(migration), instance)
-        elif instance.task_state == task_states.REBUILDING:
+        task = instance.task_state
+        evacuated = task == task_states.REBUILDING and \
+            self._evacuated_from_here(context, instance)
+        if task == task_states.RESIZE_REVERTING:
+            # A revert, on the destination (on one host the migration
+            # holds the source's devices): the instance's here go.
+            self._log_freed(allocator.release(instance.uuid), instance)
+        elif task == task_states.REBUILDING and not evacuated:
             # Nova destroys the guest and spawns it again on this host with
             # the same allocations: the devices stay, spawn's claim finds
             # them (same UUIDs, nothing removed and re-created).
             pass
-        elif destroy_disks or instance.node != self._host.get_hostname():
+        elif destroy_disks or evacuated or \
+                instance.node != self._host.get_hostname():
             # Deleted, shelved-offloaded, or evacuated while this host was
             # down (Nova destroys it here when the host comes back, keeping
-            # disks that sit on shared storage; the devices go regardless).
+            # disks that sit on shared storage, the evacuation finished or
+            # still under way; the devices go regardless).
             self._log_freed(allocator.release_instance(instance.uuid),
                             instance)
         return result
 
     @staticmethod
-    def _reverting_migration(context, instance) -> str | None:
+    def _migration_of(context, instance):
+        """The instance's move under way, or None."""
         mig_context = instance.migration_context
         if mig_context is None:
             return None
-        return objects.Migration.get_by_id(
-            context, mig_context.migration_id).uuid
+        return objects.Migration.get_by_id(context,
+                                           mig_context.migration_id)
+
+    def _evacuated_from_here(self, context, instance) -> bool:
+        """Whether an evacuation of the instance from this host is on.
+
+        Nova destroys such a guest when this host comes back, the
+        evacuation possibly still under way (its task REBUILDING, as a
+        rebuild on this host's). Asked only then, from Nova's records.
+        """
+        migrations = objects.MigrationList.get_by_filters(context, {
+            'instance_uuid': instance.uuid,
+            'migration_type': 'evacuation',
+            'status': ['accepted', 'pre-migrating', 'done']})
+        node = self._host.get_hostname()
+        return any(m.source_node == node for m in migrations)
 
     @staticmethod
     def _log_freed(freed, instance) -> None:
