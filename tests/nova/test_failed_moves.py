@@ -26,6 +26,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 import os_resource_classes as orc
 
 from tests.nova import test_driver
+from tests.nova import waits
 
 IMAGE = test_driver.IMAGE
 
@@ -40,7 +41,7 @@ def _guest_does_not_start(*args, **kwargs):
         error_code=fakelibvirt.VIR_ERR_INTERNAL_ERROR)
 
 
-class FailedMovesBase(test_driver.DriverTestBase):
+class FailedMovesBase(waits.PatientWaits, test_driver.DriverTestBase):
 
     # RPC casts stay casts, as in production: a compute's failure reaches
     # the server's state and fault, not the API caller, and a destination
@@ -134,11 +135,12 @@ class TestSourceBackDuringEvacuation(EvacuationBase):
 
     def test_source_frees_at_once(self):
         service = self.host_down('host1')
-        gate = threading.Event()
+        arrived, gate = threading.Event(), threading.Event()
         rebuild = manager.ComputeManager.rebuild_instance
 
         def held_back(self, *args, **kwargs):
             # The destination is slow: the source comes back meanwhile.
+            arrived.set()
             gate.wait(120)
             return rebuild(self, *args, **kwargs)
 
@@ -148,6 +150,9 @@ class TestSourceBackDuringEvacuation(EvacuationBase):
         # Also releases the destination, whatever the test does.
         self.addCleanup(gate.set)
         self.api.post_server_action(self.server['id'], {'evacuate': {}})
+        # Scheduled (the conductor has claimed the destination's
+        # allocations), not yet begun there.
+        self.assertTrue(arrived.wait(60))
         self._wait_for_migration_status(self.server, ['accepted'])
         self.assertEqual(
             'rebuilding',

@@ -28,8 +28,6 @@ does: the instance holds what its current host holds, a migration what
 its source holds while a move waits for its confirmation.
 """
 
-import time
-
 import fixtures
 import nova.conf as nova_conf
 from nova.tests.functional.libvirt import base
@@ -37,6 +35,7 @@ import os_resource_classes as orc
 
 from tests.nova import fake_libvirt
 from tests.nova import test_driver
+from tests.nova import waits
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.placement import client as placement_client
@@ -62,7 +61,8 @@ FOLLOWERS = (
 )
 
 
-class MatrixBase(base.LibvirtMigrationMixin, test_driver.DriverTestBase):
+class MatrixBase(waits.PatientWaits, base.LibvirtMigrationMixin,
+                 test_driver.DriverTestBase):
     """Two hosts that can live migrate vGPUs both ways, one server."""
 
     #: vGPUs the server boots with; resizes switch between 1 and 2.
@@ -120,46 +120,6 @@ class MatrixBase(base.LibvirtMigrationMixin, test_driver.DriverTestBase):
         self.src.driver._host.get_connection().lookupByUUIDString(
             self.server['id']).complete_job()
         self.migrate_stub_ran = True
-
-    # Nova's helpers poll every 0.5 s and give up after 5 s: a step here
-    # waits a few times, and a busy machine can take longer than that.
-    POLL = 0.1
-    PATIENCE = 120.0
-
-    def _poll(self, read, done, what):
-        deadline = time.monotonic() + self.PATIENCE
-        while True:
-            found = read()
-            if done(found):
-                return found
-            if time.monotonic() > deadline:
-                self.fail('%s: gave up after %.0f s; last seen: %s' % (
-                    what, self.PATIENCE, found))
-            time.sleep(self.POLL)
-
-    def _wait_for_server_parameter(self, server, expected_params,
-                                   max_retries=None, api=None,
-                                   wait_for_fault_key=True):
-        api = api or getattr(self, 'admin_api', self.api)
-        want_fault = wait_for_fault_key and \
-            expected_params.get('status') == 'ERROR'
-        return self._poll(
-            lambda: api.get_server(server['id']),
-            lambda found: all(found[k] == v for k, v in
-                              expected_params.items()) and
-            (not want_fault or 'fault' in found),
-            'server %s to reach %s' % (server['id'], expected_params))
-
-    def _wait_for_migration_status(self, server, expected_statuses):
-        api = getattr(self, 'admin_api', self.api)
-        statuses = {s.lower() for s in expected_statuses}
-
-        def read():
-            return [m for m in api.api_get('/os-migrations').body[
-                'migrations'] if m['instance_uuid'] == server['id'] and
-                m['status'].lower() in statuses]
-        return self._poll(read, bool, 'a migration of %s in %s' % (
-            server['id'], sorted(statuses)))[0]
 
     # -- the four views ------------------------------------------------------
     def ext(self, host):
