@@ -1173,6 +1173,19 @@ class LiveMigrationBase(base.LibvirtMigrationMixin, DriverTestBase):
     def device_ids(self, compute) -> set[str]:
         return {d.device_id for d in self.host_devices(compute)}
 
+    def audit(self, hostname) -> list[ownership.Finding]:
+        """The audit of ownership of one host, guests included."""
+        ext = self.computes[hostname].driver._vgpu_ext()
+        client = placement_client.PlacementClient.for_endpoint(
+            self.placement.fixture.endpoint)
+        gpus = {inventory.provider_name(hostname, a.gpu.name): a.gpu.name
+                for a in ext.assignment.gpus}
+        return ownership.join(
+            ownership.read_allocations(client, hostname, gpus),
+            ext.ledger.all(), ext.ledger.links(), ext.backend.scan(),
+            ownership.guests_of(
+                self.computes[hostname].driver._host.get_connection()))
+
     def usage(self, hostname) -> int:
         """VGPU used on the host's GPU providers."""
         providers = self.placement.get(
@@ -1228,6 +1241,11 @@ class TestLiveMigrationFails(LiveMigrationBase):
                     compute.driver._reconcile_devices(periodic=True)
             self.mid_flight = {'dest': list(self.ledger(self.dest).values()),
                                'src': list(self.ledger(self.src).values())}
+            # The audit of ownership agrees mid-flight: the migration holds
+            # the source's allocations and devices, the instance the
+            # destination's.
+            self.audit_mid_flight = {
+                name: self.audit(name) for name in ('src', 'dest')}
         finally:
             # The job fails whatever happened above: a stub that raised
             # would leave Nova's migration monitor waiting for ever, and the
@@ -1241,11 +1259,15 @@ class TestLiveMigrationFails(LiveMigrationBase):
             image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
             host='src', expected_state='ACTIVE')
         before = self.ledger(self.src)
-        self.mid_flight = None      # the stub's finding, if it gets there
+        # The stub's findings, if it gets there.
+        self.mid_flight = self.audit_mid_flight = None
         self._live_migrate(self.server, 'failed')
         self.assertTrue(self.migrate_stub_ran)
+        (migration,) = [m['uuid'] for m in self.api.get_migrations()
+                        if m['migration_type'] == 'live-migration']
         self.assertEqual({'dest': [self.server['id']],
-                          'src': [self.server['id']]}, self.mid_flight)
+                          'src': [migration]}, self.mid_flight)
+        self.assertEqual({'src': [], 'dest': []}, self.audit_mid_flight)
         self.assertEqual('src', self.api.get_server(
             self.server['id'])['OS-EXT-SRV-ATTR:host'])
         self.assertEqual(before, self.ledger(self.src))

@@ -28,15 +28,19 @@ does: the instance holds what its current host holds, a migration what
 its source holds while a move waits for its confirmation.
 """
 
+import os
+
 import fixtures
 import nova.conf as nova_conf
 from nova.tests.functional.libvirt import base
 import os_resource_classes as orc
+import yaml
 
 from tests.nova import fake_libvirt
 from tests.nova import test_driver
 from tests.nova import waits
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.placement import client as placement_client
 from vgpu_nova_ext.placement import ownership
@@ -72,7 +76,26 @@ class MatrixBase(waits.PatientWaits, base.LibvirtMigrationMixin,
     libvirt_version = 10000000
     qemu_version = 8002002
 
+    #: GPUs of the profile each host keeps: two are enough for a guest of
+    #: two vGPUs on GPUs of their own, and every check reads each GPU's
+    #: provider on both hosts after every step.
+    gpus = 2
+
     def setUp(self):
+        spec = yaml.safe_load(simulated.load_profile(self.profile).text)
+        kept = spec['gpus'][:self.gpus]
+        spec['gpus'] = kept
+        addresses = {g['address'] for g in kept}
+        # A profile's own device (made before Nova) stays if its GPU does.
+        spec['mediated_devices'] = [
+            dict(d, parent=kept[-1]['address'])
+            for d in spec.get('mediated_devices', [])][:1]
+        assert all(d['parent'] in addresses
+                   for d in spec['mediated_devices'])
+        self.profile = os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'matrix.yaml')
+        with open(self.profile, 'w') as f:
+            yaml.safe_dump(spec, f)
         super().setUp()
         # As Nova's own vGPU tests: the fake instances have no disks to
         # move, nor a directory for rescue and resize files.

@@ -748,10 +748,45 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         migrate_data.pci_dev_map_src_dst = pci_map
         return migrate_data
 
+    @staticmethod
+    def _live_migration_of(migrate_data):
+        if migrate_data is not None and 'migration' in migrate_data:
+            return migrate_data.migration
+        return None
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, block_migration=False,
+                       migrate_data=None):
+        # As Nova's conductor gave the source's allocations to the
+        # migration: the source's devices follow until the guest has moved
+        # (freed) or the migration is rolled back (given back).
+        migration = self._live_migration_of(migrate_data)
+        allocator = self._vgpu_ext().allocator
+        moved = allocator.hand_over(instance.uuid, migration.uuid) \
+            if migration is not None else ()
+        try:
+            return super().live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration=block_migration, migrate_data=migrate_data)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                if moved:
+                    allocator.take_back(migration.uuid, instance.uuid)
+
+    def rollback_live_migration_at_source(self, context, instance,
+                                          migrate_data):
+        migration = self._live_migration_of(migrate_data)
+        if migration is not None:
+            self._vgpu_ext().allocator.take_back(migration.uuid,
+                                                 instance.uuid)
+        return super().rollback_live_migration_at_source(
+            context, instance, migrate_data)
+
     def post_live_migration_at_source(self, context, instance, network_info):
         result = super().post_live_migration_at_source(context, instance,
                                                        network_info)
-        # The guest runs on the destination, with devices of its own.
+        # The guest runs on the destination, with devices of its own; the
+        # source's (the migration's) go.
         self._log_freed(self._vgpu_ext().allocator.release_instance(
             instance.uuid), instance)
         return result
