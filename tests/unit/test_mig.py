@@ -11,6 +11,8 @@
 #    under the License.
 """MIG layouts: placed, carved in NVIDIA's order, kept across crashes."""
 
+import collections
+import itertools
 import os
 
 from tests.unit import base
@@ -30,6 +32,102 @@ GPU = '0000:19:00.0'
 def h200_profiles() -> dict[str, mig.GIProfile]:
     spec = simulated.load_profile('h200-vfio').gpus[0].model
     return spec.mig_profile_map()
+
+
+def mig_models() -> dict[str, dict[str, mig.GIProfile]]:
+    """{profile/model: GPU instance profiles} of each built-in MIG GPU."""
+    out = {}
+    for name in simulated.builtin_profiles():
+        for gpu in simulated.load_profile(name).gpus:
+            profiles = gpu.model.mig_profile_map()
+            if profiles:
+                out['%s/%s' % (name, gpu.model.name)] = profiles
+    return out
+
+
+def arrangements(profiles: dict[str, mig.GIProfile]) -> set[frozenset]:
+    """Every layout that can be placed, found by walking the slices.
+
+    Independent of :func:`mig.fit`: from slice 0 up, each slice is left
+    free or starts an instance of a profile placed there that fits; every
+    arrangement of instances is one walk. Returns each arrangement's
+    layout as a frozenset of (profile, count).
+    """
+    found = set()
+
+    def walk(i, counts):
+        if i >= mig.SLICES:
+            found.add(frozenset((n, c) for n, c in counts.items() if c))
+            return
+        walk(i + 1, counts)
+        for p in profiles.values():
+            if i in p.placements and i + p.size <= mig.SLICES:
+                counts[p.name] = counts.get(p.name, 0) + 1
+                walk(i + p.size, counts)
+                counts[p.name] -= 1
+    walk(0, {})
+    found.discard(frozenset())
+    return found
+
+
+class TestFitWholeTable(base.TestCase):
+    """Every layout of every built-in MIG GPU: placed iff it can be."""
+
+    def test_every_layout(self):
+        models = mig_models()
+        self.assertEqual(
+            {'a100-mig-vfio', 'h100-vfio', 'h200-vfio'},
+            {k.split('/')[0] for k in models})
+        for model, profiles in models.items():
+            feasible = arrangements(profiles)
+            names = sorted(profiles)
+            tried = accepted = 0
+            for counts in itertools.product(*(
+                    range(mig.SLICES // profiles[n].size + 2)
+                    for n in names)):
+                wanted = {n: c for n, c in zip(names, counts) if c}
+                if not wanted:
+                    continue
+                tried += 1
+                key = frozenset(wanted.items())
+                if key in feasible:
+                    accepted += 1
+                    self.assertValidPlacement(profiles, wanted, mig.fit(
+                        profiles, wanted), model)
+                else:
+                    exc = self.assertRaises(mig.LayoutError, mig.fit,
+                                            profiles, wanted)
+                    self.assertIn('%s does not fit' % mig.words(wanted),
+                                  str(exc), model)
+            # Every placeable layout was among those tried.
+            self.assertEqual(len(feasible), accepted, model)
+            self.assertGreater(tried, accepted, model)
+
+    def assertValidPlacement(self, profiles, wanted, placed, model):
+        used = set()
+        for name, start in placed:
+            profile = profiles[name]
+            self.assertIn(start, profile.placements, (model, wanted))
+            span = set(range(start, start + profile.size))
+            self.assertFalse(span & used, (model, wanted, placed))
+            self.assertLessEqual(start + profile.size, mig.SLICES)
+            used |= span
+        self.assertEqual(wanted, dict(collections.Counter(
+            n for n, _ in placed)), model)
+        # Larger instances are created first.
+        sizes = [profiles[n].size for n, _ in placed]
+        self.assertEqual(sorted(sizes, reverse=True), sizes, model)
+
+    def test_layouts_a_first_fit_refused(self):
+        # Each placed by a search, where the first free slice in a fixed
+        # order fails (4g.71gb then 3g.71gb at 0: none left for 3g).
+        profiles = h200_profiles()
+        self.assertEqual([('4g.71gb', 0), ('3g.71gb', 4)], mig.fit(
+            profiles, {'4g.71gb': 1, '3g.71gb': 1}))
+        for layout in ({'2g.35gb': 3, '1g.35gb': 1},
+                       {'3g.71gb': 1, '2g.35gb': 1, '1g.35gb': 1}):
+            placed = mig.fit(profiles, layout)
+            self.assertValidPlacement(profiles, layout, placed, 'h200')
 
 
 class TestFit(base.TestCase):

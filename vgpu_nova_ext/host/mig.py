@@ -76,10 +76,15 @@ def fit(profiles: dict[str, GIProfile], wanted: dict[str, int]
         ) -> list[tuple[str, int]]:
     """Where each GPU instance of ``wanted`` goes on an empty GPU.
 
+    A search over the profiles' placements: every layout the GPU's
+    placement table allows is placed, whatever order a first-fit would
+    try (``4g.71gb:1, 3g.71gb:1`` is 4g at slice 0 and 3g at slice 4).
+
     :returns: (profile, start slice) in creation order: larger instances
-        first, each at its first free placement, as nvidia-smi places them.
-    :raises LayoutError: naming the profile, the sizes and placements, and
-        what remains free.
+        first (NVIDIA's advice), each profile's at increasing slices.
+    :raises LayoutError: naming the profile that does not fit, its size
+        and placements, how many fit beside the larger instances, and what
+        remains free.
     """
     unknown = sorted(set(wanted) - set(profiles))
     if unknown:
@@ -90,31 +95,64 @@ def fit(profiles: dict[str, GIProfile], wanted: dict[str, int]
                         p.name, p.size, len(p.placements))
                     for p in sorted(profiles.values(),
                                     key=lambda p: (-p.size, p.name)))))
-    used = [False] * SLICES
-    placed = []
-    order = sorted(wanted.items(),
-                   key=lambda kv: (-profiles[kv[0]].size, kv[0]))
+    order = sorted(wanted.items(), key=lambda kv: _larger_first(
+        profiles[kv[0]]))
+    placed = _place(profiles, [n for n, count in order
+                               for _ in range(count)])
+    if placed is not None:
+        return placed
+    # The first profile (larger first) that cannot have its count beside
+    # the larger ones is the one to name.
+    before: list[str] = []
     for name, count in order:
-        profile = profiles[name]
-        for _ in range(count):
-            start = next((s for s in profile.placements
-                          if not any(used[s:s + profile.size])), None)
-            if start is None:
-                done = sum(1 for n, _ in placed if n == name)
-                free = [i for i, taken in enumerate(used) if not taken]
-                raise LayoutError(
-                    '%s does not fit: a %s instance takes %d of the GPU\'s '
-                    '%d memory slices and may start at slice %s; %d fit '
-                    'beside the larger instances, the layout asks %d '
-                    '(free slices: %s)' % (
-                        words(wanted), name, profile.size, SLICES,
-                        '/'.join(str(p) for p in profile.placements),
-                        done, count,
-                        ', '.join(str(i) for i in free) or 'none'))
-            for i in range(start, start + profile.size):
-                used[i] = True
-            placed.append((name, start))
-    return placed
+        best = max(n for n in range(count + 1)
+                   if _place(profiles, before + [name] * n) is not None)
+        if best < count:
+            profile = profiles[name]
+            taken = _place(profiles, before + [name] * best) or []
+            used = {i for n, s in taken
+                    for i in range(s, s + profiles[n].size)}
+            raise LayoutError(
+                '%s does not fit: a %s instance takes %d of the GPU\'s %d '
+                'memory slices and may start at slice %s; %d fit beside '
+                'the larger instances, the layout asks %d (free slices: %s)'
+                % (words(wanted), name, profile.size, SLICES,
+                   '/'.join(str(p) for p in profile.placements), best,
+                   count, ', '.join(str(i) for i in range(SLICES)
+                                    if i not in used) or 'none'))
+        before += [name] * count
+    raise AssertionError('a layout that does not fit names no profile')
+
+
+def _larger_first(profile: GIProfile) -> tuple:
+    """Memory slices, then compute slices (``4g`` before ``3g``)."""
+    match = _PROFILE_RE.match(profile.name)
+    compute = int(match.group('slices')) if match else 0
+    return (-profile.size, -compute, profile.name)
+
+
+def _place(profiles: dict[str, GIProfile], names: list[str],
+           used: int = 0, first: int = 0) -> list[tuple[str, int]] | None:
+    """``names`` (larger first) placed on slices not in ``used``, or None.
+
+    :param used: bit i set: slice i is taken.
+    :param first: the lowest start for ``names[0]`` (instances of one
+        profile take increasing starts: the same layout is not tried in
+        each of its orders).
+    """
+    if not names:
+        return []
+    name, rest = names[0], names[1:]
+    profile = profiles[name]
+    for start in profile.placements:
+        mask = ((1 << profile.size) - 1) << start
+        if start < first or start + profile.size > SLICES or used & mask:
+            continue
+        found = _place(profiles, rest, used | mask,
+                       start + 1 if rest and rest[0] == name else 0)
+        if found is not None:
+            return [(name, start)] + found
+    return None
 
 
 def parse_layout(text: str) -> dict[str, int]:
