@@ -202,6 +202,9 @@ class MigTestCase(base.TestCase):
 
 class TestCarve(MigTestCase):
 
+    #: Another layout the type can run on (it keeps 1g.18gb instances).
+    CHANGED = '1g.18gb:4, 3g.71gb:1'
+
     def test_clean_gpu_carved_and_served(self):
         self.assertEqual(mig.MigState(enabled=False), self.gpu().mig)
         result = self.al.carve_mig_layouts(self.device_config())
@@ -269,13 +272,44 @@ class TestCarve(MigTestCase):
         self.assertEqual({'1g.18gb': 7}, self.gpu(after).mig.layout())
         self.assertEqual({}, after.ledger.mig_intents())
 
+    def test_carved_as_planned_or_not_at_all(self):
+        """The instances come back where the plan put them.
+
+        A driver that places them elsewhere (nvidia-smi without NVML picks
+        the placement itself): the GPU is emptied again, the error names
+        the plan and the result, the intent stays for the next start.
+        """
+        al = self.build('1g.18gb:2')
+        real = al.backend.mig_command
+
+        def places_from_the_top(gpu, command, argument=''):
+            if command == 'create_gpu_instance':
+                profile = argument.partition(':')[0]
+                taken = {gi.start for gi in self.gpu(al).mig.instances}
+                start = max(s for s in range(7) if s not in taken)
+                argument = '%s:%d' % (profile, start)
+            return real(gpu, command, argument)
+
+        al.backend.mig_command = places_from_the_top
+        exc = self.assertRaises(exception.DeviceError,
+                                al.carve_mig_layouts, self.device_config())
+        for fragment in (GPU, 'not as planned', '1g.18gb at slice 0',
+                         '1g.18gb at slice 6', 'nvidia-ml-py'):
+            self.assertIn(fragment, str(exc))
+        self.assertEqual({}, self.gpu(al).mig.layout())
+        self.assertEqual({GPU: '1g.18gb: 2'}, al.ledger.mig_intents())
+        al.backend.mig_command = real
+        al.carve_mig_layouts(self.device_config())
+        self.assertEqual([0, 1], [gi.start for gi in
+                                  self.gpu(al).mig.instances])
+
     def test_layout_change_while_a_guest_holds_a_vgpu_is_refused(self):
         self.al.carve_mig_layouts(self.device_config())
         self.al.targets = lifecycle.targets_of(self.al, self.device_config())
         (device,) = self.al.claim('inst', lifecycle.alloc(
             self.al, 'pci_0000_19_00_0')).devices
         before = self.gpu().mig
-        changed = self.build('3g.71gb:2')
+        changed = self.build(self.CHANGED)
         result = changed.carve_mig_layouts(self.device_config())
         self.assertEqual([mig_layout.REFUSED],
                          [g.action for g in result.gpus])
@@ -291,10 +325,81 @@ class TestCarve(MigTestCase):
 
     def test_layout_changed_on_an_idle_gpu_is_carved(self):
         self.al.carve_mig_layouts(self.device_config())
-        changed = self.build('3g.71gb:2')
+        changed = self.build(self.CHANGED)
         result = changed.carve_mig_layouts(self.device_config())
         self.assertEqual([mig_layout.CARVE], [g.action for g in result.gpus])
-        self.assertEqual({'3g.71gb': 2}, self.gpu(changed).mig.layout())
+        self.assertEqual({'1g.18gb': 4, '3g.71gb': 1},
+                         self.gpu(changed).mig.layout())
+        self.assertEqual({GPU: '1g.18gb: 4, 3g.71gb: 1'},
+                         changed.ledger.mig_layouts())
+
+    def test_layout_without_the_type_s_own_profile_is_refused(self):
+        # nvidia-1414 (H200X-1-18C) runs on 1g.18gb instances: two 3g.71gb
+        # would be carved and serve nothing.
+        self.al.carve_mig_layouts(self.device_config())
+        before = self.gpu().mig
+        changed = self.build('3g.71gb:2')
+        result = changed.carve_mig_layouts(self.device_config())
+        self.assertEqual([], list(result.gpus))
+        (problem,) = result.problems
+        self.assertEqual(('mig.layout_without_type_profile', mapping.ERROR),
+                         (problem.code, problem.severity))
+        for fragment in ('nvidia-1414', '1g.18gb', GPU):
+            self.assertIn(fragment, problem.message)
+        self.assertIn('1g.18gb:<count>', problem.fix)
+        self.assertEqual(before, self.gpu(changed).mig)
+
+    def test_host_back_without_instances_gets_the_layout_its_guests_need(self):
+        """A reboot, and a new layout declared meanwhile.
+
+        The ledger gives a device on the GPU to an instance: its layout is
+        carved again (not the new one), and the device comes back on it.
+        """
+        self.al.carve_mig_layouts(self.device_config())
+        self.al.targets = lifecycle.targets_of(self.al, self.device_config())
+        (device,) = self.al.claim('inst', lifecycle.alloc(
+            self.al, 'pci_0000_19_00_0')).devices
+        # The host reboots: the VF untyped, no GPU instance, MIG mode off.
+        self.al.backend.remove_device(device.device_id)
+        self.al.backend.mig_command(GPU, 'mig_mode', '0')
+        self.assertEqual(mig.MigState(enabled=False), self.gpu().mig)
+        after = self.build(self.CHANGED)
+        result = after.carve_mig_layouts(self.device_config())
+        (gpu_plan,) = result.gpus
+        self.assertEqual((mig_layout.CARVE, '1g.18gb: 7'),
+                         (gpu_plan.action, gpu_plan.words))
+        (problem,) = result.problems
+        self.assertEqual('mig.layout_in_use', problem.code)
+        self.assertIn(device.device_id, problem.message)
+        self.assertEqual({'1g.18gb': 7}, self.gpu(after).mig.layout())
+        after.targets = lifecycle.targets_of(after, self.device_config())
+        actions = after.reconcile(live_consumers={'inst'})
+        self.assertEqual([('recreate', device.device_id)],
+                         [(a.kind, a.device_id) for a in actions])
+        self.assertEqual('1414\n', self.vf_file(device.device_id,
+                                                vfio.CURRENT))
+
+
+class TestOneLayoutPerGpu(MigTestCase):
+    """The same GPU under two MIG-backed types: a configuration error."""
+
+    def config(self, layout):
+        # The second address as nvidia-smi's short form of the same GPU.
+        return ('[devices]\nenabled_mdev_types = nvidia-1414, nvidia-2613\n'
+                '[mdev_nvidia-1414]\ndevice_addresses = %s\n'
+                'mig_gpu_instances = %s\n'
+                '[mdev_nvidia-2613]\ndevice_addresses = 19:00.0\n'
+                'mig_gpu_instances = 3g.71gb:2\n' % (GPU, layout))
+
+    def test_refused_and_nothing_carved(self):
+        result = self.al.carve_mig_layouts(self.device_config())
+        self.assertEqual([], list(result.gpus))
+        (problem,) = [p for p in result.problems
+                      if p.code == 'mig.two_layouts']
+        self.assertEqual(mapping.ERROR, problem.severity)
+        for fragment in (GPU, 'nvidia-1414', 'nvidia-2613'):
+            self.assertIn(fragment, problem.message)
+        self.assertEqual(mig.MigState(enabled=False), self.gpu().mig)
 
 
 class TestHandCarved(base.TestCase):

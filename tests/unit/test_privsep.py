@@ -132,6 +132,16 @@ class TestArguments(timeout.TestCase):
                               writes.set_vf_vgpu_type, self.root, address,
                               number)
 
+    def test_gpu_instance_is_a_profile_and_a_slice(self):
+        # nvidia-smi's argument vector and NVML's placement are built from
+        # it: a profile name and a start slice, nothing else.
+        for bad in ('1g.18gb', '1g.18gb:8', '1g.18gb:-1', '1g.18gb:1:2',
+                    '../1g:1', '1g.18gb -C; reboot:1', ':1', 7, None):
+            exc = self.assertRaises(
+                writes.InvalidHostWrite, writes.mig_command, self.root,
+                '0000:84:00.0', 'create_gpu_instance', bad)
+            self.assertIn('nothing was run', str(exc))
+
     def test_a_link_out_of_sys_is_refused(self):
         # A parent entry on the mdev bus that points outside sys/.
         outside = self.useFixture(base.fixtures.TempDir()).path

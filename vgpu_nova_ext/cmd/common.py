@@ -136,7 +136,10 @@ def build_plan(args) -> Plan:
         names = ledger_mod.read_type_names(state)
         snapshot = backend.scan().with_type_names(names)
         mig_plan = mig_layout.plan(device_config, snapshot,
-                                   ledger_mod.read_mig_intents(state))
+                                   mig_layout.Remembered(
+                                       ledger_mod.read_mig_intents(state),
+                                       ledger_mod.read_mig_layouts(state),
+                                       tuple(ledger_mod.read_held(state))))
         if profile is not None and any(
                 g.action == mig_layout.CARVE for g in mig_plan.gpus):
             # The scratch copy of a simulated host: carve what the next

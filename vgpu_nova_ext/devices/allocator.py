@@ -226,8 +226,9 @@ class Allocator:
         """
         with self._lock():
             snapshot = self._named(self.backend.scan())
-            result = mig_layout.plan(config, snapshot,
-                                     self.ledger.mig_intents())
+            result = mig_layout.plan(
+                config, snapshot, mig_layout.Remembered.of(self.ledger),
+                self.vendors)
             if dry_run:
                 return result
             for gpu_plan in result.gpus:

@@ -148,6 +148,16 @@ def _consumers_as_placement(execute) -> None:
             'devices WHERE consumer IS NOT NULL)')
 
 
+# Version 6: the MIG layout last carved on each GPU, so that a host that
+# comes back without its GPU instances (a reboot) carves again the layout
+# its guests' devices need, whatever nova.conf declares now.
+_SCHEMA_V6 = """
+CREATE TABLE IF NOT EXISTS mig_layouts (
+    gpu TEXT PRIMARY KEY,
+    layout TEXT NOT NULL,
+    carved_at REAL NOT NULL
+)
+"""
 #: The counters :meth:`Ledger.count_event` keeps.
 COUNTERS = ('claims_failed', 'orphans_freed', 'devices_recreated')
 #: What takes a ledger from version N-1 to N, N = index + 1: statements,
@@ -160,6 +170,7 @@ _MIGRATIONS: tuple = (
     (_SCHEMA_V3.strip(),),
     (_SCHEMA_V4.strip(),),
     _consumers_as_placement,
+    (_SCHEMA_V6.strip(),),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
@@ -266,6 +277,19 @@ def read_mig_intents(state_path: str) -> dict[str, str]:
     """The MIG layouts a crash left half carved; {} without any."""
     return dict(_read_only(state_path,
                            'SELECT gpu, layout FROM mig_intents'))
+
+
+def read_mig_layouts(state_path: str) -> dict[str, str]:
+    """The MIG layout last carved on each GPU; {} without any."""
+    return dict(_read_only(state_path,
+                           'SELECT gpu, layout FROM mig_layouts'))
+
+
+def read_held(state_path: str) -> list[Entry]:
+    """The devices the ledger gives a consumer; [] without a ledger."""
+    return [Entry(*row) for row in _read_only(
+        state_path, 'SELECT %s FROM devices WHERE consumer IS NOT NULL '
+        'ORDER BY device_id' % ', '.join(_FIELDS))]
 
 
 class Ledger:
@@ -397,9 +421,17 @@ class Ledger:
                           'started_at) VALUES (?, ?, ?)',
                           (gpu, layout, time.time()))
 
-    def end_mig_layout(self, gpu: str) -> None:
+    def end_mig_layout(self, gpu: str, layout: str) -> None:
+        """The layout is carved: its intent goes, the layout is kept."""
         with self.transaction():
             self._execute('DELETE FROM mig_intents WHERE gpu = ?', (gpu,))
+            self._execute('INSERT OR REPLACE INTO mig_layouts (gpu, layout, '
+                          'carved_at) VALUES (?, ?, ?)',
+                          (gpu, layout, time.time()))
+
+    def mig_layouts(self) -> dict[str, str]:
+        """{GPU address: the layout last carved there}."""
+        return dict(self._fetch('SELECT gpu, layout FROM mig_layouts'))
 
     # -- reads -------------------------------------------------------------
     def _select(self, where: str = '', args: tuple = (),

@@ -32,10 +32,12 @@ import dataclasses
 from oslo_log import log as logging
 
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address as addr
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import mapping
+from vgpu_nova_ext.vendors import base as vendors_base
 
 LOG = logging.getLogger(__name__)
 
@@ -68,64 +70,141 @@ class Plan:
     problems: tuple[mapping.Problem, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class Remembered:
+    """What the ledger says of the host's MIG layouts and devices."""
+
+    intents: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Layouts a crash left half carved: {GPU address: layout}."""
+    layouts: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The layout last carved on each GPU: {GPU address: layout}."""
+    held: tuple = ()
+    """Ledger entries that a consumer holds (``Entry``)."""
+
+    @classmethod
+    def of(cls, ledger) -> 'Remembered':
+        return cls(intents=ledger.mig_intents(),
+                   layouts=ledger.mig_layouts(),
+                   held=tuple(e for e in ledger.all()
+                              if e.consumer is not None))
+
+
 def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
-         intents: dict[str, str] | None = None) -> Plan:
+         remembered: Remembered | None = None,
+         vendors: vendors_base.Vendors | None = None) -> Plan:
     """The layout each GPU should get, and every problem with it.
 
-    :param intents: layouts a crash left half carved ({GPU: layout}); such a
-        GPU is carved again even if it looks done.
+    :param remembered: the ledger's part: a GPU with an intent left (a
+        crash while carving) is carved again even if it looks done; a GPU
+        whose devices the ledger gives to guests keeps the layout they
+        need, and gets it carved again if it lost its instances (a host
+        reboot), whatever nova.conf declares now.
     """
-    intents = intents or {}
+    remembered = remembered or Remembered()
+    vendors = vendors or vendors_base.Vendors()
     problems: list[mapping.Problem] = []
     out: list[GpuPlan] = []
     listed = {_address(a) for t in config.types if not t.mig_layout
               for a in t.device_addresses}
+    asked: dict[str, list[tuple]] = {}
     for tconf in config.types:
-        if not tconf.mig_layout:
+        if tconf.mig_layout:
+            for gpu in _gpus_of(tconf, snapshot, listed, problems):
+                mine = asked.setdefault(gpu.address, [])
+                if all(t is not tconf for t, _ in mine):
+                    mine.append((tconf, gpu))
+    for address, claims in asked.items():
+        if len(claims) > 1:
+            # A GPU has one layout: carving it for each in turn would
+            # re-carve it at every start.
+            problems.append(mapping.Problem(
+                mapping.ERROR, 'mig.two_layouts', ', '.join(
+                    '[%s] mig_gpu_instances' % t.group for t, _ in claims),
+                ', '.join(mig.words(dict(t.mig_layout)) for t, _ in claims),
+                'GPU %s is given a MIG layout by %d types (%s); a GPU has '
+                'one layout and serves one type' % (
+                    address, len(claims),
+                    ', '.join(t.type_id for t, _ in claims)),
+                'list the GPU under one MIG-backed type only ([mdev_<type>] '
+                'device_addresses)'))
             continue
-        option = '[%s] mig_gpu_instances' % tconf.group
-        wanted = dict(tconf.mig_layout)
-        for gpu in _gpus_of(tconf, snapshot, listed, problems):
-            where = 'host GPU %s' % gpu.address
-            if not gpu.gpu_instance_profiles:
-                problems.append(_not_mig_capable(gpu, option, tconf))
-                continue
-            profiles = {p.name: p for p in gpu.gpu_instance_profiles}
-            try:
-                order = mig.fit(profiles, wanted)
-            except mig.LayoutError as exc:
-                problems.append(mapping.Problem(
-                    mapping.ERROR, 'mig.layout_does_not_fit', option,
-                    mig.words(wanted), 'on GPU %s: %s' % (gpu.address, exc),
-                    'declare a layout that fits (nvidia-smi mig -lgipp '
-                    'lists each profile\'s placements)'))
-                continue
-            current = gpu.mig or mig.MigState(enabled=False)
-            done = (current.enabled and current.layout() == wanted
-                    and gpu.address not in intents)
-            if done:
-                out.append(GpuPlan(gpu.address, tconf.type_id,
-                                   tconf.mig_layout, KEEP))
-                continue
-            held = _held(gpu, snapshot)
-            if held:
-                problems.append(mapping.Problem(
-                    mapping.WARNING, 'mig.layout_in_use', where,
-                    mig.words(wanted),
-                    'the GPU has %s but holds vGPUs (%s), so its GPU '
-                    'instances are left as they are: none a guest uses is '
-                    'destroyed' % (mig.words(current.layout()) or
-                                   'no GPU instance', ', '.join(held)),
-                    'to change the layout: live- or cold-migrate (or '
-                    'delete) the instances on this GPU (vgpu-nova-ext '
-                    'devices lists them), then restart nova-compute, which '
-                    'carves the declared layout on the emptied GPU'))
-                out.append(GpuPlan(gpu.address, tconf.type_id,
-                                   tconf.mig_layout, REFUSED))
-                continue
-            out.append(GpuPlan(gpu.address, tconf.type_id, tconf.mig_layout,
-                               CARVE, tuple(order)))
+        (tconf, gpu), = claims
+        gpu_plan = _plan_gpu(tconf, gpu, snapshot, remembered, vendors,
+                             problems)
+        if gpu_plan is not None:
+            out.append(gpu_plan)
     return Plan(gpus=tuple(out), problems=tuple(problems))
+
+
+def _plan_gpu(tconf, gpu, snapshot, remembered, vendors, problems
+              ) -> GpuPlan | None:
+    option = '[%s] mig_gpu_instances' % tconf.group
+    wanted = dict(tconf.mig_layout)
+    if not gpu.gpu_instance_profiles:
+        problems.append(_not_mig_capable(gpu, option, tconf))
+        return None
+    info = vendors.describe_type(
+        tconf.type_id, gpu.vendor_id, gpu.type_name(tconf.type_id),
+        gpu.type_description(tconf.type_id))
+    own = info.gpu_instance_profile
+    if own is not None and own not in wanted:
+        problems.append(mapping.Problem(
+            mapping.ERROR, 'mig.layout_without_type_profile', option,
+            mig.words(wanted),
+            'type %s (%s) runs on %s GPU instances, which the layout of GPU '
+            '%s has none of: it would be carved and serve nothing' % (
+                tconf.type_id, info.short_name or info.name, own,
+                gpu.address),
+            'declare %s instances ([%s] mig_gpu_instances = %s:<count>)'
+            % (own, tconf.group, own)))
+        return None
+    profiles = {p.name: p for p in gpu.gpu_instance_profiles}
+    try:
+        order = mig.fit(profiles, wanted)
+    except mig.LayoutError as exc:
+        problems.append(mapping.Problem(
+            mapping.ERROR, 'mig.layout_does_not_fit', option,
+            mig.words(wanted), 'on GPU %s: %s' % (gpu.address, exc),
+            'declare a layout that fits (nvidia-smi mig -lgipp lists each '
+            'profile\'s placements)'))
+        return None
+    current = gpu.mig or mig.MigState(enabled=False)
+    if (current.enabled and current.layout() == wanted
+            and gpu.address not in remembered.intents):
+        return GpuPlan(gpu.address, tconf.type_id, tconf.mig_layout, KEEP)
+    held = _held(gpu, snapshot, remembered)
+    if not held:
+        return GpuPlan(gpu.address, tconf.type_id, tconf.mig_layout, CARVE,
+                       tuple(order))
+    has_instances = current.enabled and bool(current.instances)
+    needed = remembered.layouts.get(gpu.address)
+    if not has_instances and needed is not None:
+        # The host came back without its GPU instances (a reboot): the
+        # layout the guests' devices were made on comes back first.
+        layout = mig.parse_layout(needed)
+        if layout != wanted:
+            problems.append(_in_use(gpu, wanted, held, 'its devices need '
+                                    '%s, carved again as it was' % needed))
+        return GpuPlan(gpu.address, tconf.type_id,
+                       tuple(sorted(layout.items())), CARVE,
+                       tuple(mig.fit(profiles, layout)))
+    problems.append(_in_use(gpu, wanted, held, 'it has %s, left as it is: '
+                            'none a guest uses is destroyed' % (
+                                mig.words(current.layout()) or
+                                'no GPU instance')))
+    return GpuPlan(gpu.address, tconf.type_id, tconf.mig_layout, REFUSED)
+
+
+def _in_use(gpu, wanted, held, what) -> mapping.Problem:
+    return mapping.Problem(
+        mapping.WARNING, 'mig.layout_in_use', 'host GPU %s' % gpu.address,
+        mig.words(wanted),
+        'the GPU holds vGPUs (%s), so it does not get the declared layout: '
+        '%s' % (', '.join(held), what),
+        'to change the layout: live- or cold-migrate (or delete) the '
+        'instances on this GPU (vgpu-nova-ext devices lists them), then '
+        'restart nova-compute, which carves the declared layout on the '
+        'emptied GPU')
 
 
 def carve(backend, gpu_plan: GpuPlan, ledger=None) -> None:
@@ -143,10 +222,40 @@ def carve(backend, gpu_plan: GpuPlan, ledger=None) -> None:
     backend.mig_command(gpu_plan.gpu, 'mig_mode', '1')
     # Wipes whatever GPU instances there were (none in use: checked).
     backend.mig_command(gpu_plan.gpu, 'sriov_manage', '-e')
-    for profile, _ in gpu_plan.order:
-        backend.mig_command(gpu_plan.gpu, 'create_gpu_instance', profile)
+    for profile, start in gpu_plan.order:
+        backend.mig_command(gpu_plan.gpu, 'create_gpu_instance',
+                            '%s:%d' % (profile, start))
+    # Where nvidia-smi placed them (no NVML to place them), the driver
+    # chose: the result must be the plan, or nothing is left carved.
+    state = _mig_of(backend, gpu_plan.gpu)
+    carved = sorted((gi.profile, gi.start) for gi in state.instances) \
+        if state is not None else None
+    if state is None:
+        LOG.warning('MIG: the GPU instances of GPU %s cannot be read back '
+                    'here (no NVML): not compared with the plan (%s)',
+                    gpu_plan.gpu, _at(gpu_plan.order))
+    elif carved != sorted(gpu_plan.order):
+        backend.mig_command(gpu_plan.gpu, 'sriov_manage', '-e')
+        raise exception.DeviceError(
+            'GPU %s was carved as %s, not as planned (%s); its GPU '
+            'instances were removed again (sriov-manage -e) and the next '
+            'start carves it again: install nvidia-ml-py (pip install '
+            'vgpu-nova-ext[nvml]) where the privileged daemon runs, so that '
+            'each instance is created at its planned placement' % (
+                gpu_plan.gpu, _at(carved) or 'nothing', _at(gpu_plan.order)))
     if ledger is not None:
-        ledger.end_mig_layout(gpu_plan.gpu)
+        ledger.end_mig_layout(gpu_plan.gpu, gpu_plan.words)
+
+
+def _mig_of(backend, address: str) -> mig.MigState | None:
+    """The GPU's MIG state as the host reads it; None: cannot tell."""
+    gpu = next((g for g in backend.scan().gpus if g.address == address),
+               None)
+    return gpu.mig if gpu is not None else None
+
+
+def _at(placed) -> str:
+    return ', '.join('%s at slice %d' % p for p in placed)
 
 
 def _gpus_of(tconf: devices_conf.TypeConfig, snapshot: model.HostSnapshot,
@@ -184,11 +293,14 @@ def _address(raw: str) -> str | None:
         return None     # the mapping names it
 
 
-def _held(gpu: model.PhysicalGPU, snapshot: model.HostSnapshot
-          ) -> list[str]:
+def _held(gpu: model.PhysicalGPU, snapshot: model.HostSnapshot,
+          remembered: Remembered) -> list[str]:
+    """Devices on the GPU: on the host, or the ledger's for a consumer."""
     parents = {p.name for p in gpu.parents}
-    return sorted(d.device_id for d in snapshot.mediated_devices
-                  if d.parent in parents)
+    return sorted({d.device_id for d in snapshot.mediated_devices
+                   if d.parent in parents} |
+                  {e.device_id for e in remembered.held
+                   if e.gpu == gpu.name})
 
 
 def _not_mig_capable(gpu: model.PhysicalGPU, option: str,

@@ -24,6 +24,7 @@ import dataclasses
 
 from oslo_log import log as logging
 
+from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import mig as mig_mod
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import vfio
@@ -133,6 +134,31 @@ class Nvml(FactsSource):
         state = mig_mod.MigState(enabled=bool(current), instances=tuple(
             sorted(instances, key=lambda g: g.start)))
         return tuple(profiles), state
+
+    def create_gpu_instance(self, pci_address: str, profile: str,
+                            start: int) -> None:
+        """A GPU instance of ``profile`` at slice ``start`` (privileged).
+
+        :raises DeviceError: naming the GPU, the instance and NVML's word.
+        """
+        nvml = self._nvml
+        try:
+            handle = nvml.nvmlDeviceGetHandleByPciBusId(pci_address.encode())
+            profiles, _ = self._mig(handle)
+            found = next((p for p in profiles if p.name == profile), None)
+            if found is None:
+                raise exception.DeviceError(
+                    'GPU %s has no GPU instance profile %s (NVML lists %s)'
+                    % (pci_address, profile,
+                       ', '.join(p.name for p in profiles) or 'none'))
+            placement = nvml.c_nvmlGpuInstancePlacement_t()
+            placement.start, placement.size = start, found.size
+            nvml.nvmlDeviceCreateGpuInstanceWithPlacement(
+                handle, found.id, ctypes.byref(placement))
+        except nvml.NVMLError as exc:
+            raise exception.DeviceError(
+                'NVML could not create a %s GPU instance at slice %d on GPU '
+                '%s: %s' % (profile, start, pci_address, exc))
 
 
 def open_nvml() -> Nvml | None:

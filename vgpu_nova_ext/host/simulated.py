@@ -706,8 +706,10 @@ class SimulatedKernel:
         """What nvidia-smi and sriov-manage do to a GPU's MIG state.
 
         ``mig_mode`` (``1``/``0``), ``sriov_manage`` (``-e``: wipes the GPU
-        instances) or ``create_gpu_instance`` (a profile name). Each is one
-        atomic replace of the GPU's state file.
+        instances) or ``create_gpu_instance`` (``<profile>:<start slice>``,
+        as NVML creates one at a placement; a profile alone: at its first
+        free placement, as nvidia-smi does). Each is one atomic replace of
+        the GPU's state file.
         """
         with self.lock(self.root):
             self.recover()
@@ -725,8 +727,10 @@ class SimulatedKernel:
             elif command == 'sriov_manage':
                 simulated_mig.wipe(state, held)
             elif command == 'create_gpu_instance':
+                profile, _, start = argument.partition(':')
                 simulated_mig.create_instance(
-                    state, gpu.model.mig_profile_map(), argument)
+                    state, gpu.model.mig_profile_map(), profile,
+                    int(start) if start else None)
             else:
                 raise _fail(errno.EINVAL)
             self.mig.save(gpu_address, state)

@@ -82,8 +82,12 @@ def wipe(state: dict, vgpus_held: bool) -> None:
 
 
 def create_instance(state: dict, profiles: dict[str, mig.GIProfile],
-                    name: str) -> dict:
-    """``nvidia-smi mig -cgi <profile> -C``: at its first free placement."""
+                    name: str, start: int | None = None) -> dict:
+    """A GPU instance of profile ``name``.
+
+    At slice ``start`` as NVML creates one with a placement, or at the
+    first free placement (``nvidia-smi mig -cgi <profile> -C``).
+    """
     if not state['mig']:
         raise _fail(errno.EPERM)    # "MIG mode is not enabled"
     profile = profiles.get(name)
@@ -93,8 +97,14 @@ def create_instance(state: dict, profiles: dict[str, mig.GIProfile],
     for gi in state['instances']:
         used.update(range(gi['start'], gi['start'] + profiles[
             gi['profile']].size))
-    start = next((s for s in profile.placements
-                  if not used & set(range(s, s + profile.size))), None)
+    free = [s for s in profile.placements
+            if not used & set(range(s, s + profile.size))]
+    if start is not None and start not in profile.placements:
+        raise _fail(errno.EINVAL)   # "Invalid placement"
+    if start is None:
+        start = free[0] if free else None
+    elif start not in free:
+        start = None
     if start is None:
         raise _fail(errno.ENOSPC)   # "Insufficient resources"
     gi = {'id': max([g['id'] for g in state['instances']] + [0]) + 1,

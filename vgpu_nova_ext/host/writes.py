@@ -35,6 +35,7 @@ from oslo_concurrency import processutils
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import mig
+from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import vfio
 
 #: A file at the root of a simulated host naming its profile.
@@ -189,15 +190,21 @@ def mig_command(sysfs_root: str, gpu_address: str, command: str,
     if command == 'mig_mode' and argument not in ('0', '1'):
         raise InvalidHostWrite('MIG mode %r is not 0 or 1; nothing was run'
                                % (argument,))
-    if command == 'create_gpu_instance' and not mig.is_profile_name(
-            argument):
-        raise InvalidHostWrite('GPU instance profile %r is not named as '
-                               'nvidia-smi names them (1g.18gb); nothing '
-                               'was run' % (argument,))
+    if command == 'create_gpu_instance':
+        profile, start = _gpu_instance(argument)
     kernel = _simulated_kernel(_root(sysfs_root))
     if kernel is not None:
         kernel.mig_command(command, gpu, argument)
         return
+    if command == 'create_gpu_instance':
+        # At the planned placement where NVML is there to take one; else
+        # nvidia-smi, which picks the first free one (the caller reads the
+        # instances back and compares them with its plan).
+        found = nvml.open_nvml()
+        if found is not None:
+            found.create_gpu_instance(gpu, profile, start)
+            return
+        argument = profile
     argv = [part.format(gpu=gpu, arg=argument)
             for part in MIG_COMMANDS[command]]
     try:
@@ -206,6 +213,19 @@ def mig_command(sysfs_root: str, gpu_address: str, command: str,
         raise exception.DeviceError(
             '%s failed on GPU %s: %s' % (' '.join(argv), gpu, str(
                 getattr(exc, 'stderr', '') or exc).strip()))
+
+
+def _gpu_instance(argument: str) -> tuple[str, int]:
+    """``<profile>:<start slice>`` -> (profile, start); checked."""
+    profile, _, start = argument.partition(':') \
+        if isinstance(argument, str) else ('', '', '')
+    if not mig.is_profile_name(profile) or not start.isdigit() or \
+            int(start) >= mig.SLICES:
+        raise InvalidHostWrite(
+            'GPU instance %r is not <profile>:<start slice> with a profile '
+            'named as nvidia-smi names them (1g.18gb) and a slice from 0 to '
+            '%d; nothing was run' % (argument, mig.SLICES - 1))
+    return profile, int(start)
 
 
 def _root(sysfs_root: str) -> str:
