@@ -74,8 +74,14 @@ class HostCollector(prom_registry.Collector):
             'configuration were read for this scrape, else 0 (see the log)')
         try:
             view = self._read()
-        except exception.VGPUNovaExtError as exc:
-            LOG.error('metrics: cannot read the host: %s', exc)
+        except Exception as exc:
+            # Whatever failed, the scrape is answered: up 0, the reason in
+            # the log (a traceback only for what this project did not
+            # foresee).
+            if isinstance(exc, exception.VGPUNovaExtError):
+                LOG.error('metrics: cannot read the host: %s', exc)
+            else:
+                LOG.exception('metrics: cannot read the host')
             up.add_metric([], 0)
             yield up
             return

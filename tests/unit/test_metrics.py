@@ -12,7 +12,9 @@
 """The metrics, read back with prometheus-client's own parser."""
 
 import os
+import socket
 import threading
+import time
 import urllib.request
 
 import prometheus_client
@@ -21,8 +23,10 @@ from prometheus_client import parser
 from tests.unit import base
 from tests.unit import lifecycle
 from tests.unit import test_cli
+from vgpu_nova_ext.cmd import cli
 from vgpu_nova_ext.cmd import metrics as metrics_cmd
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
@@ -94,11 +98,16 @@ class TestMetrics(base.TestCase):
                          found['vgpu_nova_ext_claims_failed_total'])
 
     def test_a_failed_read_is_up_zero(self):
-        def broken():
-            raise exception.HostReadError('no sysfs')
-        found = families(prometheus_client.generate_latest(
-            metrics.registry(broken)).decode())
-        self.assertEqual({'vgpu_nova_ext_up': [({}, 0.0)]}, found)
+        # Whatever fails: one of this project's errors, or one it did not
+        # foresee (a corrupt value): up 0, never an error to the scraper.
+        for failure in (exception.HostReadError('no sysfs'),
+                        ValueError('invalid literal for int()'),
+                        KeyError('gpu')):
+            def broken(failure=failure):
+                raise failure
+            found = families(prometheus_client.generate_latest(
+                metrics.registry(broken)).decode())
+            self.assertEqual({'vgpu_nova_ext_up': [({}, 0.0)]}, found)
 
 
 class TestMetricsCommand(test_cli.CLITestCase):
@@ -127,6 +136,85 @@ class TestMetricsCommand(test_cli.CLITestCase):
         self.assertEqual(2, code)
         self.assertIn('is not ADDRESS:PORT', err)
 
+    def serve(self, read, host='127.0.0.1'):
+        server = metrics_cmd.serve(metrics.registry(read), host, 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server
+
+    def view(self):
+        return metrics.HostView('cn1', (), (), {'claims_failed': 3,
+                                                'orphans_freed': 0,
+                                                'devices_recreated': 0})
+
+    def test_an_idle_client_blocks_no_other_scrape(self):
+        server = self.serve(self.view)
+        idle = socket.create_connection(('127.0.0.1', server.server_port))
+        self.addCleanup(idle.close)
+        idle.sendall(b'GET /metr')      # half a request line, then nothing
+        url = 'http://127.0.0.1:%d/metrics' % server.server_port
+        started = time.monotonic()
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            self.assertEqual(200, answer.status)
+        self.assertLess(time.monotonic() - started, 5)
+
+    def test_served_on_ipv6_loopback(self):
+        if not socket.has_ipv6:
+            self.skipTest('this Python has no IPv6')
+        try:
+            server = self.serve(self.view, '::1')
+        except OSError as exc:    # a kernel without IPv6 (ipv6.disable=1)
+            self.skipTest('no IPv6 loopback here: %s' % exc)
+        self.assertEqual(('::1', 9484), metrics_cmd.parse_listen(
+            '[::1]:9484'))
+        url = 'http://[::1]:%d/metrics' % server.server_port
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            self.assertIn('vgpu_nova_ext_up', answer.read().decode())
+
+    def test_a_scrape_never_writes_nor_waits_for_the_ledger(self):
+        state = os.path.join(self.root, 'state')
+        os.makedirs(state, mode=0o700)
+        # An empty state directory: nothing is created there.
+        code, out, err = self.run_cli('--simulate', 'v100x8', '--host',
+                                      'cn1', '--state-path', state,
+                                      'metrics')
+        self.assertEqual(0, code, err)
+        self.assertEqual([], os.listdir(state))
+        # nova-compute's ledger, held for writing by another process.
+        led = ledger.Ledger(os.path.join(state, 'cn1'))
+        self.addCleanup(led.close)
+        led.count_event('claims_failed', 2)
+        with led.transaction():
+            started = time.monotonic()
+            code, out, err = self.run_cli('--simulate', 'v100x8', '--host',
+                                          'cn1', '--state-path', state,
+                                          'metrics')
+            self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(0, code, err)
+        self.assertEqual([({'host': 'cn1'}, 2.0)], families(out)[
+            'vgpu_nova_ext_claims_failed_total'])
+
+    def test_a_ledger_that_cannot_be_read_is_up_zero(self):
+        state = os.path.join(self.root, 'state')
+        led = ledger.Ledger(os.path.join(state, 'cn1'))
+        led.count_event('claims_failed')
+        with led.transaction():
+            led._execute("UPDATE counters SET value = 'lots'")
+        led.close()
+        # Scraped through the command, as Prometheus would (a corrupt
+        # counter gave an HTTP 500 before).
+        args = cli.build_parser().parse_args([
+            '--simulate', 'v100x8', '--host', 'cn1', '--state-path', state,
+            'metrics'])
+        server = self.serve(lambda: metrics_cmd.read_view(args))
+        url = 'http://127.0.0.1:%d/metrics' % server.server_port
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            self.assertEqual(200, answer.status)
+            found = families(answer.read().decode())
+        self.assertEqual({'vgpu_nova_ext_up': [({}, 0.0)]}, found)
+
     def test_served_over_http_on_loopback(self):
         reads = []
 
@@ -136,11 +224,7 @@ class TestMetricsCommand(test_cli.CLITestCase):
                                                     'orphans_freed': 0,
                                                     'devices_recreated': 0})
 
-        server = metrics_cmd.serve(metrics.registry(read), '127.0.0.1', 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        server = self.serve(read)
         url = 'http://127.0.0.1:%d/metrics' % server.server_port
         for _ in range(2):
             with urllib.request.urlopen(url, timeout=30) as answer:

@@ -90,10 +90,9 @@ def run_ownership(args, plan, client) -> int:
     allocations = ownership.read_allocations(client, plan.host, gpus)
     reads = client.requests - start
     guests, note = ownership.open_guests(args.libvirt_uri)
-    with common.allocator(args, plan) as al:
-        findings = ownership.join(allocations, al.ledger.all(),
-                                  al.ledger.links(), al.backend.scan(),
-                                  guests)
+    ledger = common.read_ledger(args, plan)
+    findings = ownership.join(allocations, ledger.all(), ledger.links(),
+                              plan.snapshot, guests)
     if args.format == 'json':
         json.dump({'host': plan.host, 'placement_reads': reads,
                    'guests_read': guests is not None,

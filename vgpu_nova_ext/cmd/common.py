@@ -14,6 +14,7 @@
 import contextlib
 import dataclasses
 import os
+import shutil
 import socket
 import tempfile
 
@@ -128,10 +129,23 @@ def build_plan(args) -> Plan:
         read = loader.parsed_files(shared)
     host = args.host or default_host()
     state = factory.host_state_path(CONF, host, args.state_path)
-    # A simulated host is read from a temporary copy: planning writes
-    # nothing where the allocator keeps its host.
-    backend = factory.make_backend(CONF, state, keep_simulated_host=False,
-                                   **_backend_args(args, profile))
+    scratch = None
+    kept = os.path.join(state, factory.SIMULATED_HOST_DIR)
+    if profile is not None and args.state_path and os.path.isdir(kept):
+        # The simulated host kept in --state-path (every command reads the
+        # same host), through a temporary copy: planning writes nothing
+        # where the allocator keeps it.
+        _check_sysfs_root(args)
+        scratch = tempfile.mkdtemp(prefix='vgpu-nova-ext-plan-')
+        copy = os.path.join(scratch, factory.SIMULATED_HOST_DIR)
+        shutil.copytree(kept, copy, symlinks=True)
+        backend = simulated.SimulatedBackend(
+            profile, root=copy, timeout=CONF.vgpu_nova_ext.device_timeout)
+    else:
+        # Else a simulated host is a fresh one from its profile.
+        backend = factory.make_backend(CONF, state,
+                                       keep_simulated_host=False,
+                                       **_backend_args(args, profile))
     try:
         names = ledger_mod.read_type_names(state)
         snapshot = backend.scan().with_type_names(names)
@@ -151,6 +165,8 @@ def build_plan(args) -> Plan:
         description = backend.describe()
     finally:
         backend.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     assignment = mapping.assign(device_config, snapshot)
     # A profile's example configuration is no file of the operator's.
     operator_files = tuple(read) if note is None else ()
@@ -160,6 +176,21 @@ def build_plan(args) -> Plan:
         config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=assignment,
         tree=inventory.provider_tree(host, assignment), mig=mig_plan)
+
+
+def read_ledger(args, plan: Plan) -> ledger_mod.ReadOnlyLedger:
+    """This host's ledger, read-only (``<state_path>/<host>``).
+
+    A host with no ledger yet reads as empty; a --state-path that does not
+    exist is a mistake to name.
+    """
+    if args.state_path and not os.path.isdir(args.state_path):
+        raise exception.LedgerError(
+            '--state-path %s is not a directory: give the [vgpu_nova_ext] '
+            'state_path nova-compute uses (its ledger is in '
+            '<state_path>/<host>)' % args.state_path)
+    return ledger_mod.ReadOnlyLedger(factory.host_state_path(
+        CONF, plan.host, args.state_path))
 
 
 @contextlib.contextmanager

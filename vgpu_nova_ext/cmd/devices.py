@@ -15,7 +15,6 @@ import json
 import sys
 
 from vgpu_nova_ext.cmd import common
-from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
@@ -48,11 +47,11 @@ def add_parsers(sub) -> None:
     parser.set_defaults(func=run_reconcile)
 
 
-def rows(al: allocator_mod.Allocator) -> list[dict]:
-    snapshot = al.backend.scan()
+def rows(snapshot, entries) -> list[dict]:
+    """The host's devices and the ledger's, for people and JSON."""
     mig_gpus = {g.name for g in snapshot.gpus if g.mig and g.mig.enabled}
     out = []
-    for row in metrics.device_rows(snapshot, al.ledger.all(),
+    for row in metrics.device_rows(snapshot, entries,
                                    lambda consumer: None):
         out.append({
             'device': row.device, 'kind': row.kind, 'gpu': row.gpu,
@@ -70,8 +69,7 @@ def rows(al: allocator_mod.Allocator) -> list[dict]:
 
 def run_devices(args) -> int:
     plan = common.build_plan(args)
-    with common.allocator(args, plan) as al:
-        found = rows(al)
+    found = rows(plan.snapshot, common.read_ledger(args, plan).all())
     if args.format == 'json':
         json.dump({'host': plan.host, 'devices': found}, sys.stdout,
                   indent=2)

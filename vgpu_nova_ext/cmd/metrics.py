@@ -46,13 +46,13 @@ def add_parser(sub) -> None:
 
 
 def read_view(args) -> metrics.HostView:
+    """One scrape: the host as planned and its ledger, read-only."""
     plan = common.build_plan(args)
-    with common.allocator(args, plan) as al:
-        rows = metrics.device_rows(al.backend.scan(), al.ledger.all(),
-                                   al.ledger.instance_of)
-        counters = al.ledger.counters()
+    ledger = common.read_ledger(args, plan)
+    rows = metrics.device_rows(plan.snapshot, ledger.all(),
+                               ledger.instance_of)
     return metrics.HostView(host=plan.host, providers=plan.providers,
-                            devices=rows, counters=counters)
+                            devices=rows, counters=ledger.counters())
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -74,14 +74,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
-def serve(registry, host: str, port: int) -> simple_server.WSGIServer:
+#: Seconds a scraper may take to send its request or read the answer; an
+#: idle or half-sent connection is closed then, and holds only its own
+#: thread meanwhile.
+CLIENT_TIMEOUT = 10
+
+
+def serve(registry, host: str, port: int) -> listen.ThreadingWSGIServer:
     """A server of ``registry`` at ``/metrics`` (not yet serving)."""
-    return simple_server.make_server(
+    return listen.make_server(
         host, port, prometheus_client.make_wsgi_app(registry),
-        handler_class=_QuietHandler)
+        _QuietHandler)
 
 
 class _QuietHandler(simple_server.WSGIRequestHandler):
+
+    timeout = CLIENT_TIMEOUT
+
     def log_message(self, *args) -> None:
         pass    # a scrape every few seconds is no news
 

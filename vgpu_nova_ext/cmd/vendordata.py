@@ -20,7 +20,6 @@ server on ``[vgpu_vendordata] listen``/``port``, one thread per connection
 """
 
 import argparse
-import socketserver
 import sys
 from wsgiref import simple_server
 
@@ -36,9 +35,6 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds a client may take to send its request or read the answer.
 CLIENT_TIMEOUT = 30
-#: Connections the kernel queues before the server accepts them (Nova's
-#: API workers boot many guests at once; the default of 5 resets them).
-BACKLOG = 128
 
 
 class _Handler(simple_server.WSGIRequestHandler):
@@ -50,16 +46,8 @@ class _Handler(simple_server.WSGIRequestHandler):
         LOG.info('%s %s', self.address_string(), format % args)
 
 
-class ThreadingWSGIServer(socketserver.ThreadingMixIn,
-                          simple_server.WSGIServer):
-    daemon_threads = True
-    request_queue_size = BACKLOG
-
-
-def make_server(listen: str, port: int, app) -> ThreadingWSGIServer:
-    return simple_server.make_server(
-        listen, port, app, server_class=ThreadingWSGIServer,
-        handler_class=_Handler)
+def make_server(host: str, port: int, app) -> listen.ThreadingWSGIServer:
+    return listen.make_server(host, port, app, _Handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -224,6 +224,14 @@ def check_state_dir(path: str) -> None:
             'the state directory %s is not writable by uid %d (mode %o); '
             'chmod u+rwx %s' % (path, euid, stat.S_IMODE(info.st_mode),
                                 path))
+    _check_trusted(path, info)
+
+
+def _check_trusted(path: str, info: os.stat_result) -> None:
+    """No other user may write in the state directory, nothing is a link.
+
+    Checked by readers too: what others could have written is not read.
+    """
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
         raise exception.LedgerError(
@@ -290,6 +298,96 @@ def read_held(state_path: str) -> list[Entry]:
     return [Entry(*row) for row in _read_only(
         state_path, 'SELECT %s FROM devices WHERE consumer IS NOT NULL '
         'ORDER BY device_id' % ', '.join(_FIELDS))]
+
+
+class ReadOnlyLedger:
+    """A host's ledger read once, for the commands that never write.
+
+    ``devices``, ``metrics`` and ``audit`` read it so. Opened
+    ``mode=ro`` (a WAL reader takes no write lock and waits for none),
+    read in one transaction, closed: nothing is created, migrated or
+    locked, whatever nova-compute is doing. A host that has no ledger yet
+    reads as an empty one.
+
+    :raises LedgerError: naming the file and why it cannot be read (a
+        newer schema, a damaged file, no permission); nothing was changed.
+    """
+
+    def __init__(self, state_path: str) -> None:
+        self.path = os.path.join(state_path, Ledger.FILE)
+        self.entries: list[Entry] = []
+        self.link_map: dict[str, str] = {}
+        self.counter_values: dict[str, int] = {}
+        try:
+            info = os.stat(state_path)
+        except FileNotFoundError:
+            return      # no ledger yet
+        except OSError as exc:
+            raise exception.LedgerError(
+                'cannot read the state directory %s: %s' % (
+                    state_path, exc.strerror))
+        if not stat.S_ISDIR(info.st_mode):
+            raise exception.LedgerError(
+                'the state directory %s is not a directory; set '
+                '[vgpu_nova_ext] state_path to a directory' % state_path)
+        _check_trusted(state_path, info)
+        if not os.path.lexists(self.path):
+            return
+        if not os.path.isfile(self.path):
+            raise exception.LedgerError(
+                'the vGPU ledger %s is not a file; move it away (the next '
+                'start of nova-compute rebuilds what it can from the host '
+                'and the guests)' % self.path)
+        try:
+            db = sqlite3.connect('file:%s?mode=ro' % urllib.parse.quote(
+                self.path), uri=True, timeout=5)
+        except sqlite3.Error as exc:
+            raise self._error(exc)
+        try:
+            db.execute('BEGIN')
+            version = db.execute('PRAGMA user_version').fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise exception.LedgerError(
+                    'the vGPU ledger %s has schema version %d, newer than '
+                    'the %d this release knows; read it with the release '
+                    'that wrote it' % (self.path, version, SCHEMA_VERSION))
+            self.entries = [Entry(*row) for row in db.execute(
+                'SELECT %s FROM devices ORDER BY device_id' % ', '.join(
+                    _FIELDS))]
+            self.link_map = dict(db.execute(
+                'SELECT consumer, instance FROM links'))
+            if version >= 4:
+                self.counter_values = dict(db.execute(
+                    'SELECT name, value FROM counters'))
+            for name, value in self.counter_values.items():
+                if not isinstance(value, int) or value < 0:
+                    raise exception.LedgerError(
+                        'the vGPU ledger %s holds %r as counter %s, not a '
+                        'whole number >= 0: the file was changed by hand or '
+                        'is damaged' % (self.path, value, name))
+        except sqlite3.Error as exc:
+            raise self._error(exc)
+        finally:
+            db.close()
+
+    def _error(self, exc) -> exception.LedgerError:
+        return exception.LedgerError(
+            'cannot read the vGPU ledger %s: %s; nothing was changed (a '
+            'damaged ledger can be moved away: the next start of '
+            'nova-compute rebuilds what it can from the host and the '
+            'guests)' % (self.path, exc))
+
+    def all(self) -> list[Entry]:
+        return list(self.entries)
+
+    def links(self) -> dict[str, str]:
+        return dict(self.link_map)
+
+    def instance_of(self, consumer: str) -> str | None:
+        return self.link_map.get(consumer)
+
+    def counters(self) -> dict[str, int]:
+        return {name: self.counter_values.get(name, 0) for name in COUNTERS}
 
 
 class Ledger:
