@@ -380,7 +380,10 @@ class _Mapper:
             info = dataclasses.replace(
                 info, max_per_vm=gpu.type_max_per_vm(type_id))
         max_unit = claim.type_config.max_unit
-        rule = self.vendors.combination_problem([info] * max_unit)
+        # As many as a rule can tell apart: two (a pair refused), or one
+        # past the type's most per VM.
+        rule = self.vendors.combination_problem([info] * min(
+            max_unit, (info.max_per_vm or 0) + 2))
         if rule and (type_id, max_unit) not in self._rules_told:
             self._rules_told.add((type_id, max_unit))
             self.problem(

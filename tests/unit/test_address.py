@@ -23,6 +23,16 @@ class TestPCIAddress(timeout.TestCase):
             self.assertEqual('0000:84:00.0',
                              address.normalize_pci_address(text), text)
 
+    def test_domain_as_nvidia_smi_prints_it(self):
+        # nvidia-smi writes eight digits of domain; operators copy it.
+        for text, value in (('00000000:84:00.0', '0000:84:00.0'),
+                            ('00000001:3B:00.0', '0001:3b:00.0'),
+                            ('10000:e1:00.0', '10000:e1:00.0')):
+            self.assertEqual(value, address.normalize_pci_address(text))
+        # Never a device id (the kernel's own spelling only).
+        self.assertFalse(address.is_device_id('00000000:84:00.0'))
+        self.assertIsNone(address.normalize_pci_address('000000000:84:00.0'))
+
     def test_hex_is_lower_cased(self):
         self.assertEqual('0000:1a:1f.7',
                          address.normalize_pci_address('1A:1F.7'))

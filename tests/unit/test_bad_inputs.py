@@ -211,6 +211,11 @@ CORPUS = {
         'mdev_nvidia-18', 'max_instances', '0', 'at least 1'),
     'max_unit not a number': bad_value(
         'mdev_nvidia-18', 'max_unit', 'two', 'whole number'),
+    'max_unit beyond any integer Placement takes': bad_value(
+        'mdev_nvidia-18', 'max_unit', '99999999999999999999999999',
+        '2147483647'),
+    'reserved beyond any integer Placement takes': bad_value(
+        'mdev_nvidia-18', 'reserved', '2147483648', '2147483647'),
     'reserved negative': bad_value(
         'mdev_nvidia-18', 'reserved', '-1', 'at least 0'),
     'feature_type unknown': bad_value(

@@ -31,6 +31,9 @@ from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import mig
 
+#: The largest inventory value Placement takes (its database's integer).
+PLACEMENT_MAX_INT = 2147483647
+
 DEVICES_GROUP = 'devices'
 _TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]*$')
 MDEV_CLASS_RE = r'^(VGPU|CUSTOM_[A-Z0-9_]+)$'
@@ -98,6 +101,7 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'max_instances',
             default=None,
             min=1,
+            max=PLACEMENT_MAX_INT,
             help='The most mediated devices of this type on the whole host, '
                  'as in Nova. Unset: as many as the GPUs can hold. The cap '
                  'is spread over the GPUs of the type in address order, '
@@ -107,6 +111,7 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'max_unit',
             default=1,
             min=1,
+            max=PLACEMENT_MAX_INT,
             deprecated_group=old_group,
             help='The most vGPUs of this type that one instance may take '
                  'from one GPU (the ``max_unit`` of the GPU provider\'s '
@@ -119,6 +124,7 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
             'reserved',
             default=0,
             min=0,
+            max=PLACEMENT_MAX_INT,
             deprecated_group=old_group,
             help='vGPUs of this type to keep back on every GPU that serves '
                  'it (the ``reserved`` of the inventory), for example for '
@@ -185,9 +191,12 @@ class DeviceConfig:
 
 _EXPECTED = {
     'mdev_class': 'expected VGPU or CUSTOM_<NAME> in upper case',
-    'max_instances': 'expected a whole number of at least 1, or unset',
-    'max_unit': 'expected a whole number of at least 1',
-    'reserved': 'expected a whole number of at least 0',
+    'max_instances': 'expected a whole number of at least 1 and at most '
+                     '2147483647 (Placement\'s largest), or unset',
+    'max_unit': 'expected a whole number of at least 1 and at most '
+                '2147483647 (Placement\'s largest)',
+    'reserved': 'expected a whole number of at least 0 and at most '
+                '2147483647 (Placement\'s largest)',
     'feature_type': 'expected 0, 1, 2 or 4',
     'mig_gpu_instances': 'expected <profile>:<count>, for example '
                          '1g.18gb:7',

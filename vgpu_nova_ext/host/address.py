@@ -23,8 +23,10 @@ import dataclasses
 import re
 import uuid
 
+# The domain as the kernel writes it (4 digits, more for VMD domains) or
+# as nvidia-smi prints it (8 digits: 00000000:82:00.0).
 _PCI_RE = re.compile(
-    r'^(?:(?P<domain>[0-9a-f]{4}):)?(?P<bus>[0-9a-f]{2}):'
+    r'^(?:(?P<domain>[0-9a-f]{4,8}):)?(?P<bus>[0-9a-f]{2}):'
     r'(?P<slot>[0-9a-f]{2})\.(?P<function>[0-7])$', re.IGNORECASE)
 _LIBVIRT_PCI_RE = re.compile(
     r'^pci_(?P<domain>[0-9a-f]{4})_(?P<bus>[0-9a-f]{2})_'
@@ -61,7 +63,7 @@ def normalize_pci_address(text: str) -> str | None:
         return None
     if int(match['slot'], 16) > _MAX_SLOT:
         return None
-    domain = (match['domain'] or '0000').lower()
+    domain = '%04x' % int(match['domain'] or '0', 16)
     return '%s:%s:%s.%s' % (domain, match['bus'].lower(),
                             match['slot'].lower(), match['function'])
 
