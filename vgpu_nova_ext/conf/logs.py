@@ -47,7 +47,10 @@ def set_up(conf: cfg.ConfigOpts, product: str, debug: bool = False,
     try:
         oslo_logging.register_options(conf)
     except cfg.ArgsAlreadyParsedError:
-        pass    # registered before this configuration was parsed
+        # Parsed by an earlier set-up in this process (a test, a WSGI
+        # server loading the application again): parsed anew after this.
+        conf.clear()
+        oslo_logging.register_options(conf)
     conf.set_default('use_stderr', True)
     # Set or cleared: one process may run several commands (tests).
     for name, value in (('debug', True if debug else None),

@@ -52,10 +52,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         + ks_loading.get_adapter_conf_options(), group=GROUP)
 
 
-def load_session(conf: cfg.ConfigOpts) -> ks_session.Session:
+def load_session(conf: cfg.ConfigOpts, timeout: float | None = None
+                 ) -> ks_session.Session:
     """A keystoneauth session from ``[placement]`` of a parsed ``conf``.
 
-    Every request has a time limit: ``[placement] timeout``, else
+    Every request has a time limit: ``timeout`` when given (a service with
+    a deadline of its own), else ``[placement] timeout``, else
     :data:`DEFAULT_TIMEOUT`.
 
     :raises ConfigError: naming the option to fix; never the secret.
@@ -81,7 +83,7 @@ def load_session(conf: cfg.ConfigOpts) -> ks_session.Session:
             '[placement] has no auth_type: set it as in nova-compute\'s '
             'nova.conf (auth_type = password, auth_url, username, ...)')
     try:
-        timeout = conf[GROUP].timeout
+        timeout = timeout or conf[GROUP].timeout
         if timeout is not None and timeout <= 0:
             raise exception.ConfigError(
                 '[placement] timeout = %s: it must be a positive number of '

@@ -49,6 +49,15 @@ vendordata_opts = [
              'may read an instance\'s licensing configuration. '
              '``oslopolicy-sample-generator --namespace vgpu_nova_ext`` '
              'writes a sample.'),
+    cfg.FloatOpt(
+        'placement_timeout', default=4.0, min=0.1,
+        help='Seconds the service waits for Placement while answering one '
+             'guest, in all (a read that takes longer is not tried again; '
+             'the answer is then 503). Keep it below Nova\'s [api] '
+             'vendordata_dynamic_read_timeout (5 s by default): past that '
+             'Nova stops waiting, and the guest gets no licensing '
+             'configuration whatever this service answers later. Replaces '
+             '[placement] timeout for this service.'),
     cfg.IntOpt(
         'max_body_bytes', default=262144, min=1024,
         help='Largest request body accepted; Nova sends the instance\'s '

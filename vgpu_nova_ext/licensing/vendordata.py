@@ -209,8 +209,12 @@ def build(config_files, config_dirs=(), authenticate: bool = True):
     conf = conf_pkg.CONF
     device_config = devices_conf.read(shared)
     settings = licensing.load(conf, device_config)
+    # One read per guest, within the service's deadline: Nova's metadata
+    # API stops waiting after vendordata_dynamic_read_timeout.
     app = VendordataApp(
-        settings, placement.PlacementClient.from_conf(shared),
+        settings, placement.PlacementClient.from_conf(
+            shared, retries=0,
+            timeout=conf.vgpu_vendordata.placement_timeout),
         list(device_config.type_ids),
         {t.mdev_class for t in device_config.types},
         max_body_bytes=conf.vgpu_vendordata.max_body_bytes)

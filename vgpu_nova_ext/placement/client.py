@@ -79,9 +79,14 @@ class PlacementClient:
             connect_retries=retries, status_code_retries=retries))
 
     @classmethod
-    def from_conf(cls, conf, retries: int = RETRIES) -> 'PlacementClient':
-        """A client as ``[placement]`` of the parsed ``conf`` says."""
-        return cls.from_session(placement_conf.load_session(conf), retries)
+    def from_conf(cls, conf, retries: int = RETRIES,
+                  timeout: float | None = None) -> 'PlacementClient':
+        """A client as ``[placement]`` of the parsed ``conf`` says.
+
+        :param timeout: seconds per request, instead of [placement]'s.
+        """
+        return cls.from_session(placement_conf.load_session(
+            conf, timeout=timeout), retries)
 
     @classmethod
     def for_endpoint(cls, endpoint: str, token: str = 'admin',
