@@ -576,7 +576,16 @@ class TestGpuThatServesNothingNow(DriverTestBase):
     def test_provider_removed_at_the_next_periodic_task(self):
         self.compute = self.start_vgpu_compute('host1')
         name = 'host1_pci_0000_85_00_0'
-        self._get_provider_uuid_by_name(name)
+        rp = self._get_provider_uuid_by_name(name)
+        # An operator's trait on it (Nova's vGPU guide has operators add
+        # them), which flavors may require.
+        traits = self._get_provider_traits(rp)
+        self.placement.put('/traits/CUSTOM_RACK_7', None, version='1.6')
+        generation = self.placement.get(
+            '/resource_providers/%s' % rp).body['generation']
+        self.placement.put('/resource_providers/%s/traits' % rp, {
+            'traits': traits + ['CUSTOM_RACK_7'],
+            'resource_provider_generation': generation}, version='1.6')
         # An M60-8Q made outside OpenStack: a time-sliced GPU holds one
         # type at a time, so nvidia-18 has no room left on it.
         self.compute.driver._vgpu_ext().backend.create_device(
@@ -588,6 +597,11 @@ class TestGpuThatServesNothingNow(DriverTestBase):
             '/resource_providers?name=%s' % name
         ).body['resource_providers'])
         self.assertNotIn('ReshapeNeeded', self.stdlog.logger.output)
+        # Said, with the operator's trait that went with it.
+        self.assertIn('removing GPU provider %s' % name,
+                      self.stdlog.logger.output)
+        self.assertIn('the operator traits CUSTOM_RACK_7 go with it',
+                      self.stdlog.logger.output)
 
 
 class TestOneTree(DriverTestBase):

@@ -236,10 +236,19 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
         for name in existing:
             if name in wanted or not provider_tree.exists(name):
                 continue
+            data = provider_tree.data(name)
             if name.startswith(nodename + '_') and \
-                    self._is_gpu_provider(provider_tree.data(name)):
+                    self._is_gpu_provider(data):
                 # The GPU serves nothing now; Nova deletes the provider
-                # (it refuses while allocations remain, and logs it).
+                # (it refuses while allocations remain, and logs it). The
+                # operator's own traits go with it: flavors requiring them
+                # stop finding this host, which is news.
+                own = sorted(t for t in self._traits_of(data)
+                             if not inventory.is_managed_trait(t))
+                LOG.info('removing GPU provider %s: its GPU serves no vGPU '
+                         'type now (run "vgpu-nova-ext check" for why)%s',
+                         name, '; the operator traits %s go with it' %
+                         ', '.join(own) if own else '')
                 provider_tree.remove(name)
 
     def _allocated(self, provider_tree, nodename, desired) -> dict[str, int]:
@@ -353,6 +362,22 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             provider_tree.remove(rp_uuid)
         LOG.info('reshaped the vGPU allocations of %d consumer(s) onto the '
                  'GPU providers', len(plan.allocations))
+
+    def _traits_of(self, data) -> set[str]:
+        """A provider's traits as Placement has them now.
+
+        Read only when a provider goes (rare): Nova's cache of the tree
+        learns traits an operator added only at its next refresh.
+        """
+        try:
+            response = self.virtapi.reportclient.get(
+                '/resource_providers/%s/traits' % data.uuid, version='1.6')
+            if response.status_code == 200:
+                return set(response.json()['traits'])
+        except Exception as exc:
+            LOG.debug('cannot read the traits of %s (%s): the cached ones '
+                      'are named', data.name, exc)
+        return set(data.traits)
 
     @staticmethod
     def _is_gpu_provider(data) -> bool:
