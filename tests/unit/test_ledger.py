@@ -186,10 +186,27 @@ class TestSchema(timeout.TestCase):
         # Migrations keep their links while they hold the source's devices.
         self.assertEqual({'m1': 'i1', 'm3b': 'i3'}, led.links())
 
-    def test_ledger_of_a_newer_release_is_refused_untouched(self):
-        self.sqlite(V0_SCHEMA + 'PRAGMA user_version = 99;')
+    def test_foreign_ledger_left_byte_for_byte(self):
+        self.sqlite('CREATE TABLE devices (id TEXT, owner TEXT);'
+                    "INSERT INTO devices VALUES ('d1', 'someone');")
+        with open(self.path, 'rb') as f:
+            before = f.read()
         exc = self.assertRaises(exception.LedgerError, ledger.Ledger,
                                 self.state)
+        self.assertIn('columns id, owner', str(exc))
+        self.assertIn('left as it is', str(exc))
+        with open(self.path, 'rb') as f:
+            self.assertEqual(before, f.read())
+        self.assertEqual(['ledger.sqlite'], os.listdir(self.state))
+
+    def test_ledger_of_a_newer_release_is_refused_untouched(self):
+        self.sqlite(V0_SCHEMA + 'PRAGMA user_version = 99;')
+        with open(self.path, 'rb') as f:
+            before = f.read()
+        exc = self.assertRaises(exception.LedgerError, ledger.Ledger,
+                                self.state)
+        with open(self.path, 'rb') as f:
+            self.assertEqual(before, f.read())
         self.assertIn('schema version 99', str(exc))
         self.assertIn(self.path, str(exc))
         db = sqlite3.connect(self.path)

@@ -406,6 +406,9 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=60,
                                        isolation_level=None,
                                        check_same_thread=False)
+            # Before anything writes (WAL mode changes the file's header):
+            # a ledger this release cannot read stays byte for byte.
+            self._check_readable()
             self._execute('PRAGMA journal_mode=WAL')
             self._execute('PRAGMA synchronous=FULL')
             self._migrate()
@@ -413,6 +416,38 @@ class Ledger:
             raise self._error('cannot open', exc)
         finally:
             os.umask(old_umask)
+
+    def _check_readable(self) -> None:
+        """Refuse, changing nothing, a ledger this release cannot read."""
+        try:
+            version = self._db.execute('PRAGMA user_version').fetchone()[0]
+            tables = {name: [row[1] for row in self._db.execute(
+                'PRAGMA table_info(%s)' % name)]
+                for name in ('devices', 'links')}
+        except sqlite3.Error:
+            self._db.close()
+            raise
+        problem = None
+        if version > SCHEMA_VERSION:
+            problem = ('has schema version %d, newer than the %d this '
+                       'release knows: it was written by a newer '
+                       'vgpu-nova-ext; install that release again (a '
+                       'downgrade does not convert the ledger)' % (
+                           version, SCHEMA_VERSION))
+        for name, wanted in (('devices', list(_FIELDS)),
+                             ('links', ['consumer', 'instance'])):
+            if tables[name] and tables[name] != wanted:
+                problem = ('has a %s table with columns %s, not this '
+                           'project\'s (%s): it is not a vgpu-nova-ext '
+                           'ledger, or a damaged one; it was left as it is '
+                           '(move it away: the next start rebuilds what it '
+                           'can from the host and the guests)' % (
+                               name, ', '.join(tables[name]),
+                               ', '.join(wanted)))
+        if problem:
+            self._db.close()
+            raise exception.LedgerError('the vGPU ledger %s %s' % (
+                self.path, problem))
 
     def _error(self, doing: str, exc: sqlite3.Error) -> exception.LedgerError:
         return exception.LedgerError(
