@@ -458,14 +458,8 @@ class Ledger:
 
     def _migrate(self) -> None:
         with self.transaction():
+            # (A newer version was refused by _check_readable.)
             version = self._execute('PRAGMA user_version').fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise exception.LedgerError(
-                    'the vGPU ledger %s has schema version %d, newer than '
-                    'the %d this release knows: it was written by a newer '
-                    'vgpu-nova-ext; install that release again (a '
-                    'downgrade does not convert the ledger)' % (
-                        self.path, version, SCHEMA_VERSION))
             for step in _MIGRATIONS[version:]:
                 if callable(step):
                     step(self._execute)
