@@ -13,6 +13,7 @@
 
 import os
 import shutil
+from unittest import mock
 
 from oslo_config import cfg
 
@@ -20,6 +21,8 @@ from tests import timeout
 from tests.unit import base
 from tests.unit import unprivileged
 from vgpu_nova_ext.cmd import host_checks
+from vgpu_nova_ext.devices import ledger
+from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext import mapping
 
@@ -48,6 +51,32 @@ class TestStateDirectory(timeout.TestCase):
     def test_private_directory_is_fine(self):
         os.mkdir(self.path, 0o700)
         self.assertEqual([], self.codes())
+
+    def read_only_mount(self):
+        # A read-only mount cannot be made here without privileges: the
+        # file system's flags are what os.statvfs says (mocked, only them).
+        real = os.statvfs
+
+        def statvfs(path):
+            found = real(path)
+            return mock.Mock(f_flag=found.f_flag | os.ST_RDONLY)
+        self.useFixture(base.fixtures.MonkeyPatch('os.statvfs', statvfs))
+
+    def test_a_read_only_file_system_is_named(self):
+        os.mkdir(self.path, 0o700)
+        self.read_only_mount()
+        (problem,) = host_checks.state_dir_findings(self.path)
+        self.assertEqual((mapping.ERROR, 'state.read_only'),
+                         (problem.severity, problem.code))
+        self.assertIn('read-only file system', problem.message)
+        # The ledger names it too, not "chmod u+rwx" on a 0700 directory
+        # (as root, which may write anything, access() is mocked too).
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'os.access', lambda path, mode: False))
+        exc = self.assertRaises(exception.LedgerError,
+                                ledger.check_state_dir, self.path)
+        self.assertIn('read-only file system', str(exc))
+        self.assertNotIn('chmod', str(exc))
 
     def test_mode_open_to_others_is_reported(self):
         os.mkdir(self.path)

@@ -16,12 +16,15 @@ finding on a line of its own with its fix, and the exit code of the worst
 finding: 0 all good, 1 warnings, 2 errors.
 """
 
+import os
+
 from oslo_upgradecheck import upgradecheck
 
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import host_checks
 from vgpu_nova_ext.cmd import licensing_checks
 from vgpu_nova_ext.cmd import nova_checks
+from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import mig
@@ -48,9 +51,14 @@ def _host_findings(args, plan) -> list:
     if args.simulate or args.sysfs_root:
         return []
     conf = common.CONF
-    return (host_checks.state_dir_findings(
-        args.state_path or conf.vgpu_nova_ext.state_path) +
-        host_checks.privsep_findings(conf.vgpu_nova_ext.host_backend))
+    # The ledger's own directory, <state_path>/<host>; its parent where
+    # nova-compute has not made it yet.
+    state = args.state_path or conf.vgpu_nova_ext.state_path
+    ledger_dir = factory.host_state_path(conf, plan.host, state)
+    found = host_checks.state_dir_findings(
+        ledger_dir if os.path.lexists(ledger_dir) else state)
+    return found + host_checks.privsep_findings(
+        conf.vgpu_nova_ext.host_backend)
 
 
 def run(args) -> int:

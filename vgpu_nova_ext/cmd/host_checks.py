@@ -24,6 +24,7 @@ import stat
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext import mapping
 
@@ -68,6 +69,12 @@ def state_dir_findings(path: str) -> list[mapping.Problem]:
             'running as %s could not keep its ledger there' % (
                 _user(info.st_uid), _user(euid), _user(euid)),
             'chown -R %s %s' % (_user(euid), path)))
+    if ledger_mod.on_read_only_mount(path):
+        problems.append(mapping.Problem(
+            mapping.ERROR, 'state.read_only', option, path,
+            'is on a read-only file system: nova-compute cannot keep its '
+            'ledger there', 'mount it read-write, or set state_path to a '
+            'directory on a writable volume'))
     if stat.S_IMODE(info.st_mode) & 0o022:
         problems.append(mapping.Problem(
             mapping.ERROR, 'state.writable', option, path,

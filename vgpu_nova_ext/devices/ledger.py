@@ -220,11 +220,25 @@ def check_state_dir(path: str) -> None:
             'this process runs as: the ledger must be written by one user '
             'only; %s' % (path, info.st_uid, euid, fix))
     if not os.access(path, os.W_OK | os.X_OK):
+        if on_read_only_mount(path):
+            raise exception.LedgerError(
+                'the state directory %s is on a read-only file system: the '
+                'ledger cannot be written there; mount it read-write (or set '
+                '[vgpu_nova_ext] state_path to a directory on a writable '
+                'volume, as Nova\'s state_path)' % path)
         raise exception.LedgerError(
             'the state directory %s is not writable by uid %d (mode %o); '
             'chmod u+rwx %s' % (path, euid, stat.S_IMODE(info.st_mode),
                                 path))
     _check_trusted(path, info)
+
+
+def on_read_only_mount(path: str) -> bool:
+    """Whether ``path`` is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _check_trusted(path: str, info: os.stat_result) -> None:
