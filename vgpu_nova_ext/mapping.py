@@ -445,6 +445,20 @@ class _Mapper:
             available = sum(p.type(type_id).available_instances
                             for p in scope if p.type(type_id))
             capacity = available + used
+            # No more than the vendor's table gives the type (a GPU that
+            # reads more is wrong, and Placement refuses totals above its
+            # largest integer: every periodic update would fail).
+            bound = max(most or devices_conf.PLACEMENT_MAX_INT, used)
+            if capacity > bound:
+                self.problem(
+                    WARNING, 'gpu.capacity_beyond_table',
+                    'host GPU %s' % gpu.address, available,
+                    'the GPU says %d more of %s fit, more than a GPU can '
+                    'hold of it (%d); reported with %d' % (
+                        available, type_id, bound, bound),
+                    'check the GPU\'s driver (its available_instances); '
+                    'nothing to do here')
+                capacity = bound
         return GPUAssignment(
             gpu=gpu, type_id=type_id, type_name=name, type_info=info,
             resource_class=claim.type_config.mdev_class, capacity=capacity,

@@ -145,6 +145,12 @@ def sysfs_not_a_number(tmp: str) -> None:
         f.write('many\n')
 
 
+def sysfs_beyond_any_gpu(tmp: str) -> None:
+    with open(os.path.join(_type_dir(tmp), 'available_instances'),
+              'w') as f:
+        f.write('99999999999999999999\n')
+
+
 def profile(text: str) -> tuple:
     return (('host.yaml', text.encode()),)
 
@@ -322,6 +328,10 @@ CORPUS = {
     'sysfs number not a number': Case(
         SYSFS, ('available_instances', "'many'", 'whole number'),
         setup=sysfs_not_a_number, files=conf(GOOD_CONF)),
+    'sysfs room beyond what a GPU holds': Case(
+        SYSFS, ('0000:84:00.0', '99999999999999999999', 'more than a GPU '
+                'can hold of it (4)', 'reported with 4'),
+        setup=sysfs_beyond_any_gpu, files=conf(GOOD_CONF), code=0),
     # -- simulated host profiles -----------------------------------------
     'profile alias bomb': Case(
         ('--simulate', '{tmp}/host.yaml', 'inventory'),
