@@ -333,6 +333,10 @@ CORPUS = {
                 'can hold of it (4)', 'reported with 4'),
         setup=sysfs_beyond_any_gpu, files=conf(GOOD_CONF), code=0),
     # -- simulated host profiles -----------------------------------------
+    'profile nested beyond the interpreter\'s depth': Case(
+        ('--simulate', '{tmp}/host.yaml', 'inventory'),
+        ('{tmp}/host.yaml', 'nests its values deeper'),
+        files=profile('a: ' + '[' * 100000 + ']' * 100000 + '\n')),
     'profile alias bomb': Case(
         ('--simulate', '{tmp}/host.yaml', 'inventory'),
         ('{tmp}/host.yaml', 'aliases'),

@@ -254,6 +254,12 @@ def parse_profile(text: str, source: str) -> Profile:
         raise exception.ProfileError(
             'simulated host profile %s is not valid YAML: %s' % (
                 source, str(exc).replace('\n', ' ')))
+    except RecursionError:
+        raise exception.ProfileError(
+            'simulated host profile %s nests its values deeper than any '
+            'profile does (a list or mapping inside another, thousands of '
+            'levels down); a profile is a few levels deep: models, gpus, '
+            'mediated_devices' % source)
     data = r.mapping(data, 'top level')
     models = {name: _parse_model(r, name, spec) for name, spec in
               r.get(data, 'models', dict, 'top level').items()}
