@@ -372,6 +372,11 @@ CORPUS = {
     'sysfs root without sys': Case(
         ('--sysfs-root', '{tmp}', 'inventory'),
         ('--sysfs-root {tmp}', 'sys/')),
+    'sysfs root whose sys is no sysfs': Case(
+        ('--sysfs-root', '{tmp}', 'inventory'),
+        ('--sysfs-root {tmp}', 'bus/, class/, devices/',
+         'not a sysfs tree'),
+        setup=lambda tmp: os.makedirs(os.path.join(tmp, 'sys', 'kernel'))),
     'remove-foreign a path': Case(
         ('--simulate', 'm60', '--state-path', '{tmp}/state', '--host', 'h',
          'reconcile', '--remove-foreign', '../../pci/devices/0000:84:00.0'),

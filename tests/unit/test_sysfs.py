@@ -17,6 +17,7 @@ below its GPU), independently of the tree writer the simulated backend
 uses; the other tests use that writer.
 """
 
+import logging
 import os
 
 from tests.unit import base
@@ -129,6 +130,35 @@ class TestRawKernelLayout(base.TestCase):
         os.unlink(os.path.join(t.sys, GPU5, UUID, 'mdev_type'))
         self.assertEqual((), self.scan().mediated_devices)
         self.assertEqual(1, len(self.scan().gpus))
+
+    def test_broken_mdev_entries_are_named(self):
+        """Each left out of the host with a warning naming it.
+
+        A link that leads nowhere, an mdev without mdev_type, an mdev_type
+        that loops: the kernel makes none of them, so each says the tree
+        (or the kernel) is wrong instead of vanishing in silence.
+        """
+        breaks = {
+            'its link leads nowhere': lambda t: os.rename(
+                os.path.join(t.sys, GPU5, UUID),
+                os.path.join(t.sys, GPU5, 'moved')),
+            'it has no mdev_type': lambda t: os.unlink(
+                os.path.join(t.sys, GPU5, UUID, 'mdev_type')),
+            'its mdev_type does not lead to a type directory': lambda t: (
+                os.unlink(os.path.join(t.sys, GPU5, UUID, 'mdev_type')),
+                os.symlink('mdev_type', os.path.join(t.sys, GPU5, UUID,
+                                                     'mdev_type'))),
+        }
+        for said, breaking in breaks.items():
+            root = self.useFixture(base.fixtures.TempDir()).path
+            t = v100_host(root)
+            breaking(t)
+            logged = self.useFixture(base.fixtures.FakeLogger(
+                name='vgpu_nova_ext.host.sysfs', level=logging.WARNING))
+            snap = sysfs.SysfsBackend(sysfs_root=root).scan()
+            self.assertEqual((), snap.mediated_devices, said)
+            self.assertIn(UUID, logged.output, said)
+            self.assertIn(said, logged.output)
 
     def test_mdev_link_leaving_sys_is_refused(self):
         t = v100_host(self.root)

@@ -103,11 +103,21 @@ def _config_files(args, profile: simulated.Profile | None):
 
 
 def _check_sysfs_root(args) -> None:
-    if args.sysfs_root and not os.path.isdir(
-            os.path.join(args.sysfs_root, 'sys')):
+    if not args.sysfs_root:
+        return
+    if not os.path.isdir(os.path.join(args.sysfs_root, 'sys')):
         raise exception.HostReadError(
             '--sysfs-root %s has no sys/ directory; give the directory '
             'that contains sys/ (/ on a real host)' % args.sysfs_root)
+    missing = [d for d in ('bus', 'class', 'devices') if not os.path.isdir(
+        os.path.join(args.sysfs_root, 'sys', d))]
+    if missing:
+        raise exception.HostReadError(
+            '--sysfs-root %s: its sys/ has no %s, which every sysfs has: it '
+            'is not a sysfs tree (a copy made without them, or another '
+            'directory); give the directory that contains the kernel\'s '
+            'sys/ (/ on a real host)' % (args.sysfs_root, ', '.join(
+                d + '/' for d in missing)))
 
 
 def _backend_args(args, profile: simulated.Profile | None) -> dict:

@@ -24,6 +24,8 @@ import stat
 import time
 import uuid as uuidlib
 
+from oslo_log import log as logging
+
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base
@@ -31,6 +33,8 @@ from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import vfio
+
+LOG = logging.getLogger(__name__)
 
 NVIDIA_VENDOR_ID = '0x10de'
 #: A sysfs attribute is at most a page; leave room for larger pages.
@@ -393,8 +397,22 @@ class SysfsReader:
                 raise exception.HostReadError(
                     'cannot read %s/mdev_type: %s' % (
                         self._show(mdev_dir), exc))
-            if not type_id:
+            if not type_id or not os.path.isdir(
+                    mdev_dir + '/mdev_type'):
                 # Removed since the directory was listed: not on the host.
+                # Still listed: a broken entry, named (the kernel makes no
+                # such thing; it is left out, as no device of any type).
+                if os.path.lexists(link):
+                    LOG.warning(
+                        'mediated device %s is listed in %s but %s; it is '
+                        'left out (check the kernel\'s log, or remove the '
+                        'entry if this tree is not the kernel\'s)',
+                        uuid, self._show(devices_dir),
+                        'its link leads nowhere' if not (
+                            mdev_dir and os.path.isdir(mdev_dir))
+                        else 'its mdev_type does not lead to a type '
+                             'directory' if type_id
+                        else 'it has no mdev_type')
                 continue
             parent_dir = os.path.dirname(mdev_dir)
             parent_name = parent_names.get(parent_dir)
