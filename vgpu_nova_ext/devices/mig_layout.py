@@ -181,13 +181,23 @@ def _plan_gpu(tconf, gpu, snapshot, remembered, vendors, problems
     if not has_instances and needed is not None:
         # The host came back without its GPU instances (a reboot): the
         # layout the guests' devices were made on comes back first.
-        layout = mig.parse_layout(needed)
+        try:
+            layout = mig.parse_layout(needed)
+            needed_order = mig.fit(profiles, layout)
+        except (ValueError, mig.LayoutError) as exc:
+            # The GPU no longer offers what was carved (another driver):
+            # nothing is carved, the devices wait, the reason is said.
+            problems.append(_in_use(gpu, wanted, held, 'its devices need '
+                                    '%s, which cannot be carved again (%s)'
+                                    % (needed, exc)))
+            return GpuPlan(gpu.address, tconf.type_id, tconf.mig_layout,
+                           REFUSED)
         if layout != wanted:
             problems.append(_in_use(gpu, wanted, held, 'its devices need '
                                     '%s, carved again as it was' % needed))
         return GpuPlan(gpu.address, tconf.type_id,
                        tuple(sorted(layout.items())), CARVE,
-                       tuple(mig.fit(profiles, layout)))
+                       tuple(needed_order))
     problems.append(_in_use(gpu, wanted, held, 'it has %s, left as it is: '
                             'none a guest uses is destroyed' % (
                                 mig.words(current.layout()) or
