@@ -385,6 +385,10 @@ CORPUS = {
     'ledger corrupt': Case(
         LEDGER, ('{tmp}/state/h/ledger.sqlite', 'moved away'),
         setup=corrupt_ledger),
+    'ledger corrupt, as check says it': Case(
+        LEDGER[:-1] + ('check',),
+        ('{tmp}/state/h/ledger.sqlite', 'moved away', 'before nova-compute '
+         'starts'), setup=corrupt_ledger),
     'ledger truncated': Case(
         LEDGER, ('{tmp}/state/h/ledger.sqlite',), setup=truncated_ledger),
     'ledger a directory': Case(

@@ -68,7 +68,15 @@ def run(args) -> int:
         print('ERROR    %s' % exc)
         print('Result: cannot check until this is fixed (exit 2)')
         return int(upgradecheck.Code.FAILURE)
-    problems = (list(plan.mig.problems) + list(plan.assignment.problems) +
+    # nova-compute refuses to start on a ledger it cannot read.
+    ledger = [mapping.Problem(
+        mapping.ERROR, 'state.ledger', '[vgpu_nova_ext] state_path',
+        factory.host_state_path(common.CONF, plan.host, args.state_path),
+        str(plan.ledger_error),
+        'as the message says, before nova-compute starts')] \
+        if plan.ledger_error is not None else []
+    problems = (ledger + list(plan.mig.problems) +
+                list(plan.assignment.problems) +
                 licensing_checks.findings(
         common.CONF, plan.device_config, plan.config_files) +
         nova_checks.findings(plan.config_files) + _host_findings(args, plan))

@@ -76,6 +76,10 @@ class Plan:
     tree: inventory.DesiredTree
     mig: mig_layout.Plan
     """The declared MIG layouts against the host as it was read."""
+    ledger: ledger_mod.ReadOnlyLedger
+    """This host's ledger as read for the plan (empty if unreadable)."""
+    ledger_error: exception.LedgerError | None = None
+    """Why the ledger could not be read, if it could not."""
 
     @property
     def providers(self) -> tuple[inventory.ProviderSpec, ...]:
@@ -156,14 +160,18 @@ def build_plan(args) -> Plan:
         backend = factory.make_backend(CONF, state,
                                        keep_simulated_host=False,
                                        **_backend_args(args, profile))
+    # The ledger, read once, read-only: what nova-compute remembered. A
+    # ledger that cannot be read plans as an empty one; the commands that
+    # show it (devices, metrics, audit, check) say why.
     try:
-        names = ledger_mod.read_type_names(state)
+        ledger, ledger_error = ledger_mod.ReadOnlyLedger(state), None
+    except exception.LedgerError as exc:
+        ledger, ledger_error = ledger_mod.ReadOnlyLedger(None), exc
+    try:
+        names = ledger.type_names()
         snapshot = backend.scan().with_type_names(names)
         mig_plan = mig_layout.plan(device_config, snapshot,
-                                   mig_layout.Remembered(
-                                       ledger_mod.read_mig_intents(state),
-                                       ledger_mod.read_mig_layouts(state),
-                                       tuple(ledger_mod.read_held(state))))
+                                   mig_layout.Remembered.of(ledger))
         if profile is not None and any(
                 g.action == mig_layout.CARVE for g in mig_plan.gpus):
             # The scratch copy of a simulated host: carve what the next
@@ -185,7 +193,8 @@ def build_plan(args) -> Plan:
         shared_conf=shared,
         config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=assignment,
-        tree=inventory.provider_tree(host, assignment), mig=mig_plan)
+        tree=inventory.provider_tree(host, assignment), mig=mig_plan,
+        ledger=ledger, ledger_error=ledger_error)
 
 
 def read_ledger(args, plan: Plan) -> ledger_mod.ReadOnlyLedger:
@@ -199,8 +208,9 @@ def read_ledger(args, plan: Plan) -> ledger_mod.ReadOnlyLedger:
             '--state-path %s is not a directory: give the [vgpu_nova_ext] '
             'state_path nova-compute uses (its ledger is in '
             '<state_path>/<host>)' % args.state_path)
-    return ledger_mod.ReadOnlyLedger(factory.host_state_path(
-        CONF, plan.host, args.state_path))
+    if plan.ledger_error is not None:
+        raise plan.ledger_error
+    return plan.ledger
 
 
 @contextlib.contextmanager

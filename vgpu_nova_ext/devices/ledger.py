@@ -263,57 +263,6 @@ def _check_trusted(path: str, info: os.stat_result) -> None:
                         entry.path, os.readlink(entry.path)))
 
 
-def _read_only(state_path: str, sql: str) -> list[tuple]:
-    """Rows of a host's ledger, read only; [] without one.
-
-    For the commands that plan without opening the ledger (inventory,
-    check): they read what nova-compute remembered and change nothing.
-    """
-    path = os.path.join(state_path, Ledger.FILE)
-    if not os.path.isfile(path):
-        return []
-    try:
-        db = sqlite3.connect('file:%s?mode=ro' % urllib.parse.quote(path),
-                             uri=True, timeout=5)
-    except sqlite3.Error:
-        return []
-    try:
-        return db.execute(sql).fetchall()
-    except sqlite3.Error:
-        # A ledger of an earlier schema, or damaged: the driver says so.
-        return []
-    finally:
-        db.close()
-
-
-def read_type_names(state_path: str
-                    ) -> dict[tuple[str, str], tuple[str, str | None]]:
-    """The type names a host's ledger holds; {} without one."""
-    return {(gpu, type_id): (name, description) for
-            gpu, type_id, name, description in _read_only(
-                state_path, 'SELECT gpu, type_id, name, description FROM '
-                'type_names')}
-
-
-def read_mig_intents(state_path: str) -> dict[str, str]:
-    """The MIG layouts a crash left half carved; {} without any."""
-    return dict(_read_only(state_path,
-                           'SELECT gpu, layout FROM mig_intents'))
-
-
-def read_mig_layouts(state_path: str) -> dict[str, str]:
-    """The MIG layout last carved on each GPU; {} without any."""
-    return dict(_read_only(state_path,
-                           'SELECT gpu, layout FROM mig_layouts'))
-
-
-def read_held(state_path: str) -> list[Entry]:
-    """The devices the ledger gives a consumer; [] without a ledger."""
-    return [Entry(*row) for row in _read_only(
-        state_path, 'SELECT %s FROM devices WHERE consumer IS NOT NULL '
-        'ORDER BY device_id' % ', '.join(_FIELDS))]
-
-
 class ReadOnlyLedger:
     """A host's ledger read once, for the commands that never write.
 
@@ -327,11 +276,17 @@ class ReadOnlyLedger:
         newer schema, a damaged file, no permission); nothing was changed.
     """
 
-    def __init__(self, state_path: str) -> None:
-        self.path = os.path.join(state_path, Ledger.FILE)
+    def __init__(self, state_path: str | None) -> None:
+        """:param state_path: None: an empty ledger (none could be read)."""
+        self.path = os.path.join(state_path or '', Ledger.FILE)
         self.entries: list[Entry] = []
         self.link_map: dict[str, str] = {}
         self.counter_values: dict[str, int] = {}
+        self.name_rows: list[tuple] = []
+        self.intent_map: dict[str, str] = {}
+        self.layout_map: dict[str, str] = {}
+        if state_path is None:
+            return
         try:
             info = os.stat(state_path)
         except FileNotFoundError:
@@ -370,9 +325,20 @@ class ReadOnlyLedger:
                     _FIELDS))]
             self.link_map = dict(db.execute(
                 'SELECT consumer, instance FROM links'))
+            # Each table from the schema version that brought it.
+            if version >= 2:
+                self.name_rows = db.execute(
+                    'SELECT gpu, type_id, name, description FROM '
+                    'type_names').fetchall()
+            if version >= 3:
+                self.intent_map = dict(db.execute(
+                    'SELECT gpu, layout FROM mig_intents'))
             if version >= 4:
                 self.counter_values = dict(db.execute(
                     'SELECT name, value FROM counters'))
+            if version >= 6:
+                self.layout_map = dict(db.execute(
+                    'SELECT gpu, layout FROM mig_layouts'))
             for name, value in self.counter_values.items():
                 if not isinstance(value, int) or value < 0:
                     raise exception.LedgerError(
@@ -402,6 +368,16 @@ class ReadOnlyLedger:
 
     def counters(self) -> dict[str, int]:
         return {name: self.counter_values.get(name, 0) for name in COUNTERS}
+
+    def type_names(self) -> dict[tuple[str, str], tuple[str, str | None]]:
+        return {(gpu, type_id): (name, description)
+                for gpu, type_id, name, description in self.name_rows}
+
+    def mig_intents(self) -> dict[str, str]:
+        return dict(self.intent_map)
+
+    def mig_layouts(self) -> dict[str, str]:
+        return dict(self.layout_map)
 
 
 class Ledger:
