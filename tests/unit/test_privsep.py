@@ -23,6 +23,7 @@ test runner changes user.
 import os
 import uuid
 
+from oslo_config import cfg
 from oslo_privsep import priv_context
 
 from tests import timeout
@@ -34,27 +35,26 @@ from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import writes
 
 
-def _writes(root_m60, root_vfio, use_daemon):
+CASES = {'m60': ('pci_0000_84_00_0', 'nvidia-18'),
+         'a40-vfio': ('pci_0000_3d_00_5', 'nvidia-558')}
+
+
+def _writes(profile, root, use_daemon):
     """Runs in the unprivileged child; returns what happened, as data."""
-    out = {}
-    for name, root, parent, type_id in (
-            ('mdev', root_m60, 'pci_0000_84_00_0', 'nvidia-18'),
-            ('vf', root_vfio, 'pci_0000_3d_00_5', 'nvidia-558')):
-        backend = simulated.SimulatedBackend(
-            simulated.load_profile(name == 'mdev' and 'm60' or 'a40-vfio'),
-            root=root)
-        if not use_daemon:
-            backend.writer = writes
-        device_id = backend.new_device_id(parent, type_id)
-        try:
-            backend.create_device(parent, type_id, device_id)
-            created = backend.device_exists(device_id)
-            backend.remove_device(device_id)
-            out[name] = {'created': created,
-                         'removed': not backend.device_exists(device_id)}
-        except exception.DeviceError as exc:
-            out[name] = {'error': str(exc)}
-    return out
+    parent, type_id = CASES[profile]
+    backend = simulated.SimulatedBackend(simulated.load_profile(profile),
+                                         root=root)
+    if not use_daemon:
+        backend.writer = writes
+    device_id = backend.new_device_id(parent, type_id)
+    try:
+        backend.create_device(parent, type_id, device_id)
+        created = backend.device_exists(device_id)
+        backend.remove_device(device_id)
+        return {'created': created,
+                'removed': not backend.device_exists(device_id)}
+    except exception.DeviceError as exc:
+        return {'error': str(exc)}
 
 
 class TestUnprivileged(timeout.TestCase):
@@ -64,39 +64,55 @@ class TestUnprivileged(timeout.TestCase):
         self.account = unprivileged.account(self)
         top = self.useFixture(base.fixtures.TempDir()).path
         os.chmod(top, 0o755)
-        self.roots = []
-        for profile in ('m60', 'a40-vfio'):
+        self.roots = {}
+        for profile in CASES:
             root = os.path.join(top, profile)
             simulated.SimulatedBackend(profile, root=root)
-            self.roots.append(root)
-        create = os.path.join(self.roots[0], 'sys', 'class', 'mdev_bus',
+            self.roots[profile] = root
+        create = os.path.join(self.roots['m60'], 'sys', 'class', 'mdev_bus',
                               '0000:84:00.0', 'mdev_supported_types',
                               'nvidia-18', 'create')
         info = os.stat(create)
         self.assertEqual((0, 0o200), (info.st_uid, info.st_mode & 0o777))
 
-    def run_child(self, use_daemon: bool) -> dict:
-        def start_daemon():
-            # As nova-compute's would be: started while still root.
-            privsep.vgpu_pctxt.set_client_mode(True)
-            privsep.vgpu_pctxt.start(method=priv_context.Method.FORK)
+    def run_child(self, profile: str, use_daemon: bool) -> dict:
+        root = self.roots[profile]
         return unprivileged.run_as(
-            self, self.account, _writes, *self.roots, use_daemon,
-            before_drop=start_daemon if use_daemon else None)
+            self, self.account, _writes, profile, root, use_daemon,
+            before_drop=(lambda: self._start_on(root)) if use_daemon
+            else None)
 
     def test_in_place_writes_are_refused(self):
-        result = self.run_child(use_daemon=False)
-        for kind in ('mdev', 'vf'):
-            self.assertIn('permission denied', result[kind]['error'])
+        for profile in CASES:
+            result = self.run_child(profile, use_daemon=False)
+            self.assertIn('permission denied', result['error'])
 
     def test_writes_through_the_privsep_daemon(self):
-        result = self.run_child(use_daemon=True)
-        for kind in ('mdev', 'vf'):
-            self.assertEqual({'created': True, 'removed': True},
-                             result[kind])
+        for profile in CASES:
+            result = self.run_child(profile, use_daemon=True)
+            self.assertEqual({'created': True, 'removed': True}, result,
+                             profile)
         # The daemon made them as the kernel would, in the root-owned tree.
         self.assertEqual([], os.listdir(os.path.join(
-            self.roots[0], 'sys', 'bus', 'mdev', 'devices')))
+            self.roots['m60'], 'sys', 'bus', 'mdev', 'devices')))
+
+    def test_the_daemon_writes_its_configured_host_only(self):
+        # A backend on another tree than the daemon's is told so, instead
+        # of its writes landing in the daemon's host.
+        result = unprivileged.run_as(
+            self, self.account, _writes, 'm60', self.roots['m60'], True,
+            before_drop=lambda: self._start_on(self.roots['a40-vfio']))
+        self.assertIn('writes under [vgpu_nova_ext] sysfs_root = %s only'
+                      % self.roots['a40-vfio'], result['error'])
+
+    @staticmethod
+    def _start_on(root):
+        # As nova-compute's would be: started while still root, with the
+        # configuration naming the host it writes.
+        privsep._configured()       # registers [vgpu_nova_ext]
+        cfg.CONF.set_override('sysfs_root', root, group='vgpu_nova_ext')
+        privsep.vgpu_pctxt.set_client_mode(True)
+        privsep.vgpu_pctxt.start(method=priv_context.Method.FORK)
 
 
 class TestArguments(timeout.TestCase):
@@ -152,7 +168,17 @@ class TestArguments(timeout.TestCase):
                                          'mdev_bus', 'evil'))
         exc = self.assertRaises(writes.InvalidHostWrite, writes.create_mdev,
                                 self.root, 'evil', 't', str(uuid.uuid4()))
-        self.assertIn('outside', str(exc))
+        self.assertIn('is a link to the absolute path', str(exc))
+        # The same place as a relative link that climbs out of sys/.
+        os.unlink(os.path.join(self.root, 'sys', 'class', 'mdev_bus',
+                               'evil'))
+        os.symlink(os.path.relpath(outside, os.path.join(
+            self.root, 'sys', 'class', 'mdev_bus')), os.path.join(
+                self.root, 'sys', 'class', 'mdev_bus', 'evil'))
+        exc = self.assertRaises(writes.InvalidHostWrite, writes.create_mdev,
+                                self.root, 'evil', 't', str(uuid.uuid4()))
+        self.assertIn('climbs above %s' % os.path.join(self.root, 'sys'),
+                      str(exc))
         with open(target) as f:
             self.assertEqual('', f.read())
 

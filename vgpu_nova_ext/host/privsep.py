@@ -30,13 +30,13 @@ itself: there is no "write this path" call.
 """
 
 import os
-import sys
 import types
 
 from oslo_config import cfg
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
+from vgpu_nova_ext.conf import extension
 from vgpu_nova_ext.host import writes
 
 CFG_SECTION = 'vgpu_nova_ext_privileged'
@@ -49,21 +49,54 @@ vgpu_pctxt = priv_context.PrivContext(
 )
 
 
-@vgpu_pctxt.entrypoint
-def create_mdev(sysfs_root: str, parent: str, type_id: str,
-                device_uuid: str) -> None:
-    writes.create_mdev(sysfs_root, parent, type_id, device_uuid)
+# -- In the daemon: the roots are its own --------------------------------
+# The daemon reads nova-compute's configuration files itself (the helper's
+# --config-file, which rootwrap's filter holds to /etc), or inherits the
+# configuration it was forked with; its callers name devices, never paths.
+def _configured() -> tuple[str, str | None]:
+    """``[vgpu_nova_ext] sysfs_root`` and ``mdevctl_path``, as configured."""
+    try:
+        group = cfg.CONF[extension.GROUP]
+        return group.sysfs_root, group.mdevctl_path
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        extension.register_opts(cfg.CONF)
+        group = cfg.CONF[extension.GROUP]
+        return group.sysfs_root, group.mdevctl_path
+
+
+def _mdevctl_path() -> str:
+    path = _configured()[1]
+    if not path:
+        raise writes.InvalidHostWrite(
+            'no mdevctl definition is written: [vgpu_nova_ext] mdevctl_path '
+            'is not set in the privileged daemon\'s configuration; nothing '
+            'was written')
+    return path
 
 
 @vgpu_pctxt.entrypoint
-def remove_mdev(sysfs_root: str, device_uuid: str) -> None:
-    writes.remove_mdev(sysfs_root, device_uuid)
+def create_mdev(parent: str, type_id: str, device_uuid: str) -> None:
+    writes.create_mdev(_configured()[0], parent, type_id, device_uuid)
 
 
 @vgpu_pctxt.entrypoint
-def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
-                     type_number: int) -> None:
-    writes.set_vf_vgpu_type(sysfs_root, vf_address, type_number)
+def remove_mdev(device_uuid: str) -> None:
+    writes.remove_mdev(_configured()[0], device_uuid)
+
+
+@vgpu_pctxt.entrypoint
+def set_vf_vgpu_type(vf_address: str, type_number: int) -> None:
+    writes.set_vf_vgpu_type(_configured()[0], vf_address, type_number)
+
+
+@vgpu_pctxt.entrypoint
+def write_mdevctl(parent: str, device_uuid: str, type_id: str) -> None:
+    writes.write_mdevctl(_mdevctl_path(), parent, device_uuid, type_id)
+
+
+@vgpu_pctxt.entrypoint
+def remove_mdevctl(parent: str, device_uuid: str) -> None:
+    writes.remove_mdevctl(_mdevctl_path(), parent, device_uuid)
 
 
 #: MIG steps run nvidia-smi and sriov-manage, which need device control:
@@ -78,32 +111,71 @@ vgpu_mig_pctxt = priv_context.PrivContext(
 
 
 @vgpu_mig_pctxt.entrypoint
-def mig_command(sysfs_root: str, gpu_address: str, command: str,
-                argument: str = '') -> None:
-    writes.mig_command(sysfs_root, gpu_address, command, argument)
+def mig_command(gpu_address: str, command: str, argument: str = '') -> None:
+    writes.mig_command(_configured()[0], gpu_address, command, argument)
 
 
-@vgpu_pctxt.entrypoint
-def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
-                  type_id: str) -> None:
-    writes.write_mdevctl(mdevctl_path, parent, device_uuid, type_id)
+# -- In nova-compute ------------------------------------------------------
+class DaemonWriter:
+    """The host writes of :mod:`~vgpu_nova_ext.host.writes`, by the daemon.
+
+    The same calls as ``writes`` so that a backend need not know where its
+    writes run; the roots they name must be the configured ones, which the
+    daemon uses whatever it is told: a backend reading another tree (a
+    command's ``--sysfs-root``) is told so instead of writing elsewhere.
+    """
+
+    @staticmethod
+    def _same(what: str, given: str | None, configured: str | None) -> None:
+        if given != configured and not (given and configured and (
+                os.path.realpath(given) == os.path.realpath(configured))):
+            raise writes.InvalidHostWrite(
+                'the privileged daemon writes under [vgpu_nova_ext] %s = %s '
+                'only, not %s; run as root to write another tree, or set '
+                '%s; nothing was written' % (what, configured, given, what))
+
+    def _root(self, sysfs_root: str) -> None:
+        self._same('sysfs_root', sysfs_root, _configured()[0])
+
+    def create_mdev(self, sysfs_root: str, parent: str, type_id: str,
+                    device_uuid: str) -> None:
+        self._root(sysfs_root)
+        create_mdev(parent, type_id, device_uuid)
+
+    def remove_mdev(self, sysfs_root: str, device_uuid: str) -> None:
+        self._root(sysfs_root)
+        remove_mdev(device_uuid)
+
+    def set_vf_vgpu_type(self, sysfs_root: str, vf_address: str,
+                         type_number: int) -> None:
+        self._root(sysfs_root)
+        set_vf_vgpu_type(vf_address, type_number)
+
+    def mig_command(self, sysfs_root: str, gpu_address: str, command: str,
+                    argument: str = '') -> None:
+        self._root(sysfs_root)
+        mig_command(gpu_address, command, argument)
+
+    def write_mdevctl(self, mdevctl_path: str, parent: str,
+                      device_uuid: str, type_id: str) -> None:
+        self._same('mdevctl_path', mdevctl_path, _configured()[1])
+        write_mdevctl(parent, device_uuid, type_id)
+
+    def remove_mdevctl(self, mdevctl_path: str, parent: str,
+                       device_uuid: str) -> None:
+        self._same('mdevctl_path', mdevctl_path, _configured()[1])
+        remove_mdevctl(parent, device_uuid)
 
 
-@vgpu_pctxt.entrypoint
-def remove_mdevctl(mdevctl_path: str, parent: str,
-                   device_uuid: str) -> None:
-    writes.remove_mdevctl(mdevctl_path, parent, device_uuid)
-
-
-def writer(privileged: bool = True) -> types.ModuleType:
-    """Where host writes go: this module (the daemon) or ``writes``.
+def writer(privileged: bool = True) -> 'DaemonWriter | types.ModuleType':
+    """Where host writes go: the daemon or ``writes``, in place.
 
     In place when no privilege is needed (``privileged`` False: a
     simulated host this user owns) or already held (root); else through
     the daemon.
     """
     if privileged and os.geteuid() != 0:
-        return sys.modules[__name__]
+        return DaemonWriter()
     return writes
 
 

@@ -34,6 +34,7 @@ from oslo_concurrency import processutils
 
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import confined
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import vfio
@@ -112,24 +113,35 @@ def _simulated_kernel(sysfs_root: str):
 
 
 def _write_attribute(sysfs_root: str, parts: tuple[str, ...],
-                     value: str) -> None:
-    """Write ``value`` to the sysfs attribute ``sys/<parts...>``."""
+                     value: str, expect: tuple[str, ...]) -> None:
+    """Write ``value`` to the sysfs attribute ``sys/<parts...>``.
+
+    Walked from ``sys/`` one directory descriptor at a time (see
+    :mod:`vgpu_nova_ext.host.confined`): links are followed only within
+    ``sys/``, and the path they lead to must end in ``expect`` (the
+    device's own directory and attribute), so that no link swapped into
+    place can turn a device's ``remove`` into its GPU's.
+    """
     sys_dir = _sys(sysfs_root)
-    path = os.path.realpath(os.path.join(sys_dir, *parts))
-    if not path.startswith(sys_dir + os.sep):
-        raise InvalidHostWrite(
-            '%s resolves to %s, outside %s; nothing was written' % (
-                os.path.join(sys_dir, *parts), path, sys_dir))
-    kernel = _simulated_kernel(sysfs_root)
-    if kernel is not None:
-        kernel.write(path, value)
-        return
-    # An attribute is there or the device is not: never created here.
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    shown = os.path.join(sys_dir, *parts)
     try:
-        os.write(fd, value.encode())
+        fd, names = confined.open_below(sys_dir, parts, os.O_WRONLY)
+    except confined.Refused as exc:
+        raise InvalidHostWrite('%s; nothing was written' % exc)
+    try:
+        if names[-len(expect):] != expect:
+            raise InvalidHostWrite(
+                '%s leads to %s, not to %s; nothing was written' % (
+                    shown, os.path.join(sys_dir, *names),
+                    os.path.join(*expect)))
+        kernel = _simulated_kernel(sysfs_root)
+        if kernel is None:
+            # An attribute is there or the device is not: never created.
+            os.write(fd, value.encode())
+            return
     finally:
         os.close(fd)
+    kernel.write(os.path.join(sys_dir, *names), value)
 
 
 # -- sysfs ---------------------------------------------------------------
@@ -140,16 +152,19 @@ def create_mdev(sysfs_root: str, parent: str, type_id: str,
     :param parent: the parent's name on the mdev bus (a PCI address, or a
         virtual device's name such as ``mtty``).
     """
+    parent, type_id = _name('parent', parent), _name('type', type_id)
     _write_attribute(sysfs_root, (
-        'class', 'mdev_bus', _name('parent', parent),
-        'mdev_supported_types', _name('type', type_id), 'create'),
-        _uuid(device_uuid))
+        'class', 'mdev_bus', parent, 'mdev_supported_types', type_id,
+        'create'), _uuid(device_uuid),
+        expect=(parent, 'mdev_supported_types', type_id, 'create'))
 
 
 def remove_mdev(sysfs_root: str, device_uuid: str) -> None:
     """``/sys/bus/mdev/devices/<uuid>/remove`` <- 1."""
+    device_uuid = _uuid(device_uuid)
     _write_attribute(sysfs_root, (
-        'bus', 'mdev', 'devices', _uuid(device_uuid), 'remove'), '1')
+        'bus', 'mdev', 'devices', device_uuid, 'remove'), '1',
+        expect=(device_uuid, 'remove'))
 
 
 def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
@@ -160,9 +175,9 @@ def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
         raise InvalidHostWrite(
             'vGPU type number %r is not a whole number >= 0; nothing was '
             'written' % (type_number,))
-    _write_attribute(sysfs_root, (
-        'bus', 'pci', 'devices', _pci(vf_address), vfio.NVIDIA_DIR,
-        vfio.CURRENT), str(type_number))
+    attribute = (_pci(vf_address), vfio.NVIDIA_DIR, vfio.CURRENT)
+    _write_attribute(sysfs_root, ('bus', 'pci', 'devices') + attribute,
+                     str(type_number), expect=attribute)
 
 
 # -- MIG: nvidia-smi and sriov-manage ------------------------------------
@@ -234,38 +249,54 @@ def _root(sysfs_root: str) -> str:
 
 
 # -- mdevctl -------------------------------------------------------------
-def _mdevctl_file(mdevctl_path: str, parent: str, device_uuid: str) -> str:
+def _mdevctl_dir(mdevctl_path: str, parent: str, create: bool) -> int:
+    """``<mdevctl_path>/<parent>``'s descriptor; never through a link."""
     if not isinstance(mdevctl_path, str) or not os.path.isabs(mdevctl_path):
         raise InvalidHostWrite(
             'mdevctl directory %r is not an absolute path; set '
             '[vgpu_nova_ext] mdevctl_path to one (/etc/mdevctl.d)' % (
                 mdevctl_path,))
-    return os.path.join(mdevctl_path, _name('parent', parent),
-                        _uuid(device_uuid))
+    try:
+        if create:  # the configured directory itself, as mdevctl makes it
+            os.makedirs(mdevctl_path, mode=0o755, exist_ok=True)
+        return confined.open_directory(mdevctl_path, _name('parent', parent),
+                                       create=create)
+    except confined.Refused as exc:
+        raise InvalidHostWrite('%s; nothing was written' % exc)
 
 
 def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
                   type_id: str) -> None:
     """``<mdevctl_path>/<parent>/<uuid>``: the device, for mdevctl."""
-    path = _mdevctl_file(mdevctl_path, parent, device_uuid)
+    name = _uuid(device_uuid)
     body = json.dumps({'mdev_type': _name('type', type_id), 'start': 'auto',
                        'attrs': []}, indent=2)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = path + '.tmp'
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                 | os.O_CLOEXEC, 0o644)
+    dir_fd = _mdevctl_dir(mdevctl_path, parent, create=True)
     try:
-        os.write(fd, body.encode())
-        os.fsync(fd)
+        tmp = name + '.tmp'
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, 0o644)    # whatever the umask: mdevctl reads it
+            os.write(fd, body.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        os.close(dir_fd)
 
 
 def remove_mdevctl(mdevctl_path: str, parent: str,
                    device_uuid: str) -> None:
-    path = _mdevctl_file(mdevctl_path, parent, device_uuid)
+    name = _uuid(device_uuid)
     try:
-        os.unlink(path)
+        dir_fd = _mdevctl_dir(mdevctl_path, parent, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+    finally:
+        os.close(dir_fd)
