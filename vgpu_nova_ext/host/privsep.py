@@ -19,14 +19,18 @@ daemon of this project's own context, started on first use through the
 ``[vgpu_nova_ext_privileged] helper_command`` (default: ``sudo
 privsep-helper`` with the service's configuration files).
 
-Capabilities kept: ``CAP_DAC_OVERRIDE`` only. The writes need nothing but
-permission to write (and create mdevctl files in) root-owned places,
-which is what it grants; no device control (``CAP_SYS_ADMIN``), no
-ownership changes (``CAP_CHOWN``, ``CAP_FOWNER``), no network.
+Capabilities: ``vgpu_pctxt`` keeps ``CAP_DAC_OVERRIDE`` only. The writes
+need nothing but permission to write (and create mdevctl files in)
+root-owned places, which is what it grants; no device control
+(``CAP_SYS_ADMIN``), no ownership changes (``CAP_CHOWN``, ``CAP_FOWNER``),
+no network. ``vgpu_mig_pctxt`` adds ``CAP_SYS_ADMIN`` for nvidia-smi and
+sriov-manage, and starts only on hosts that declare a MIG layout.
 
-Entry points take typed values and hand them to
-:mod:`vgpu_nova_ext.host.writes`, which checks them and builds every path
-itself: there is no "write this path" call.
+Entry points take typed values (a device UUID, a PCI address, a type) and
+never a path: the daemon writes under the ``[vgpu_nova_ext] sysfs_root``
+and ``mdevctl_path`` of its own configuration, and
+:mod:`vgpu_nova_ext.host.writes` checks each value and builds every path
+itself. :class:`DaemonWriter` is nova-compute's side.
 """
 
 import os
