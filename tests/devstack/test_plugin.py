@@ -95,14 +95,18 @@ class TestPlugin(timeout.TestCase):
 
     def test_privsep_daemon_starts_through_nova_rootwrap(self):
         self.run_phases('install', 'post-config', 'start-compute')
-        helper = self.conf()['vgpu_nova_ext_privileged']['helper_command']
+        for section, context in (
+                (privsep.CFG_SECTION, privsep.vgpu_pctxt),
+                (privsep.MIG_CFG_SECTION, privsep.vgpu_mig_pctxt)):
+            self.check_helper(section, context)
+
+    def check_helper(self, section, context):
+        helper = self.conf()[section]['helper_command']
         # The command oslo.privsep builds from it, as nova-compute will.
-        cfg.CONF.set_override('helper_command', helper,
-                              group=privsep.CFG_SECTION)
+        cfg.CONF.set_override('helper_command', helper, group=section)
         self.addCleanup(cfg.CONF.clear_override, 'helper_command',
-                        group=privsep.CFG_SECTION)
-        command = privsep.vgpu_pctxt.helper_command(
-            '/tmp/tmpab12/privsep.sock')
+                        group=section)
+        command = context.helper_command('/tmp/tmpab12/privsep.sock')
         self.assertEqual(['sudo', '/usr/local/bin/nova-rootwrap',
                           os.path.join(self.work, 'etc', 'nova',
                                        'rootwrap.conf')], command[:3])
@@ -138,6 +142,8 @@ class TestPlugin(timeout.TestCase):
                                 ('mdev_mtty-1', 'device_addresses'),
                                 ('vgpu_licensing', 'enabled'),
                                 ('vgpu_nova_ext_privileged',
+                                 'helper_command'),
+                                ('vgpu_nova_ext_mig_privileged',
                                  'helper_command'),
                                 ('api', 'vendordata_dynamic_targets'),
                                 ('vendordata_dynamic_auth', 'password')):
