@@ -101,13 +101,14 @@ class TestStateDirectory(timeout.TestCase):
         self.assertEqual([], host_checks.privsep_findings('simulated'))
 
 
-def _findings(helper_command, timeout):
+def _findings(helper_command, timeout, backend='sysfs', mig=False):
     """check's privsep findings, in the unprivileged child."""
     if helper_command is not None:
-        cfg.CONF.set_override('helper_command', helper_command,
-                              group=privsep.CFG_SECTION)
+        for section in (privsep.CFG_SECTION, privsep.MIG_CFG_SECTION):
+            cfg.CONF.set_override('helper_command', helper_command,
+                                  group=section)
     return [[p.severity, p.code, p.message] for p in
-            host_checks.privsep_findings('sysfs', timeout=timeout)]
+            host_checks.privsep_findings(backend, mig=mig, timeout=timeout)]
 
 
 class TestPrivsepProbe(timeout.TestCase):
@@ -128,6 +129,14 @@ class TestPrivsepProbe(timeout.TestCase):
         ((severity, code, detail),) = self.findings('false')
         self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
         self.assertIn('exited non-zero', detail)
+
+    def test_a_declared_mig_layout_needs_the_mig_context_too(self):
+        found = unprivileged.run_as(self, self.account, _findings, 'false',
+                                    30.0, 'sysfs', True)
+        self.assertEqual(
+            ['the privsep daemon that makes the host writes cannot start',
+             'the privsep daemon that makes the MIG layout steps cannot '
+             'start'], [m.split(' (')[0] for _, _, m in found])
 
     def test_helper_that_hangs_is_ended(self):
         # As a sudo waiting for a password would, on a terminal.

@@ -58,7 +58,8 @@ def _host_findings(args, plan) -> list:
     found = host_checks.state_dir_findings(
         ledger_dir if os.path.lexists(ledger_dir) else state)
     return found + host_checks.privsep_findings(
-        conf.vgpu_nova_ext.host_backend)
+        conf.vgpu_nova_ext.host_backend,
+        mig=bool(plan.mig.gpus))
 
 
 def run(args) -> int:

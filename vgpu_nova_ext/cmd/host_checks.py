@@ -91,28 +91,40 @@ def state_dir_findings(path: str) -> list[mapping.Problem]:
     return problems
 
 
-def privsep_findings(backend: str,
+def privsep_findings(backend: str, mig: bool = False,
                      timeout: float = PROBE_TIMEOUT) -> list[mapping.Problem]:
-    """Whether the privsep daemon starts for this (unprivileged) user."""
-    if backend not in WRITING_BACKENDS or os.geteuid() == 0:
+    """Whether the privsep daemons start for this (unprivileged) user.
+
+    :param mig: a MIG layout is declared: the MIG context must start too.
+    """
+    if os.geteuid() == 0:
         return []
-    error = _probe_privsep(timeout)
-    if error is None:
-        return []
-    return [mapping.Problem(
-        mapping.ERROR, 'privsep.start',
-        '[%s] helper_command' % privsep.CFG_SECTION,
-        cfg.CONF[privsep.CFG_SECTION].helper_command or
-        'sudo privsep-helper (default)',
-        'the privsep daemon that makes the host writes cannot start '
-        '(%s)' % error,
-        'allow this user to run privsep-helper as root without a '
-        'password: install etc/nova/rootwrap.d/vgpu-nova-ext.filters and '
-        'set helper_command to Nova\'s rootwrap, or add a sudoers line '
-        '(see the operator guide)')]
+    contexts = []
+    if backend in WRITING_BACKENDS:
+        contexts.append((privsep.CFG_SECTION, privsep.vgpu_pctxt,
+                         'the host writes'))
+    if mig:
+        contexts.append((privsep.MIG_CFG_SECTION, privsep.vgpu_mig_pctxt,
+                         'the MIG layout steps'))
+    problems = []
+    for section, context, what in contexts:
+        error = _probe_privsep(context, timeout)
+        if error is None:
+            continue
+        problems.append(mapping.Problem(
+            mapping.ERROR, 'privsep.start', '[%s] helper_command' % section,
+            cfg.CONF[section].helper_command or
+            'sudo privsep-helper (default)',
+            'the privsep daemon that makes %s cannot start (%s)' % (
+                what, error),
+            'allow this user to run privsep-helper as root without a '
+            'password: install etc/nova/rootwrap.d/vgpu-nova-ext.filters '
+            'and set helper_command to Nova\'s rootwrap, or add a sudoers '
+            'line (see the operator guide)'))
+    return problems
 
 
-def _probe_privsep(timeout: float) -> str | None:
+def _probe_privsep(context, timeout: float) -> str | None:
     """Start the daemon once, as nova-compute would; its error or None.
 
     In a child of its own session, with no terminal and stdin on
@@ -129,7 +141,7 @@ def _probe_privsep(timeout: float) -> str | None:
             os.setsid()
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             try:
-                privsep.vgpu_pctxt.start()
+                context.start()
                 message = ''
             except Exception as exc:
                 message = '%s: %s' % (type(exc).__name__, exc)
