@@ -339,6 +339,29 @@ class TestDevicesAndReconcile(CLITestCase):
         code, out, _ = self.run_cli(*self.common, 'devices')
         self.assertIn('inst-1', out)
 
+    def test_every_command_reads_the_kept_host(self):
+        # Three vGPUs on the host kept in --state-path: inventory and
+        # metrics see them as devices does (each built a fresh host from
+        # the profile before, USED 0).
+        gpu = 'cn1_pci_0000_84_00_0'
+        with self.allocator() as al:
+            (rp,) = [uuid for uuid, target in al.targets.items()
+                     if target.gpu == 'pci_0000_84_00_0']
+            for n in range(3):
+                al.claim('inst-%d' % n, {rp: {'resources': {'VGPU': 1}}})
+        _, out, _ = self.run_cli(*self.common, 'devices', '--format', 'json')
+        self.assertEqual(3, len(json.loads(out)['devices']))
+        code, out, err = self.run_cli(*self.common, 'inventory', '--format',
+                                      'json')
+        self.assertEqual(0, code, err)
+        self.assertEqual({gpu: 3, 'cn1_pci_0000_85_00_0': 0}, {
+            p['name']: p['used'] for p in json.loads(out)['providers']})
+        code, out, _ = self.run_cli(*self.common, 'metrics')
+        self.assertEqual(0, code)
+        self.assertIn('vgpu_nova_ext_up 1.0', out)
+        self.assertIn('provider="%s",resource_class="VGPU",type="nvidia-18",'
+                      'type_name="GRID M60-2Q"} 3.0' % gpu, out)
+
     def test_reconcile_after_reboot(self):
         with self.allocator() as al:
             rp = next(iter(al.targets))
