@@ -18,8 +18,8 @@ import fixtures
 
 from tests import timeout
 from vgpu_nova_ext.conf import devices as devices_conf
-from vgpu_nova_ext.host import layout
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host.simulated import tree
 from vgpu_nova_ext.host import sysfs
 
 
@@ -41,7 +41,7 @@ class TestCase(timeout.TestCase):
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
-        self.tree = layout.SysfsTree(self.root)
+        self.tree = tree.SysfsTree(self.root)
 
     def scan(self) -> model.HostSnapshot:
         return sysfs.SysfsReader(self.root).scan()

@@ -12,9 +12,9 @@
 """Read (and, later, change) the host through the kernel's sysfs.
 
 The reader follows the links exactly as the kernel lays them out (see
-:mod:`vgpu_nova_ext.host.layout`) and never assumes how deep a device sits
-below its root port. Every path is taken below a configurable root, so a
-test or a dry run can point it at a tree of files.
+:mod:`vgpu_nova_ext.host.simulated.tree`) and never assumes how deep a
+device sits below its root port. Every path is taken below a configurable
+root, so a test or a dry run can point it at a tree of files.
 """
 
 import errno

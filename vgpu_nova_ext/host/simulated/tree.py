@@ -30,7 +30,11 @@ host. The layout follows the kernel's:
 
 import os
 
+from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host.simulated import capacity
+from vgpu_nova_ext.host.simulated import mig_state
+from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host import vfio
 
 
@@ -186,3 +190,53 @@ class SysfsTree:
         self._write(os.path.join(mdev, 'remove'), '', 0o200)
         self._link(self._path('bus', 'mdev', 'devices', uuid), mdev)
         return mdev
+
+
+def lay_out(profile: specs.Profile, root: str,
+            devices: tuple[model.MediatedDevice, ...] | None = None) -> None:
+    """Write ``profile`` below ``root`` as a kernel-style sysfs tree."""
+    kernel = capacity.KernelModel(profile, devices)
+    available = kernel.available()
+    tree = SysfsTree(root)
+    store = mig_state.MigStore(root)
+    for gpu_address, state in kernel.mig_states.items():
+        store.save(gpu_address, state)
+    parent_dirs = {}
+    for gpu in profile.gpus:
+        spec = gpu.model
+
+        def types_for(parent: str) -> list[model.VGPUType]:
+            return [model.VGPUType(
+                id=t.id, name=t.name,
+                available_instances=available[parent][t.id],
+                device_api=t.device_api, description=t.description)
+                for t in spec.types]
+
+        if gpu.virtual_path:
+            dev = tree.add_virtual_device(gpu.virtual_path)
+            tree.make_mdev_parent(dev, os.path.basename(gpu.virtual_path),
+                                  types_for(gpu.name))
+            parent_dirs[gpu.name] = dev
+            continue
+        dev = tree.add_pci_device(gpu.address, vendor_id=spec.vendor_id,
+                                  device_id=spec.device_id,
+                                  path=gpu.sysfs_path)
+        if spec.sharing == specs.SRIOV:
+            vfs = gpu.vf_addresses()
+            for vf, vf_dir in zip(vfs, tree.add_virtual_functions(
+                    gpu.address, vfs)):
+                name = address.libvirt_name(vf)
+                parent_dirs[name] = vf_dir
+                if spec.vfio:
+                    held = [d for d in kernel.devices if d.parent == name]
+                    tree.make_vfio_vf(vf_dir, capacity.creatable(
+                        spec, available[name]), vfio.type_number(
+                            held[0].type_id) if held else 0)
+                else:
+                    tree.make_mdev_parent(vf_dir, vf, types_for(name))
+        else:
+            tree.make_mdev_parent(dev, gpu.address, types_for(gpu.name))
+            parent_dirs[gpu.name] = dev
+    for dev in kernel.devices:
+        if dev.kind == model.MDEV:
+            tree.add_mdev(parent_dirs[dev.parent], dev.uuid, dev.type_id)

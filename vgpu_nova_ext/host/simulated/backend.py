@@ -1,0 +1,104 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The simulated host's backend, and the NVML it answers with.
+"""
+
+import os
+import shutil
+import tempfile
+
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import nvml
+from vgpu_nova_ext.host.simulated import kernel
+from vgpu_nova_ext.host.simulated import mig_state
+from vgpu_nova_ext.host.simulated import parse
+from vgpu_nova_ext.host.simulated import specs
+from vgpu_nova_ext.host.simulated import tree
+from vgpu_nova_ext.host import sysfs
+
+
+class SimulatedBackend(sysfs.SysfsBackend):
+    """Host backend on a simulated host described by a profile.
+
+    The host is a sysfs tree that the sysfs backend reads and writes
+    unchanged; its :class:`kernel.SimulatedKernel` carries the writes out. Give
+    ``root`` to share one simulated host between processes. A host owned
+    by another user (root) is written through the privsep daemon, as a
+    real host is.
+    """
+
+    def __init__(self, profile: 'str | specs.Profile' = 'v100x8',
+                 root: str | None = None, **kwargs) -> None:
+        self.profile = (profile if isinstance(profile, specs.Profile)
+                        else parse.load_profile(profile))
+        self._own_root = root is None
+        root = root or tempfile.mkdtemp(prefix='vgpu-nova-ext-sim-')
+        try:
+            if not os.path.isdir(os.path.join(root, 'sys')):
+                os.makedirs(root, exist_ok=True)
+                with kernel.SimulatedKernel.lock(root):
+                    if not os.path.isdir(os.path.join(root, 'sys')):
+                        tree.lay_out(self.profile, root)
+                        kernel.SimulatedKernel.mark(self.profile, root)
+        except BaseException:
+            if self._own_root:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        kwargs.setdefault('privileged', os.stat(root).st_uid != os.geteuid())
+        kwargs.setdefault('facts', SimulatedNvml(self.profile, root))
+        if not kwargs['privileged'] and os.path.exists(
+                os.path.join(root, kernel.JOURNAL)):
+            # A writer was killed mid-change: finish it, as the kernel
+            # would have (a root-owned host: its next write does).
+            with kernel.SimulatedKernel.lock(root):
+                kernel.SimulatedKernel.at(root).recover()
+        super().__init__(sysfs_root=root, **kwargs)
+
+    @property
+    def root(self) -> str:
+        return self.reader.root
+
+    def describe(self) -> str:
+        return 'simulated host %r (%s)' % (
+            self.profile.name, self.profile.description)
+
+    def close(self) -> None:
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SimulatedNvml(nvml.FactsSource):
+    """The NVML of a simulated host.
+
+    Each vendor-VFIO GPU's mode, and each type's most per VM where the
+    profile gives it. Names are left to sysfs and the ledger, so that a
+    simulated GPU shows what a host without nvidia-ml-py shows.
+    """
+
+    def __init__(self, profile: specs.Profile, root: str) -> None:
+        self._gpus = {g.address: g for g in profile.gpus if g.model.vfio}
+        self._store = mig_state.MigStore(root)
+
+    def describe(self) -> str:
+        return 'simulated NVML'
+
+    def facts(self, gpu: model.PhysicalGPU) -> nvml.GpuFacts | None:
+        spec = self._gpus.get(gpu.address)
+        if spec is None:
+            return None
+        return nvml.GpuFacts(
+            mixed_size=spec.mixed_size, max_per_vm=tuple(
+                (t.id, t.max_per_vm) for t in spec.model.types
+                if t.max_per_vm is not None),
+            mig=(self._store.state(gpu.address)
+                 if spec.model.mig_profiles else None),
+            gpu_instance_profiles=spec.model.mig_profiles)
