@@ -78,11 +78,13 @@ class TestOpenBelow(timeout.TestCase):
                                 self.root, ('bus', 'a', 'x'), os.O_WRONLY)
         self.assertIn('more than %d links' % confined.MAX_LINKS, str(exc))
 
-    def test_a_final_link_is_resolved_too(self):
+    def test_the_file_itself_is_never_a_link(self):
+        # sysfs attributes are files: a link in their place is refused.
         self.link('bus/remove', '../devices/pci0000:80/0000:84:00.0/remove')
-        self.assertEqual(
-            ('devices', 'pci0000:80', '0000:84:00.0', 'remove'),
-            self.open('bus', 'remove'))
+        exc = self.assertRaises(confined.Refused, confined.open_below,
+                                self.root, ('bus', 'remove'), os.O_WRONLY)
+        self.assertIn('%s is a link, not a file' % os.path.join(
+            self.root, 'bus', 'remove'), str(exc))
 
     def test_only_a_regular_file(self):
         # A FIFO would block a writer's open; a directory is no attribute.

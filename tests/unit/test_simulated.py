@@ -19,6 +19,8 @@ from tests.unit import base
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext.host.simulated import kernel_writes
+from vgpu_nova_ext.host import writes
 
 PROFILE = """
 description: two GPUs
@@ -155,6 +157,59 @@ class TestKernelSemantics(base.TestCase):
         parent = self.scan().gpus[0].parents[0]
         self.assertEqual(22, parent.type('mtty-1').available_instances)
         self.assertEqual(11, parent.type('mtty-2').available_instances)
+
+
+class TestWatchedHost(timeout.TestCase):
+    """A host written as a real one is (files), its kernel watching."""
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+        self.backend = simulated.SimulatedBackend('a40-vfio', root=self.root)
+        self.kernel = simulated.SimulatedKernel.at(self.root)
+        self.logs = self.useFixture(fixtures.FakeLogger(
+            name='vgpu_nova_ext.host.simulated.kernel_writes'))
+        self.enter(kernel_writes.watching(self.kernel))
+        # Plain writes, as the privsep daemon makes them.
+        self.backend.writer = writes
+
+    def enter(self, context) -> None:
+        context.__enter__()
+        self.addCleanup(context.__exit__, None, None, None)
+
+    def test_writes_carried_out_and_refusals_undone(self):
+        vf, other = 'pci_0000_b1_00_4', 'pci_0000_b1_00_5'
+        device = self.backend.new_device_id(vf, 'nvidia-566')
+        self.backend.create_device(vf, 'nvidia-566', device)
+        self.assertTrue(self.backend.device_exists(device))
+        other_dir = self.backend._vfio_dir(other)
+        self.backend._wait_until(
+            lambda: not self.backend.available(other, 'nvidia-566'),
+            'the write carried out', 'the GPU still had room')
+        # A40-48Q takes the whole GPU: the kernel refuses another on it,
+        # puts the VF's type back and says why. (The writer may read its
+        # own value in the file meanwhile: refusals are the in-place
+        # kernel's to report, see TestKernelSemantics.)
+        writes.set_vf_vgpu_type(self.root, '0000:b1:00.5', 566)
+        self.backend._wait_until(
+            lambda: self.backend.reader.vfio_current(other_dir) == 0,
+            'the refused write undone', 'it was not')
+        self.assertIn('the write of \'566\' to %s was refused' % os.path.join(
+            other_dir, 'nvidia', 'current_vgpu_type'), self.logs.output)
+        self.backend.remove_device(device)
+        self.assertFalse(self.backend.device_exists(device))
+
+    def test_mdevs_on_a_time_sliced_gpu(self):
+        backend = simulated.SimulatedBackend('m60', root=os.path.join(
+            self.root, 'm60'))
+        self.enter(kernel_writes.watching(
+            simulated.SimulatedKernel.at(backend.root)))
+        backend.writer = writes
+        device = backend.new_device_id('pci_0000_84_00_0', 'nvidia-18')
+        backend.create_device('pci_0000_84_00_0', 'nvidia-18', device)
+        self.assertTrue(backend.device_exists(device))
+        backend.remove_device(device)
+        self.assertFalse(backend.device_exists(device))
 
 
 class TestCrashAtomic(timeout.TestCase):

@@ -18,9 +18,9 @@ again leaves a window in which a directory can be swapped for a link. Here
 the kernel follows no link: every component is opened from its directory's
 file descriptor with ``O_NOFOLLOW``, a link is read and its relative
 target walked the same way, and ``..`` goes back up this walk's own stack,
-never above the root. Whatever is swapped meanwhile, the file opened lies
-below the root, and the names it was reached by are returned for the
-caller to check.
+never above the root. Whatever is swapped meanwhile, the directory reached
+lies below the root, and the names it was reached by are returned for the
+caller to check before it opens the file in it (never a link).
 """
 
 import errno
@@ -41,17 +41,29 @@ def open_below(root: str, parts: tuple[str, ...],
                flags: int) -> tuple[int, tuple[str, ...]]:
     """Open ``root/<parts...>`` with ``flags``; links resolved below root.
 
-    :param root: a directory the caller trusts (the daemon's configured
-        root); it is opened as it is, links and all.
-    :param flags: ``os.open`` flags for the file itself; ``O_NOFOLLOW``,
-        ``O_NONBLOCK`` and ``O_CLOEXEC`` are added. It must be a regular
-        file (a FIFO or device is refused, and ``O_NONBLOCK`` keeps a FIFO
-        from blocking the open).
+    :func:`walk` to its directory, then :func:`open_file`.
+
     :returns: the file's descriptor (the caller closes it) and the names
         that lead from ``root`` to it, links resolved.
+    """
+    dir_fd, names = walk(root, parts[:-1])
+    try:
+        return open_file(dir_fd, parts[-1], flags,
+                         os.path.join(root, *names)), names + (parts[-1],)
+    finally:
+        os.close(dir_fd)
+
+
+def walk(root: str, parts: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+    """The directory ``root/<parts...>``, every link resolved below root.
+
+    :param root: a directory the caller trusts (the daemon's configured
+        root); it is opened as it is, links and all.
+    :returns: the directory's descriptor (the caller closes it) and the
+        names that lead from ``root`` to it, links resolved.
     :raises Refused: a link that is absolute, climbs above ``root`` or
-        loops, or a file that is not a regular file.
-    :raises OSError: as ``open`` would (ENOENT, EACCES...).
+        loops.
+    :raises OSError: as ``open`` would (ENOENT, ENOTDIR, EACCES...).
     """
     todo = [p for p in reversed(parts)]
     names: list[str] = []
@@ -69,13 +81,8 @@ def open_below(root: str, parts: tuple[str, ...],
                 names.pop()
                 os.close(fds.pop())
                 continue
-            last = not todo
             try:
-                if last:
-                    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK
-                                 | os.O_CLOEXEC, dir_fd=fds[-1])
-                else:
-                    fd = os.open(name, _DIR_FLAGS, dir_fd=fds[-1])
+                fd = os.open(name, _DIR_FLAGS, dir_fd=fds[-1])
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
@@ -87,17 +94,34 @@ def open_below(root: str, parts: tuple[str, ...],
                 todo.extend(reversed(target.split('/')))
                 continue
             names.append(name)
-            if last:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    raise Refused('%s is not a regular file' % os.path.join(
-                        root, *names))
-                return fd, tuple(names)
             fds.append(fd)
-        raise Refused('%s names no file' % os.path.join(root, *parts))
+        return fds.pop(), tuple(names)
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def open_file(dir_fd: int, name: str, flags: int, shown: str) -> int:
+    """The regular file ``name`` in ``dir_fd``, never through a link.
+
+    :param flags: ``os.open`` flags; ``O_NOFOLLOW``, ``O_NONBLOCK`` and
+        ``O_CLOEXEC`` are added (``O_NONBLOCK`` keeps a FIFO from blocking
+        the open; it is then refused as no regular file).
+    :param shown: the directory's path, for errors.
+    :raises Refused: a link, or not a regular file.
+    """
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused('%s is a link, not a file' % os.path.join(
+                shown, name))
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused('%s is not a regular file' % os.path.join(shown, name))
+    return fd
 
 
 def _link(dir_fd: int, name: str, root: str, names: list[str],

@@ -19,15 +19,17 @@ caller can name a file. In production they run in the privsep daemon
 (:mod:`vgpu_nova_ext.host.privsep`); in a process that needs no privilege
 (root, or a simulated host it owns) they run in place.
 
-On a simulated host (a root with :data:`SIMULATED_MARK`), the write is
-carried out by the simulated kernel instead, as the real kernel would
-carry it out on a real sysfs attribute.
+A simulated host's backend passes its kernel as ``through`` (the
+:class:`Kernel` seam): the checked write is then carried out by that kernel
+instead of the file, as the real kernel carries out a write to a sysfs
+attribute. Nothing here knows of the simulator; the privsep daemon never
+passes a kernel, so it writes files only.
 """
 
 import json
 import os
 import re
-import stat
+import typing
 import uuid as uuidlib
 
 from oslo_concurrency import processutils
@@ -39,8 +41,6 @@ from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import vfio
 
-#: A file at the root of a simulated host naming its profile.
-SIMULATED_MARK = '.simulated-host.json'
 # Names in sysfs and in mdevctl.d: the kernel's device and type names
 # (0000:84:00.0, mtty, nvidia-18, i915-GVTg_V5_4); never "/" or "..".
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$')
@@ -50,6 +50,17 @@ class InvalidHostWrite(exception.DeviceError):
     """A host write with an argument no kernel name looks like."""
 
     code = 'vgpu_nova_ext.device.invalid'
+
+
+class Kernel(typing.Protocol):
+    """What carries out a host's writes when it is not the kernel."""
+
+    def write(self, path: str, value: str) -> None:
+        """A write of ``value`` to the attribute at ``path`` (resolved)."""
+
+    def mig_command(self, command: str, gpu_address: str,
+                    argument: str = '') -> None:
+        """One step of :data:`MIG_COMMANDS` on one GPU."""
 
 
 def _uuid(value: str) -> str:
@@ -92,28 +103,9 @@ def _sys(sysfs_root: str) -> str:
     return os.path.realpath(os.path.join(sysfs_root, 'sys'))
 
 
-def _simulated_kernel(sysfs_root: str):
-    """The simulated kernel of ``sysfs_root``, or None for a real host.
-
-    Only a mark written by this user or by root counts: the privileged
-    daemon never takes a simulation planted by its unprivileged caller.
-    """
-    mark = os.path.join(sysfs_root, SIMULATED_MARK)
-    try:
-        info = os.lstat(mark)
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISREG(info.st_mode) or info.st_uid not in (
-            0, os.geteuid()) or info.st_mode & 0o022:
-        raise InvalidHostWrite(
-            '%s is not a simulated host\'s mark written by its owner; '
-            'nothing was written' % mark)
-    from vgpu_nova_ext.host import simulated  # simulated imports sysfs
-    return simulated.SimulatedKernel.at(sysfs_root)
-
-
 def _write_attribute(sysfs_root: str, parts: tuple[str, ...],
-                     value: str, expect: tuple[str, ...]) -> None:
+                     value: str, expect: tuple[str, ...],
+                     through: Kernel | None) -> None:
     """Write ``value`` to the sysfs attribute ``sys/<parts...>``.
 
     Walked from ``sys/`` one directory descriptor at a time (see
@@ -125,28 +117,37 @@ def _write_attribute(sysfs_root: str, parts: tuple[str, ...],
     sys_dir = _sys(sysfs_root)
     shown = os.path.join(sys_dir, *parts)
     try:
-        fd, names = confined.open_below(sys_dir, parts, os.O_WRONLY)
+        dir_fd, names = confined.walk(sys_dir, parts[:-1])
     except confined.Refused as exc:
         raise InvalidHostWrite('%s; nothing was written' % exc)
     try:
-        if names[-len(expect):] != expect:
+        if names[-len(expect) + 1:] != expect[:-1]:
             raise InvalidHostWrite(
                 '%s leads to %s, not to %s; nothing was written' % (
-                    shown, os.path.join(sys_dir, *names),
+                    shown, os.path.join(sys_dir, *names, parts[-1]),
                     os.path.join(*expect)))
-        kernel = _simulated_kernel(sysfs_root)
-        if kernel is None:
+        # O_TRUNC as a shell's "echo 1 > remove" (sysfs ignores it); never
+        # when a kernel of the caller's carries the write out instead.
+        fd = confined.open_file(
+            dir_fd, parts[-1], os.O_WRONLY if through is not None
+            else os.O_WRONLY | os.O_TRUNC, os.path.join(sys_dir, *names))
+    except confined.Refused as exc:
+        raise InvalidHostWrite('%s; nothing was written' % exc)
+    finally:
+        os.close(dir_fd)
+    try:
+        if through is None:
             # An attribute is there or the device is not: never created.
             os.write(fd, value.encode())
             return
     finally:
         os.close(fd)
-    kernel.write(os.path.join(sys_dir, *names), value)
+    through.write(os.path.join(sys_dir, *names, parts[-1]), value)
 
 
 # -- sysfs ---------------------------------------------------------------
 def create_mdev(sysfs_root: str, parent: str, type_id: str,
-                device_uuid: str) -> None:
+                device_uuid: str, through: Kernel | None = None) -> None:
     """``<parent>/mdev_supported_types/<type>/create`` <- the UUID.
 
     :param parent: the parent's name on the mdev bus (a PCI address, or a
@@ -156,19 +157,21 @@ def create_mdev(sysfs_root: str, parent: str, type_id: str,
     _write_attribute(sysfs_root, (
         'class', 'mdev_bus', parent, 'mdev_supported_types', type_id,
         'create'), _uuid(device_uuid),
-        expect=(parent, 'mdev_supported_types', type_id, 'create'))
+        expect=(parent, 'mdev_supported_types', type_id, 'create'),
+        through=through)
 
 
-def remove_mdev(sysfs_root: str, device_uuid: str) -> None:
+def remove_mdev(sysfs_root: str, device_uuid: str,
+                through: Kernel | None = None) -> None:
     """``/sys/bus/mdev/devices/<uuid>/remove`` <- 1."""
     device_uuid = _uuid(device_uuid)
     _write_attribute(sysfs_root, (
         'bus', 'mdev', 'devices', device_uuid, 'remove'), '1',
-        expect=(device_uuid, 'remove'))
+        expect=(device_uuid, 'remove'), through=through)
 
 
-def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
-                     type_number: int) -> None:
+def set_vf_vgpu_type(sysfs_root: str, vf_address: str, type_number: int,
+                     through: Kernel | None = None) -> None:
     """A VF's ``nvidia/current_vgpu_type`` <- the type (0 frees it)."""
     if isinstance(type_number, bool) or not isinstance(type_number, int) \
             or not 0 <= type_number < 2 ** 31:
@@ -177,7 +180,7 @@ def set_vf_vgpu_type(sysfs_root: str, vf_address: str,
             'written' % (type_number,))
     attribute = (_pci(vf_address), vfio.NVIDIA_DIR, vfio.CURRENT)
     _write_attribute(sysfs_root, ('bus', 'pci', 'devices') + attribute,
-                     str(type_number), expect=attribute)
+                     str(type_number), expect=attribute, through=through)
 
 
 # -- MIG: nvidia-smi and sriov-manage ------------------------------------
@@ -193,7 +196,7 @@ MIG_COMMANDS = {
 
 
 def mig_command(sysfs_root: str, gpu_address: str, command: str,
-                argument: str = '') -> None:
+                argument: str = '', through: Kernel | None = None) -> None:
     """One MIG step on one GPU (see :data:`MIG_COMMANDS`).
 
     :raises DeviceError: naming the command and what it said.
@@ -207,9 +210,9 @@ def mig_command(sysfs_root: str, gpu_address: str, command: str,
                                % (argument,))
     if command == 'create_gpu_instance':
         profile, start = _gpu_instance(argument)
-    kernel = _simulated_kernel(_root(sysfs_root))
-    if kernel is not None:
-        kernel.mig_command(command, gpu, argument)
+    _sys(sysfs_root)
+    if through is not None:
+        through.mig_command(command, gpu, argument)
         return
     if command == 'create_gpu_instance':
         # At the planned placement where NVML is there to take one; else
@@ -241,11 +244,6 @@ def _gpu_instance(argument: str) -> tuple[str, int]:
             'named as nvidia-smi names them (1g.18gb) and a slice from 0 to '
             '%d; nothing was run' % (argument, mig.SLICES - 1))
     return profile, int(start)
-
-
-def _root(sysfs_root: str) -> str:
-    _sys(sysfs_root)    # checks it
-    return sysfs_root
 
 
 # -- mdevctl -------------------------------------------------------------

@@ -19,6 +19,7 @@ import tempfile
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host.simulated import kernel
+from vgpu_nova_ext.host.simulated import kernel_writes
 from vgpu_nova_ext.host.simulated import mig_state
 from vgpu_nova_ext.host.simulated import parse
 from vgpu_nova_ext.host.simulated import specs
@@ -30,10 +31,11 @@ class SimulatedBackend(sysfs.SysfsBackend):
     """Host backend on a simulated host described by a profile.
 
     The host is a sysfs tree that the sysfs backend reads and writes
-    unchanged; its :class:`kernel.SimulatedKernel` carries the writes out. Give
-    ``root`` to share one simulated host between processes. A host owned
-    by another user (root) is written through the privsep daemon, as a
-    real host is.
+    unchanged; its :class:`~.kernel.SimulatedKernel` carries the writes
+    out. Give ``root`` to share one simulated host between processes. A
+    host owned by another user (root) is written through the privsep
+    daemon, as a real host is, while its owner runs
+    :func:`~.kernel_writes.watching`.
     """
 
     def __init__(self, profile: 'str | specs.Profile' = 'v100x8',
@@ -58,10 +60,15 @@ class SimulatedBackend(sysfs.SysfsBackend):
         if not kwargs['privileged'] and os.path.exists(
                 os.path.join(root, kernel.JOURNAL)):
             # A writer was killed mid-change: finish it, as the kernel
-            # would have (a root-owned host: its next write does).
+            # would have (another's host: its owner's kernel does).
             with kernel.SimulatedKernel.lock(root):
                 kernel.SimulatedKernel.at(root).recover()
         super().__init__(sysfs_root=root, **kwargs)
+        if not kwargs['privileged']:
+            # Its kernel carries the writes out, in this process; another's
+            # host is written through the privsep daemon as a real one is.
+            self.writer = kernel_writes.KernelWriter(
+                kernel.SimulatedKernel.at(root))
 
     @property
     def root(self) -> str:

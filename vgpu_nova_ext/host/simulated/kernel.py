@@ -32,7 +32,6 @@ from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host.simulated import tree
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
-from vgpu_nova_ext.host import writes
 
 
 _KERNELS: dict[tuple[str, int], 'SimulatedKernel'] = {}
@@ -41,6 +40,8 @@ _KERNELS_LOCK = threading.Lock()
 
 #: The simulated kernel's record of the change in progress.
 JOURNAL = '.kernel.journal'
+#: A file at the root of a simulated host naming its profile.
+MARK = '.simulated-host.json'
 
 
 class SimulatedKernel:
@@ -49,9 +50,9 @@ class SimulatedKernel:
     Carries out a write to ``create``, ``remove`` or a VF's
     ``current_vgpu_type`` as they would (a device appears,
     ``available_instances`` moves, ENOSPC when there is no room, EBUSY
-    when a guest uses the device). It runs wherever the write is made: in
-    the privsep daemon for a host owned by root, in place otherwise
-    (:mod:`vgpu_nova_ext.host.writes`).
+    when a guest uses the device). It runs in the process of the host's
+    owner: handed the checked writes of its backend, or reading those
+    others made to the files (:mod:`.kernel_writes`).
     """
 
     def __init__(self, profile: specs.Profile, root: str) -> None:
@@ -66,7 +67,7 @@ class SimulatedKernel:
     @classmethod
     def at(cls, root: str) -> 'SimulatedKernel':
         """The kernel of the simulated host laid out at ``root``."""
-        path = os.path.join(root, writes.SIMULATED_MARK)
+        path = os.path.join(root, MARK)
         key = (root, os.stat(path).st_mtime_ns)
         with _KERNELS_LOCK:
             kernel = _KERNELS.get(key)
@@ -80,7 +81,7 @@ class SimulatedKernel:
     @staticmethod
     def mark(profile: specs.Profile, root: str) -> None:
         tree.SysfsTree._write(
-            os.path.join(root, writes.SIMULATED_MARK), json.dumps(
+            os.path.join(root, MARK), json.dumps(
                 {'source': profile.name, 'profile': profile.text}), 0o644)
 
     @staticmethod
