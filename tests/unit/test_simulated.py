@@ -191,11 +191,11 @@ class TestWatchedHost(timeout.TestCase):
         # own value in the file meanwhile: refusals are the in-place
         # kernel's to report, see TestKernelSemantics.)
         writes.set_vf_vgpu_type(self.root, '0000:b1:00.5', 566)
-        self.backend._wait_until(
-            lambda: self.backend.reader.vfio_current(other_dir) == 0,
-            'the refused write undone', 'it was not')
-        self.assertIn('the write of \'566\' to %s was refused' % os.path.join(
-            other_dir, 'nvidia', 'current_vgpu_type'), self.logs.output)
+        refused = 'the write of \'566\' to %s was refused' % os.path.join(
+            other_dir, 'nvidia', 'current_vgpu_type')
+        self.backend._wait_until(lambda: refused in self.logs.output,
+                                 'the refusal', 'it was not logged')
+        self.assertEqual(0, self.backend.reader.vfio_current(other_dir))
         self.backend.remove_device(device)
         self.assertFalse(self.backend.device_exists(device))
 

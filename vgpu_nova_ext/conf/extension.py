@@ -14,8 +14,9 @@
 from oslo_config import cfg
 
 from vgpu_nova_ext.conf import loader
+from vgpu_nova_ext.host import opts as host_opts
 
-GROUP = 'vgpu_nova_ext'
+GROUP = host_opts.GROUP
 
 extension_group = cfg.OptGroup(
     name=GROUP,
@@ -36,13 +37,7 @@ extension_opts = [
              'NVIDIA\'s vendor-specific VFIO (vGPU 17+, no mdev bus). '
              '``simulated``: a host described by ``simulated_profile``, for '
              'demos and tests only.'),
-    cfg.StrOpt(
-        'sysfs_root',
-        default='/',
-        help='The directory under which ``sys/`` is read by the ``sysfs`` '
-             'backend. ``/`` on a real host; a copy of a host\'s tree for '
-             'a dry run or a test. The command line\'s ``--sysfs-root`` '
-             'overrides it.'),
+    host_opts.SYSFS_ROOT,
     cfg.StrOpt(
         'simulated_profile',
         default='v100x8',
@@ -81,14 +76,7 @@ extension_opts = [
         help='Seconds to wait for the kernel to make a device appear after '
              'a create, or vanish after a remove, before giving up with an '
              'error.'),
-    cfg.StrOpt(
-        'mdevctl_path',
-        default=None,
-        help='If set (usually ``/etc/mdevctl.d``), write an mdevctl '
-             'definition for every device this project creates and remove '
-             'it with the device, so that the kernel side is persisted for '
-             'operators who use mdevctl. Unset: no definitions are written '
-             '(the ledger re-creates devices after a reboot).'),
+    host_opts.MDEVCTL_PATH,
 ]
 
 

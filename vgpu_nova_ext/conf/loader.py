@@ -27,15 +27,12 @@ UTF-8 text, as oslo.config decodes it.
 
 import glob
 import os
-import stat
 
 from oslo_config import cfg
 
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
-
-#: nova.conf files are kilobytes; anything near this is the wrong file.
-MAX_FILE_BYTES = 4 * 1024 * 1024
+from vgpu_nova_ext import files
 
 
 def files_in_dirs(config_dirs) -> list[str]:
@@ -54,83 +51,6 @@ def parsed_files(conf: cfg.ConfigOpts) -> list[str]:
     return list(conf.config_file or []) + files_in_dirs(dirs)
 
 
-def _read_fd(fd: int, limit: int) -> bytes:
-    # Plain os.read: eventlet's green file objects may close the fd.
-    chunks = []
-    size = 0
-    while size < limit:
-        chunk = os.read(fd, min(65536, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b''.join(chunks)
-
-
-def read_file(path: str, what: str, limit: int = MAX_FILE_BYTES,
-              hint: str = 'check the path') -> bytes:
-    """A regular file's bytes, at most ``limit``; named errors.
-
-    :param what: how the message names the file (an option, a kind).
-    :raises ConfigError: naming the file, what is wrong and the fix; never
-        its content.
-    """
-    try:
-        # O_NONBLOCK: opening a FIFO does not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise exception.ConfigError(
-            '%s %s does not exist; %s' % (what, path, hint))
-    except OSError as exc:
-        raise exception.ConfigError(
-            '%s %s cannot be opened (%s); give the user %d read access to '
-            'it' % (what, path, exc.strerror, os.geteuid()))
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise exception.ConfigError(
-                '%s %s is not a regular file (a directory, a FIFO or a '
-                'device); give the path of the file itself' % (what, path))
-        if info.st_size > limit:
-            raise exception.ConfigError(
-                '%s %s is %d bytes, larger than any such file (at most %d); '
-                'is it the right file?' % (what, path, info.st_size, limit))
-        data = _read_fd(fd, limit + 1)
-    except OSError as exc:
-        raise exception.ConfigError(
-            '%s %s cannot be read (%s)' % (what, path, exc.strerror))
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise exception.ConfigError(
-            '%s %s grew beyond %d bytes while it was read; is it the right '
-            'file?' % (what, path, limit))
-    return data
-
-
-def read_text(path: str, what: str = 'configuration file') -> str:
-    """The file's text, checked as a nova.conf is.
-
-    :raises ConfigError: naming the file, what is wrong and the fix.
-    """
-    data = read_file(path, what,
-                     hint='check the --config-file and --config-dir paths')
-    nul = data.find(b'\0')
-    if nul >= 0:
-        raise exception.ConfigError(
-            '%s %s holds a NUL byte on line %d: it is not a text file; give '
-            'the path of nova.conf' % (what, path,
-                                       data.count(b'\n', 0, nul) + 1))
-    try:
-        return data.decode('utf-8')
-    except UnicodeDecodeError as exc:
-        raise exception.ConfigError(
-            '%s %s is not UTF-8 text: byte 0x%02x on line %d; oslo.config '
-            'reads nova.conf as UTF-8, so save the file as UTF-8' % (
-                what, path, data[exc.start],
-                data.count(b'\n', 0, exc.start) + 1))
-
-
 def check_sources(config_files, config_dirs=()) -> None:
     """Every file and directory is one oslo.config can read.
 
@@ -142,7 +62,7 @@ def check_sources(config_files, config_dirs=()) -> None:
                 'configuration directory %s does not exist or is not a '
                 'directory; check the --config-dir path' % directory)
     for path in list(config_files or ()) + files_in_dirs(config_dirs):
-        read_text(path)
+        files.read_text(path)
 
 
 def parse(conf: cfg.ConfigOpts, config_files, config_dirs=()

@@ -22,7 +22,7 @@ def read(config_files) -> configparser.ConfigParser:
     """The files, later ones winning.
 
     Unreadable ones are skipped: oslo.config and
-    :func:`vgpu_nova_ext.conf.loader.read_text` report those themselves.
+    :func:`vgpu_nova_ext.files.read_text` report those themselves.
     """
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     for path in config_files:

@@ -40,7 +40,7 @@ from oslo_config import cfg
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
-from vgpu_nova_ext.conf import extension
+from vgpu_nova_ext.host import opts as host_opts
 from vgpu_nova_ext.host import writes
 
 CFG_SECTION = 'vgpu_nova_ext_privileged'
@@ -59,13 +59,7 @@ vgpu_pctxt = priv_context.PrivContext(
 # configuration it was forked with; its callers name devices, never paths.
 def _configured() -> tuple[str, str | None]:
     """``[vgpu_nova_ext] sysfs_root`` and ``mdevctl_path``, as configured."""
-    try:
-        group = cfg.CONF[extension.GROUP]
-        return group.sysfs_root, group.mdevctl_path
-    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
-        extension.register_opts(cfg.CONF)
-        group = cfg.CONF[extension.GROUP]
-        return group.sysfs_root, group.mdevctl_path
+    return host_opts.roots(cfg.CONF)
 
 
 def _mdevctl_path() -> str:

@@ -20,6 +20,7 @@ import re
 
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import files
 from vgpu_nova_ext.vendors import base as vendors_base
 from vgpu_nova_ext.vendors import types as vendor_types
 
@@ -92,8 +93,8 @@ def read_token(path: str) -> vendor_types.Secret:
     :raises ConfigError: naming the option and the file, never the content.
     """
     where = '[vgpu_licensing] client_config_token_file = %s' % path
-    data = loader.read_file(path, '[vgpu_licensing] client_config_token_file',
-                            MAX_TOKEN_BYTES)
+    data = files.read_file(path, '[vgpu_licensing] client_config_token_file',
+                           MAX_TOKEN_BYTES)
     data = data.strip()
     try:
         text = data.decode('ascii')

@@ -23,8 +23,8 @@ import uuid as uuidlib
 
 import yaml
 
-from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import files
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
@@ -82,7 +82,7 @@ def load_profile(name_or_path: str) -> specs.Profile:
             name_or_path + '.yaml')
         return parse_profile(resource.read_text(), name_or_path)
     try:
-        text = loader.read_text(name_or_path, 'simulated host profile')
+        text = files.read_text(name_or_path, 'simulated host profile')
     except exception.ConfigError as exc:
         raise exception.ProfileError(str(exc))
     return parse_profile(text, name_or_path)
