@@ -14,7 +14,7 @@
 nova-compute registers ``[devices]`` (nova.conf.devices), parses its command
 line (``--config-file``, ``--config-dir``), and its libvirt driver registers
 the type groups; the driver reads them through
-:func:`vgpu_nova_ext.conf.devices.from_nova_conf`. Each form an operator
+:func:`vgpu_nova_ext.nova.conf.from_nova_conf`. Each form an operator
 writes gives the same configuration there as in the commands.
 """
 
@@ -27,6 +27,7 @@ from oslo_config import cfg
 from tests import timeout
 from tests.unit import conf_forms
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.nova import conf as nova_conf
 
 
 class TestFormsInsideNova(timeout.TestCase):
@@ -49,7 +50,7 @@ class TestFormsInsideNova(timeout.TestCase):
                 where = os.path.join(root, name.replace(' ', '-'))
                 os.mkdir(where)
                 files, dirs = conf_forms.write(form, where)
-                inside = devices_conf.from_nova_conf(
+                inside = nova_conf.from_nova_conf(
                     self.nova_conf(files, dirs))
                 self.assertEqual(form.expected, conf_forms.summary(inside))
                 outside = devices_conf.load_device_config(files, dirs)

@@ -50,6 +50,7 @@ from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat
 from vgpu_nova_ext.nova import driver as vgpu_driver
+from vgpu_nova_ext.nova import hooks as vgpu_hooks
 from vgpu_nova_ext.placement import client as placement_client
 from vgpu_nova_ext.placement import ownership
 from vgpu_nova_ext.placement import publish
@@ -523,7 +524,7 @@ class TestDevicesOfOtherOwners(DriverTestBase):
         guest = self.compute.driver._host.get_guest(
             objects.Instance.get_by_uuid(context.get_admin_context(),
                                          server['id']))
-        guest.attach_device(vgpu_driver._Hostdev('mdev', cyborg))
+        guest.attach_device(vgpu_hooks.Hostdev('mdev', cyborg))
         self.assertEqual({own, cyborg},
                          set(self.guest_devices(self.compute, server)))
         self._run_periodics()

@@ -372,15 +372,3 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
                               title='Options of one enabled mdev type',
                               help=_TYPE_GROUP_HELP)
     return [(devices_group, devices_opts), (type_group, _type_opts())]
-
-
-def from_nova_conf(conf: cfg.ConfigOpts) -> DeviceConfig:
-    """The device configuration inside nova-compute.
-
-    Nova registers the type groups itself once its CONF is parsed (the
-    libvirt driver does, at start); they are registered here the same way
-    first, so that Nova's definitions govern, and then read as everywhere.
-    """
-    from nova.conf import devices as nova_devices
-    nova_devices.register_dynamic_opts(conf)
-    return read(conf)

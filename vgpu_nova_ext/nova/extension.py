@@ -1,0 +1,102 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The extension's wiring: one compute node's backend, plan and allocator.
+
+Built once per nova-compute on first use (the driver holds it): the
+declared MIG layouts carved, then the host planned; planned again at every
+provider tree update.
+"""
+
+from oslo_log import log as logging
+
+from vgpu_nova_ext import conf as conf_pkg
+from vgpu_nova_ext.devices import allocator as allocator_mod
+from vgpu_nova_ext.devices import factory
+from vgpu_nova_ext import exception
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import mapping
+from vgpu_nova_ext.nova import compat
+from vgpu_nova_ext.nova import conf as nova_conf
+
+LOG = logging.getLogger(__name__)
+CONF = conf_pkg.CONF
+
+#: How old a scan of the host the provider tree may be built from: the
+#: resource tracker updates the tree right after get_available_resource,
+#: whose reconcile has just scanned (and a device change made here since
+#: forces a new scan whatever its age).
+SCAN_REUSE_SECONDS = 10.0
+
+
+class Extension:
+    """The host's backend, plan and allocator, for one compute node."""
+
+    def __init__(self, nodename: str, libvirt_connection=None) -> None:
+        self.nodename = nodename
+        conf_pkg.validate(CONF)
+        self.config = nova_conf.from_nova_conf(CONF)
+        # The libvirt backend shares nova-compute's own connection.
+        self.devices = factory.open_host(CONF, nodename,
+                                         connection=libvirt_connection)
+        self.state_path = self.devices.state_path
+        self.backend = self.devices.backend
+        self.ledger = self.devices.ledger
+        self.allocator = self.devices.allocator
+        self.carve_mig_layouts()
+        self.refresh()
+
+    def carve_mig_layouts(self) -> None:
+        """The GPU instances nova.conf declares, before anything is planned.
+
+        A GPU that holds no vGPU is carved; one that holds vGPUs keeps its
+        instances (a warning says how to change them). A layout that does
+        not fit stops the start, as any configuration error does.
+        """
+        result = self.allocator.carve_mig_layouts(self.config)
+        for problem in result.problems:
+            log = LOG.error if problem.severity == mapping.ERROR \
+                else LOG.warning
+            log('vGPU MIG layout: %s', problem)
+        errors = [p for p in result.problems
+                  if p.severity == mapping.ERROR]
+        if errors:
+            raise exception.ConfigError(
+                'the declared MIG layouts do not fit this host (run '
+                '"vgpu-nova-ext check"): %s' % '; '.join(
+                    str(p) for p in errors))
+
+    def refresh(self, existing_uuids: dict[str, str] | None = None,
+                allocated: dict[str, int] | None = None
+                ) -> inventory.DesiredTree:
+        """Plan the host again; returns the desired GPU providers.
+
+        :param allocated: as for :func:`inventory.provider_tree`.
+        """
+        snapshot = self.allocator.scan(max_age=SCAN_REUSE_SECONDS)
+        self.assignment = mapping.assign(self.config, snapshot)
+        for problem in self.assignment.problems:
+            log = LOG.error if problem.severity == mapping.ERROR \
+                else LOG.warning
+            log('vGPU configuration: %s', problem)
+        if self.assignment.errors:
+            raise exception.ConfigError(
+                'the vGPU configuration does not fit this host (run '
+                '"vgpu-nova-ext check"): %s' % '; '.join(
+                    str(p) for p in self.assignment.errors))
+        tree = inventory.provider_tree(
+            self.nodename, self.assignment, existing_uuids,
+            allocated=allocated, owner_trait=compat.features().owner_trait)
+        for problem in tree.problems:
+            LOG.warning('vGPU inventory: %s', problem)
+        self.allocator.targets = allocator_mod.targets(
+            self.nodename, self.assignment, existing_uuids)
+        return tree

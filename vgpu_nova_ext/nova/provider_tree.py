@@ -1,0 +1,233 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The GPU providers in Nova's provider tree, and the reshape.
+
+Nova's report client writes the tree; this fills it: one child provider
+per GPU with its inventory and traits (an operator's own traits kept), a
+total never below what is allocated, a provider whose GPU serves nothing
+removed with what went with it said, and vGPU inventory in one of Nova's
+in-tree layouts reshaped onto the GPUs that hold the devices.
+"""
+
+from nova import exception as nova_exception
+from oslo_log import log as logging
+
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext.nova import extension
+from vgpu_nova_ext.nova import guests
+from vgpu_nova_ext import reshape
+
+LOG = logging.getLogger(__name__)
+
+
+def update(ext: extension.Extension, host, reportclient, provider_tree,
+           nodename: str, allocations=None) -> None:
+    """The GPU providers of ``nodename`` in Nova's provider tree.
+
+    :param host: Nova's libvirt host (its guests, for a reshape).
+    :param allocations: Nova's, when it asks for a reshape.
+    :raises ReshapeNeeded: vGPU inventory in one of Nova's layouts and no
+        allocations given (Nova calls again with them).
+    """
+    existing = {}
+    for rp_uuid in provider_tree.get_provider_uuids(nodename):
+        data = provider_tree.data(rp_uuid)
+        if data.parent_uuid is not None:
+            existing[data.name] = data.uuid
+    desired = ext.refresh(existing)
+    allocated = _allocated(reportclient, provider_tree, nodename, desired)
+    if allocated:
+        desired = ext.refresh(existing, allocated)
+    old = _old_layout(ext, provider_tree, nodename, desired)
+    if old and allocations is None:
+        # vGPU inventory in one of Nova's in-tree layouts (on the
+        # compute node, or a provider per SR-IOV VF): Nova calls again
+        # with the allocations, at start-up.
+        LOG.info('vGPU inventory in an old layout (%s): asking Nova '
+                 'for a reshape', ', '.join(sorted(
+                     provider_tree.data(u).name for u in old)))
+        raise nova_exception.ReshapeNeeded()
+    for spec in desired.providers:
+        if not provider_tree.exists(spec.name):
+            provider_tree.new_child(spec.name, nodename, uuid=spec.uuid)
+        body = {spec.resource_class: {
+            'total': spec.inventory.total,
+            'reserved': spec.inventory.reserved,
+            'min_unit': spec.inventory.min_unit,
+            'max_unit': spec.inventory.max_unit,
+            'step_size': spec.inventory.step_size,
+            'allocation_ratio': spec.inventory.allocation_ratio}}
+        provider_tree.update_inventory(spec.name, body)
+        # Only this project's traits change: an operator's own (Nova's
+        # vGPU guide has them put on GPU providers) stay.
+        provider_tree.update_traits(spec.name, inventory.merged_traits(
+            provider_tree.data(spec.name).traits, spec))
+    if old:
+        _reshape(ext, host, provider_tree, nodename, desired, old,
+                 allocations)
+    wanted = {p.name for p in desired.providers}
+    for name in existing:
+        if name in wanted or not provider_tree.exists(name):
+            continue
+        data = provider_tree.data(name)
+        if name.startswith(nodename + '_') and \
+                _is_gpu_provider(data):
+            # The GPU serves nothing now; Nova deletes the provider
+            # (it refuses while allocations remain, and logs it). The
+            # operator's own traits go with it: flavors requiring them
+            # stop finding this host, which is news.
+            own = sorted(t for t in _traits_of(reportclient, data)
+                         if not inventory.is_managed_trait(t))
+            LOG.info('removing GPU provider %s: its GPU serves no vGPU '
+                     'type now (run "vgpu-nova-ext check" for why)%s',
+                     name, '; the operator traits %s go with it' %
+                     ', '.join(own) if own else '')
+            provider_tree.remove(name)
+
+
+def _allocated(reportclient, provider_tree, nodename,
+               desired) -> dict[str, int]:
+    """Usage of the GPU providers whose total would go down.
+
+    A total is floored at what is allocated, as the publisher and the
+    audit floor it (one tree, whoever writes it): a GPU provider never
+    reports less than its consumers hold, nor vanishes under them.
+    Placement is read only for such providers (rarely: devices lost or
+    capacity lowered); when it cannot be read the total stays where
+    it is.
+    """
+    current = {}
+    uuids = {}
+    for rp_uuid in provider_tree.get_provider_uuids(nodename):
+        data = provider_tree.data(rp_uuid)
+        if data.parent_uuid is not None:
+            uuids[data.name] = data.uuid
+            current[data.name] = {rc: inv['total'] for rc, inv in
+                                  data.inventory.items()}
+    shrinking = inventory.shrinking(desired, current)
+    if not shrinking:
+        return {}
+    allocated = {}
+    for name, rc in shrinking:
+        try:
+            response = reportclient.get(
+                '/resource_providers/%s/usages' % uuids[name],
+                version='1.9')
+            if response.status_code != 200:
+                raise ValueError('HTTP %d' % response.status_code)
+            allocated[name] = response.json()['usages'].get(rc, 0)
+        except Exception as exc:
+            LOG.warning('cannot read the usage of %s in Placement (%s); '
+                        'its total stays at %d', name, exc,
+                        current[name][rc])
+            allocated[name] = current[name][rc]
+    return allocated
+
+
+def _vgpu_classes(desired) -> set[str]:
+    """The classes vGPUs are counted in, now or by Nova's layouts."""
+    return {p.resource_class for p in desired.providers} | {'VGPU'}
+
+
+def _old_layout(ext: extension.Extension, provider_tree, nodename: str,
+                desired) -> set[str]:
+    """Providers holding vGPU inventory that this layout does not.
+
+    Not a GPU provider of this layout that serves nothing now (other
+    owners took its room): that one is removed, not reshaped.
+    """
+    classes = _vgpu_classes(desired)
+    wanted = {p.uuid for p in desired.providers}
+    gpus = {inventory.provider_name(nodename, g.name) for g in
+            ext.allocator.scan(
+                max_age=extension.SCAN_REUSE_SECONDS).gpus}
+    return {u for u in provider_tree.get_provider_uuids(nodename)
+            if u not in wanted and
+            provider_tree.data(u).name not in gpus and
+            classes & set(provider_tree.data(u).inventory)}
+
+
+def _reshape(ext: extension.Extension, host, provider_tree, nodename: str,
+             desired, old, allocations) -> None:
+    """Move vGPU allocations onto the GPUs that hold the devices.
+
+    ``allocations`` (Nova's, keyed by consumer) is changed in place, as
+    Nova's reshape expects; old inventory leaves the tree.
+    """
+    gpu_of = {}
+    snapshot = ext.backend.scan()
+    for device in snapshot.mediated_devices:
+        gpu = snapshot.gpu_of_parent(device.parent)
+        if gpu is not None:
+            gpu_of[device.device_id] = inventory.provider_name(
+                nodename, gpu.name)
+    domains, _ = guests.domain_devices(host)
+    owners = {uuid: [gpu_of[d] for d in devices if d in gpu_of]
+              for uuid, devices in domains.items()}
+    root_uuid = provider_tree.data(nodename).uuid
+    states = {}
+    for rp_uuid in provider_tree.get_provider_uuids(nodename):
+        data = provider_tree.data(rp_uuid)
+        states[rp_uuid] = reshape.ProviderState(
+            uuid=data.uuid, name=data.name,
+            generation=data.generation or 0,
+            inventories=dict(data.inventory),
+            parent_uuid=data.parent_uuid)
+    consumers = [reshape.ConsumerState(
+        uuid=consumer,
+        allocations={rp: dict(a['resources']) for rp, a in
+                     body['allocations'].items()},
+        project_id=body.get('project_id'), user_id=body.get('user_id'),
+        generation=body.get('consumer_generation'))
+        for consumer, body in allocations.items()]
+    try:
+        plan = reshape.plan(
+            states[root_uuid],
+            [s for u, s in states.items() if u != root_uuid],
+            consumers, desired, owners)
+    except reshape.ReshapeError as exc:
+        raise nova_exception.ReshapeFailed(error=str(exc))
+    for consumer, body in plan.allocations.items():
+        allocations[consumer]['allocations'] = body['allocations']
+    classes = _vgpu_classes(desired)
+    root = provider_tree.data(root_uuid)
+    if classes & set(root.inventory):
+        provider_tree.update_inventory(nodename, {
+            rc: inv for rc, inv in root.inventory.items()
+            if rc not in classes})
+    for rp_uuid in plan.retired:
+        provider_tree.remove(rp_uuid)
+    LOG.info('reshaped the vGPU allocations of %d consumer(s) onto the '
+             'GPU providers', len(plan.allocations))
+
+
+def _traits_of(reportclient, data) -> set[str]:
+    """A provider's traits as Placement has them now.
+
+    Read only when a provider goes (rare): Nova's cache of the tree
+    learns traits an operator added only at its next refresh.
+    """
+    try:
+        response = reportclient.get(
+            '/resource_providers/%s/traits' % data.uuid, version='1.6')
+        if response.status_code == 200:
+            return set(response.json()['traits'])
+    except Exception as exc:
+        LOG.debug('cannot read the traits of %s (%s): the cached ones '
+                  'are named', data.name, exc)
+    return set(data.traits)
+
+
+def _is_gpu_provider(data) -> bool:
+    return 'VGPU' in data.inventory or any(
+        t.startswith('CUSTOM_' + inventory.TRAIT_PREFIX)
+        for t in data.traits)
