@@ -22,7 +22,7 @@ from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
-from vgpu_nova_ext.host import sysfs
+from vgpu_nova_ext.host import sysfs_backend
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 
@@ -472,7 +472,7 @@ class TestSysfsErrors(base.TestCase):
 
     def test_nothing_appears_times_out(self):
         self.add_gpu('0000:84:00.0', [base.nvidia_type('nvidia-18', 'x', 4)])
-        backend = sysfs.SysfsBackend(self.root, timeout=0.2)
+        backend = sysfs_backend.SysfsBackend(self.root, timeout=0.2)
         exc = self.assertRaises(exception.DeviceTimeoutError,
                                 backend.create_device, GPU84, 'nvidia-18',
                                 str(uuid.uuid4()))
@@ -480,14 +480,14 @@ class TestSysfsErrors(base.TestCase):
 
     def test_unknown_parent_and_type(self):
         self.add_gpu('0000:84:00.0', [base.nvidia_type('nvidia-18', 'x', 4)])
-        backend = sysfs.SysfsBackend(self.root, timeout=0.2)
+        backend = sysfs_backend.SysfsBackend(self.root, timeout=0.2)
         self.assertRaises(exception.DeviceGoneError, backend.create_device,
                           GPU85, 'nvidia-18', str(uuid.uuid4()))
         self.assertRaises(exception.DeviceGoneError, backend.create_device,
                           GPU84, 'nvidia-99', str(uuid.uuid4()))
 
     def test_removing_a_gone_device_is_fine(self):
-        backend = sysfs.SysfsBackend(self.root)
+        backend = sysfs_backend.SysfsBackend(self.root)
         backend.remove_device(str(uuid.uuid4()))
 
     def test_kernel_errors_are_named(self):

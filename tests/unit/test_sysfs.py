@@ -23,6 +23,7 @@ import os
 from tests.unit import base
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import sysfs
+from vgpu_nova_ext.host import sysfs_backend
 
 UUID = 'd878445d-df99-4510-b467-c67a4c1a7c34'
 GPU5 = 'devices/pci0000:85/0000:85:00.0/0000:86:00.0/0000:87:08.0/0000:89:00.0'
@@ -155,7 +156,7 @@ class TestRawKernelLayout(base.TestCase):
             breaking(t)
             logged = self.useFixture(base.fixtures.FakeLogger(
                 name='vgpu_nova_ext.host.sysfs', level=logging.WARNING))
-            snap = sysfs.SysfsBackend(sysfs_root=root).scan()
+            snap = sysfs_backend.SysfsBackend(sysfs_root=root).scan()
             self.assertEqual((), snap.mediated_devices, said)
             self.assertIn(UUID, logged.output, said)
             self.assertIn(said, logged.output)
@@ -306,6 +307,6 @@ class TestTreeWriterLayouts(base.TestCase):
     def test_backend_plugin(self):
         self.add_gpu('0000:84:00.0',
                      [base.nvidia_type('nvidia-18', 'GRID M60-2Q', 4)])
-        backend = sysfs.SysfsBackend(sysfs_root=self.root)
+        backend = sysfs_backend.SysfsBackend(sysfs_root=self.root)
         self.assertIn(self.root, backend.describe())
         self.assertEqual('pci_0000_84_00_0', backend.scan().gpus[0].name)

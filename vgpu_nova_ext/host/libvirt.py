@@ -27,7 +27,7 @@ from xml.etree import ElementTree as etree
 
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
-from vgpu_nova_ext.host import sysfs
+from vgpu_nova_ext.host import sysfs_backend
 
 
 def nodedev_xml(parent: str, type_id: str, device_uuid: str) -> str:
@@ -59,7 +59,7 @@ def nodedev_names(device_uuid: str, parent: str) -> list[str]:
     return ['mdev_%s_%s' % (uuid_part, parent_part), 'mdev_%s' % uuid_part]
 
 
-class LibvirtBackend(sysfs.SysfsBackend):
+class LibvirtBackend(sysfs_backend.SysfsBackend):
     """Host backend on libvirt's node-device API."""
 
     def __init__(self, sysfs_root: str = '/', uri: str = 'qemu:///system',

@@ -24,10 +24,10 @@ from vgpu_nova_ext.host.simulated import mig_state
 from vgpu_nova_ext.host.simulated import parse
 from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host.simulated import tree
-from vgpu_nova_ext.host import sysfs
+from vgpu_nova_ext.host import sysfs_backend
 
 
-class SimulatedBackend(sysfs.SysfsBackend):
+class SimulatedBackend(sysfs_backend.SysfsBackend):
     """Host backend on a simulated host described by a profile.
 
     The host is a sysfs tree that the sysfs backend reads and writes
