@@ -13,12 +13,8 @@
 
 Every change to the host is written here first (the intent) and marked
 done after, so that after a crash at any point the allocator's
-``reconcile()`` can tell what was half done. States:
-
-- ``creating``: about to be created for ``consumer``;
-- ``active``: exists and belongs to ``consumer``;
-- ``free``: exists, belongs to no one, kept for reuse;
-- ``removing``: about to be removed.
+``reconcile()`` can tell what was half done. States and schema:
+:mod:`.ledger_schema`; reading without writing: :mod:`.ledger_reader`.
 
 The file lives in the state directory, readable by its owner only.
 Transactions are ``BEGIN IMMEDIATE`` so that concurrent processes
@@ -33,360 +29,41 @@ pools start and end threads, and a connection per thread would be opened
 and leaked with each; every ledger statement is a sub-millisecond index
 look-up, so serialising them costs nothing next to the host writes, which
 the lock never covers.
-
-Schema: ``PRAGMA user_version`` numbers the schema; :data:`_MIGRATIONS`
-takes a ledger of any earlier version (0: the first release, which set no
-version) to the current one, in one transaction. A ledger written by a
-newer release is refused, not guessed at.
 """
 
 import contextlib
 import dataclasses
 import os
 import sqlite3
-import stat
 import threading
 import time
-import urllib.parse
 
+from vgpu_nova_ext.devices import ledger_reader
+from vgpu_nova_ext.devices import ledger_schema
 from vgpu_nova_ext import exception
 
-CREATING = 'creating'
-ACTIVE = 'active'
-FREE = 'free'
-REMOVING = 'removing'
-CREATED = 'created'
-ADOPTED = 'adopted'
-
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    gpu TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    type_id TEXT NOT NULL,
-    consumer TEXT,
-    state TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    changed_at REAL NOT NULL,
-    orphaned_at REAL
-);
-CREATE INDEX IF NOT EXISTS devices_consumer ON devices (consumer);
-CREATE INDEX IF NOT EXISTS devices_free ON devices (gpu, type_id, state);
-CREATE TABLE IF NOT EXISTS links (
-    consumer TEXT PRIMARY KEY,
-    instance TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS links_instance ON links (instance);
-"""
-# Version 2: the names read for each type on each physical GPU. NVIDIA's
-# vendor-specific VFIO lists a type (with its name) only while a VF can
-# still take it, so a full GPU no longer names its types; type ids are
-# unique per board only, so names are kept per GPU.
-_SCHEMA_V2 = """
-CREATE TABLE IF NOT EXISTS type_names (
-    gpu TEXT NOT NULL,
-    type_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT,
-    PRIMARY KEY (gpu, type_id)
-)
-"""
-# Version 3: a MIG layout being carved on a GPU, written before the first
-# step and removed after the last, so that a crash in between is finished
-# at the next start.
-_SCHEMA_V3 = """
-CREATE TABLE IF NOT EXISTS mig_intents (
-    gpu TEXT PRIMARY KEY,
-    layout TEXT NOT NULL,
-    started_at REAL NOT NULL
-)
-"""
-# Version 4: how often things happened on this host, for the metrics
-# (monotonic counters, as Prometheus expects them).
-_SCHEMA_V4 = """
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-)
-"""
-
-
-def _consumers_as_placement(execute) -> None:
-    """Version 5: a device's consumer is its allocation's consumer.
-
-    Up to version 4 a cold migration's or resize's destination claimed its
-    devices for the migration (linked to the instance) and the source kept
-    the instance's; Nova's allocations go the other way (the migration
-    holds the source's, the instance the destination's), and a move
-    confirmed across hosts left the instance without devices, since Nova
-    confirms on the source only. Per instance with linked migrations that
-    hold devices here, the last linked of them is the move whose
-    destination this is: its devices become the instance's; the instance's
-    own and those of its older moves (an unconfirmed resize on one host
-    keeps them for a revert) become that migration's. Links that hold
-    nothing then go.
-    """
-    rows = execute(
-        'SELECT l.consumer, l.instance FROM links l WHERE EXISTS (SELECT 1 '
-        'FROM devices d WHERE d.consumer = l.consumer) ORDER BY l.rowid'
-    ).fetchall()
-    moves: dict[str, list[str]] = {}
-    for migration, instance in rows:
-        moves.setdefault(instance, []).append(migration)
-    for instance, migrations in moves.items():
-        last = migrations[-1]
-        held = {c: [r[0] for r in execute(
-            'SELECT device_id FROM devices WHERE consumer = ?',
-            (c,)).fetchall()] for c in [instance] + migrations}
-        for consumer, devices in held.items():
-            owner = instance if consumer == last else last
-            for device_id in devices:
-                execute('UPDATE devices SET consumer = ? WHERE device_id = ?',
-                        (owner, device_id))
-    execute('DELETE FROM links WHERE consumer NOT IN (SELECT consumer FROM '
-            'devices WHERE consumer IS NOT NULL)')
-
-
-# Version 6: the MIG layout last carved on each GPU, so that a host that
-# comes back without its GPU instances (a reboot) carves again the layout
-# its guests' devices need, whatever nova.conf declares now.
-_SCHEMA_V6 = """
-CREATE TABLE IF NOT EXISTS mig_layouts (
-    gpu TEXT PRIMARY KEY,
-    layout TEXT NOT NULL,
-    carved_at REAL NOT NULL
-)
-"""
-#: The counters :meth:`Ledger.count_event` keeps.
-COUNTERS = ('claims_failed', 'orphans_freed', 'devices_recreated')
-#: What takes a ledger from version N-1 to N, N = index + 1: statements,
-#: or a function given the statement runner. Append only: a released step
-#: never changes. Version 1 is the first release's schema (its ledgers
-#: have user_version 0 and these tables).
-_MIGRATIONS: tuple = (
-    tuple(s.strip() for s in _SCHEMA_V1.split(';') if s.strip()),
-    (_SCHEMA_V2.strip(),),
-    (_SCHEMA_V3.strip(),),
-    (_SCHEMA_V4.strip(),),
-    _consumers_as_placement,
-    (_SCHEMA_V6.strip(),),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-_FIELDS = ('device_id', 'kind', 'gpu', 'parent', 'type_id', 'consumer',
-           'state', 'origin', 'changed_at', 'orphaned_at')
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    device_id: str
-    kind: str
-    gpu: str
-    parent: str
-    type_id: str
-    consumer: str | None
-    state: str
-    origin: str
-    changed_at: float
-    orphaned_at: float | None = None
-
-
-def check_state_dir(path: str) -> None:
-    """Make sure the state directory is this service user's to write.
-
-    :raises LedgerError: naming the directory, what is wrong and the fix.
-    """
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        info = os.stat(path)
-    except OSError as exc:
-        raise exception.LedgerError(
-            'cannot create the state directory %s: %s; create it owned by '
-            'the user nova-compute runs as (uid %d), or set [vgpu_nova_ext] '
-            'state_path to a directory it can write' % (
-                path, exc.strerror, os.geteuid()))
-    if not stat.S_ISDIR(info.st_mode):
-        raise exception.LedgerError(
-            'the state directory %s is not a directory; set [vgpu_nova_ext] '
-            'state_path to a directory' % path)
-    euid = os.geteuid()
-    if info.st_uid != euid:
-        # Root running the command line over nova-compute's directory must
-        # not take it over: files it made would lock nova-compute out.
-        fix = ('run this as its owner (sudo -u \'#%d\' ...)' % info.st_uid
-               if euid == 0 else 'chown -R %d %s' % (euid, path))
-        raise exception.LedgerError(
-            'the state directory %s belongs to uid %d, not to uid %d that '
-            'this process runs as: the ledger must be written by one user '
-            'only; %s' % (path, info.st_uid, euid, fix))
-    if not os.access(path, os.W_OK | os.X_OK):
-        if on_read_only_mount(path):
-            raise exception.LedgerError(
-                'the state directory %s is on a read-only file system: the '
-                'ledger cannot be written there; mount it read-write (or set '
-                '[vgpu_nova_ext] state_path to a directory on a writable '
-                'volume, as Nova\'s state_path)' % path)
-        raise exception.LedgerError(
-            'the state directory %s is not writable by uid %d (mode %o); '
-            'chmod u+rwx %s' % (path, euid, stat.S_IMODE(info.st_mode),
-                                path))
-    _check_trusted(path, info)
-
-
-def on_read_only_mount(path: str) -> bool:
-    """Whether ``path`` is on a file system mounted read-only."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _check_trusted(path: str, info: os.stat_result) -> None:
-    """No other user may write in the state directory, nothing is a link.
-
-    Checked by readers too: what others could have written is not read.
-    """
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o022:
-        raise exception.LedgerError(
-            'the state directory %s has mode %o: other users may write in '
-            'it, and so replace the ledger or plant links that this service '
-            'would write through; chmod 0700 %s' % (path, mode, path))
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_symlink():
-                raise exception.LedgerError(
-                    '%s is a symbolic link (to %s): the ledger and its lock '
-                    'would be written through it, wherever it points; '
-                    'nothing in the state directory may be a link, so '
-                    'remove it and let the service create the file' % (
-                        entry.path, os.readlink(entry.path)))
-
-
-class ReadOnlyLedger:
-    """A host's ledger read once, for the commands that never write.
-
-    ``devices``, ``metrics`` and ``audit`` read it so. Opened
-    ``mode=ro`` (a WAL reader takes no write lock and waits for none),
-    read in one transaction, closed: nothing is created, migrated or
-    locked, whatever nova-compute is doing. A host that has no ledger yet
-    reads as an empty one.
-
-    :raises LedgerError: naming the file and why it cannot be read (a
-        newer schema, a damaged file, no permission); nothing was changed.
-    """
-
-    def __init__(self, state_path: str | None) -> None:
-        """:param state_path: None: an empty ledger (none could be read)."""
-        self.path = os.path.join(state_path or '', Ledger.FILE)
-        self.entries: list[Entry] = []
-        self.link_map: dict[str, str] = {}
-        self.counter_values: dict[str, int] = {}
-        self.name_rows: list[tuple] = []
-        self.intent_map: dict[str, str] = {}
-        self.layout_map: dict[str, str] = {}
-        if state_path is None:
-            return
-        try:
-            info = os.stat(state_path)
-        except FileNotFoundError:
-            return      # no ledger yet
-        except OSError as exc:
-            raise exception.LedgerError(
-                'cannot read the state directory %s: %s' % (
-                    state_path, exc.strerror))
-        if not stat.S_ISDIR(info.st_mode):
-            raise exception.LedgerError(
-                'the state directory %s is not a directory; set '
-                '[vgpu_nova_ext] state_path to a directory' % state_path)
-        _check_trusted(state_path, info)
-        if not os.path.lexists(self.path):
-            return
-        if not os.path.isfile(self.path):
-            raise exception.LedgerError(
-                'the vGPU ledger %s is not a file; move it away (the next '
-                'start of nova-compute rebuilds what it can from the host '
-                'and the guests)' % self.path)
-        try:
-            db = sqlite3.connect('file:%s?mode=ro' % urllib.parse.quote(
-                self.path), uri=True, timeout=5)
-        except sqlite3.Error as exc:
-            raise self._error(exc)
-        try:
-            db.execute('BEGIN')
-            version = db.execute('PRAGMA user_version').fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise exception.LedgerError(
-                    'the vGPU ledger %s has schema version %d, newer than '
-                    'the %d this release knows; read it with the release '
-                    'that wrote it' % (self.path, version, SCHEMA_VERSION))
-            self.entries = [Entry(*row) for row in db.execute(
-                'SELECT %s FROM devices ORDER BY device_id' % ', '.join(
-                    _FIELDS))]
-            self.link_map = dict(db.execute(
-                'SELECT consumer, instance FROM links'))
-            # Each table from the schema version that brought it.
-            if version >= 2:
-                self.name_rows = db.execute(
-                    'SELECT gpu, type_id, name, description FROM '
-                    'type_names').fetchall()
-            if version >= 3:
-                self.intent_map = dict(db.execute(
-                    'SELECT gpu, layout FROM mig_intents'))
-            if version >= 4:
-                self.counter_values = dict(db.execute(
-                    'SELECT name, value FROM counters'))
-            if version >= 6:
-                self.layout_map = dict(db.execute(
-                    'SELECT gpu, layout FROM mig_layouts'))
-            for name, value in self.counter_values.items():
-                if not isinstance(value, int) or value < 0:
-                    raise exception.LedgerError(
-                        'the vGPU ledger %s holds %r as counter %s, not a '
-                        'whole number >= 0: the file was changed by hand or '
-                        'is damaged' % (self.path, value, name))
-        except sqlite3.Error as exc:
-            raise self._error(exc)
-        finally:
-            db.close()
-
-    def _error(self, exc) -> exception.LedgerError:
-        return exception.LedgerError(
-            'cannot read the vGPU ledger %s: %s; nothing was changed (a '
-            'damaged ledger can be moved away: the next start of '
-            'nova-compute rebuilds what it can from the host and the '
-            'guests)' % (self.path, exc))
-
-    def all(self) -> list[Entry]:
-        return list(self.entries)
-
-    def links(self) -> dict[str, str]:
-        return dict(self.link_map)
-
-    def instance_of(self, consumer: str) -> str | None:
-        return self.link_map.get(consumer)
-
-    def counters(self) -> dict[str, int]:
-        return {name: self.counter_values.get(name, 0) for name in COUNTERS}
-
-    def type_names(self) -> dict[tuple[str, str], tuple[str, str | None]]:
-        return {(gpu, type_id): (name, description)
-                for gpu, type_id, name, description in self.name_rows}
-
-    def mig_intents(self) -> dict[str, str]:
-        return dict(self.intent_map)
-
-    def mig_layouts(self) -> dict[str, str]:
-        return dict(self.layout_map)
+# The names its users know the ledger by.
+CREATING = ledger_schema.CREATING
+ACTIVE = ledger_schema.ACTIVE
+FREE = ledger_schema.FREE
+REMOVING = ledger_schema.REMOVING
+CREATED = ledger_schema.CREATED
+ADOPTED = ledger_schema.ADOPTED
+COUNTERS = ledger_schema.COUNTERS
+SCHEMA_VERSION = ledger_schema.SCHEMA_VERSION
+Entry = ledger_schema.Entry
+ReadOnlyLedger = ledger_reader.ReadOnlyLedger
+check_state_dir = ledger_reader.check_state_dir
+on_read_only_mount = ledger_reader.on_read_only_mount
 
 
 class Ledger:
     """The ledger file of one host; safe to share between threads."""
 
-    FILE = 'ledger.sqlite'
+    FILE = ledger_schema.FILE
 
     def __init__(self, state_path: str) -> None:
-        check_state_dir(state_path)
+        ledger_reader.check_state_dir(state_path)
         self.path = os.path.join(state_path, self.FILE)
         # Created in __init__, not at import: under eventlet this is then
         # the patched (green) lock.
@@ -424,7 +101,7 @@ class Ledger:
                        'vgpu-nova-ext; install that release again (a '
                        'downgrade does not convert the ledger)' % (
                            version, SCHEMA_VERSION))
-        for name, wanted in (('devices', list(_FIELDS)),
+        for name, wanted in (('devices', list(ledger_schema.FIELDS)),
                              ('links', ['consumer', 'instance'])):
             if tables[name] and tables[name] != wanted:
                 problem = ('has a %s table with columns %s, not this '
@@ -450,7 +127,7 @@ class Ledger:
         with self.transaction():
             # (A newer version was refused by _check_readable.)
             version = self._execute('PRAGMA user_version').fetchone()[0]
-            for step in _MIGRATIONS[version:]:
+            for step in ledger_schema.MIGRATIONS[version:]:
                 if callable(step):
                     step(self._execute)
                     continue
@@ -555,7 +232,7 @@ class Ledger:
                 limit: int | None = None) -> list[Entry]:
         rows = self._fetch(
             'SELECT %s FROM devices %s ORDER BY device_id%s' % (
-                ', '.join(_FIELDS), where,
+                ', '.join(ledger_schema.FIELDS), where,
                 ' LIMIT %d' % limit if limit is not None else ''),
             args)
         return [Entry(*row) for row in rows]
@@ -609,7 +286,8 @@ class Ledger:
 
     def add(self, entry: Entry) -> None:
         self._execute('INSERT INTO devices (%s) VALUES (%s)' % (
-            ', '.join(_FIELDS), ', '.join('?' * len(_FIELDS))),
+            ', '.join(ledger_schema.FIELDS),
+            ', '.join('?' * len(ledger_schema.FIELDS))),
             dataclasses.astuple(entry))
 
     def update(self, device_id: str, **changes) -> None:
