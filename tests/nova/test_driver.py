@@ -592,7 +592,7 @@ class TestGpuThatServesNothingNow(DriverTestBase):
         self.compute.driver._vgpu_ext().backend.create_device(
             'pci_0000_85_00_0', 'nvidia-22', uuidutils.generate_uuid())
         # (A change made outside the allocator shows at its next scan.)
-        self.compute.driver._vgpu_ext().allocator._last_scan = None
+        self.compute.driver._vgpu_ext().allocator.view.forget()
         self._run_periodics()
         self.assertEqual([], self.placement.get(
             '/resource_providers?name=%s' % name
