@@ -25,13 +25,38 @@ import typing
 from oslo_log import log as logging
 
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext.devices import mdevctl
 from vgpu_nova_ext import exception
+from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
 
-if typing.TYPE_CHECKING:
-    from vgpu_nova_ext.devices import allocator as allocator_mod
-
 LOG = logging.getLogger(__name__)
+
+
+class Devices(typing.Protocol):
+    """What reconcile uses of the allocator (no import back to it)."""
+
+    ledger: ledger_mod.Ledger
+    backend: host_base.HostBackend
+    targets: dict
+    orphan_grace: float
+    mdevctl: mdevctl.Definitions
+
+    def scan(self, max_age: float = 0.0) -> model.HostSnapshot:
+        """The host, as the allocator scans it."""
+
+    def _create_on_host(self, parent: str, type_id: str,
+                        device_id: str) -> None:
+        """A device made on the host."""
+
+    def _remove_from_host(self, device_id: str) -> None:
+        """A device taken off the host (the ledger untouched)."""
+
+    def _remove(self, entry: ledger_mod.Entry) -> None:
+        """A recorded device removed, intent first."""
+
+    def _release(self, entries) -> tuple[str, ...]:
+        """Recorded devices freed by the free-device policy."""
 
 
 class Kind(enum.StrEnum):
@@ -95,7 +120,7 @@ class OnDevice:
 Step = OnEntry | OnDevice
 
 
-def plan(al: 'allocator_mod.Allocator', live: set[str] | None,
+def plan(al: Devices, live: set[str] | None,
          guest_devices: dict[str, list[str]], now: float,
          adopt_unused: bool = False,
          scan_max_age: float = 0.0) -> list[Step]:
@@ -192,12 +217,12 @@ def plan(al: 'allocator_mod.Allocator', live: set[str] | None,
     return steps
 
 
-def apply(al: 'allocator_mod.Allocator', step: Step, now: float) -> None:
+def apply(al: Devices, step: Step, now: float) -> None:
     """Carry one step out (the allocator's lock held)."""
     _APPLY[step.action.kind](al, step, now)
 
 
-def remove_foreign(al: 'allocator_mod.Allocator',
+def remove_foreign(al: Devices,
                    device_ids: list[str]) -> tuple[str, ...]:
     """Remove devices this project did not make, as the operator asks.
 
