@@ -9,7 +9,7 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""Read (and, later, change) the host through the kernel's sysfs.
+"""Read the host through the kernel's sysfs (the writes: sysfs_backend).
 
 The reader follows the links exactly as the kernel lays them out (see
 :mod:`vgpu_nova_ext.host.simulated.tree`) and never assumes how deep a
