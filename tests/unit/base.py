@@ -12,6 +12,7 @@
 """Test helpers: temporary sysfs trees and configuration files."""
 
 import os
+import stat
 import textwrap
 
 import fixtures
@@ -34,6 +35,29 @@ def nvidia_type(type_id: str, name: str, available: int,
     return model.VGPUType(id=type_id, name=name,
                           available_instances=available,
                           device_api='vfio-pci', description=description)
+
+
+def tree_state(root: str) -> dict:
+    """Every path below ``root``: kind, mode, owner, time, what it holds.
+
+    Two calls compare equal only if nothing below ``root`` was written.
+    """
+    found = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                held = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                with open(path, 'rb') as f:
+                    held = f.read()
+            else:
+                held = None
+            found[os.path.relpath(path, root)] = (
+                stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode),
+                info.st_uid, info.st_mtime_ns, held)
+    return found
 
 
 class TestCase(timeout.TestCase):

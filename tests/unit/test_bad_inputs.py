@@ -24,8 +24,8 @@ import dataclasses
 import os
 import shutil
 import sqlite3
-import stat
 
+from tests.unit import base
 from tests.unit import test_cli
 from vgpu_nova_ext.host import simulated
 
@@ -413,7 +413,7 @@ class TestBadInputs(test_cli.CLITestCase):
         for path, data in case.files:
             with open(os.path.join(tmp, path), 'wb') as f:
                 f.write(data.replace(b'{tmp}', tmp.encode()))
-        before = _tree(tmp)
+        before = base.tree_state(tmp)
         argv = [a.replace('{tmp}', tmp) for a in case.argv]
         code, out, err = self.run_cli(*argv)
         text = out + err
@@ -421,7 +421,8 @@ class TestBadInputs(test_cli.CLITestCase):
         self.assertEqual(case.code, code, text)
         for wanted in case.names:
             self.assertIn(wanted.replace('{tmp}', tmp), text)
-        self.assertEqual(before, _tree(tmp), 'something was written')
+        self.assertEqual(before, base.tree_state(tmp),
+                         'something was written')
 
 
 def _add_tests() -> None:
@@ -434,16 +435,3 @@ def _add_tests() -> None:
 
 
 _add_tests()
-
-
-def _tree(root: str) -> dict:
-    """Every path below ``root`` with its kind, size and time."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            found[path] = (stat.S_IFMT(info.st_mode), info.st_size
-                           if stat.S_ISREG(info.st_mode) else 0,
-                           info.st_mtime_ns)
-    return found

@@ -45,25 +45,6 @@ GPU_DIR = ('sys', 'devices', 'pci0000:80', '0000:80:03.0', GPU)
 RACE_SECONDS = 3.0
 
 
-def _tree(top: str) -> dict:
-    """Every file and link under ``top``: what it holds, mode and owner."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            if os.path.islink(path):
-                what = 'link:' + os.readlink(path)
-            elif os.path.isdir(path):
-                what = 'dir'
-            else:
-                with open(path, 'rb') as f:
-                    what = f.read().decode(errors='replace')
-            found[os.path.relpath(path, top)] = (what, info.st_mode,
-                                                 info.st_uid)
-    return found
-
-
 def _call(func, *args) -> str:
     try:
         func(*args)
@@ -225,7 +206,7 @@ class TestHostileCaller(timeout.TestCase):
 
     def test_writes_nothing_outside_the_configured_roots(self):
         outside_before = {
-            path: found for path, found in _tree(self.top).items()
+            path: found for path, found in base.tree_state(self.top).items()
             if not path.startswith(('host', 'mdevctl.d'))}
         gpu_remove = os.stat(self.attributes['gpu_remove'])
         result = unprivileged.run_as(self, self.account, _attacks,
@@ -259,7 +240,7 @@ class TestHostileCaller(timeout.TestCase):
         # Nothing outside the host's tree and mdevctl.d changed, and the
         # GPU's own remove was never written.
         self.assertEqual(outside_before, {
-            path: found for path, found in _tree(self.top).items()
+            path: found for path, found in base.tree_state(self.top).items()
             if not path.startswith(('host', 'mdevctl.d'))})
         self.assertEqual(0, os.stat(self.attributes['gpu_remove']).st_size)
         self.assertEqual(gpu_remove.st_mtime_ns,
