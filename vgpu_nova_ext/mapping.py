@@ -500,4 +500,4 @@ class _Mapper:
 def assign(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
            vendors: vendors_base.Vendors | None = None) -> Assignment:
     """Decide which type each GPU serves, with capacity and problems."""
-    return _Mapper(config, snapshot, vendors or vendors_base.Vendors()).run()
+    return _Mapper(config, snapshot, vendors or vendors_base.loaded()).run()

@@ -57,6 +57,12 @@ class TestNvidia(timeout.TestCase):
 
 class TestVendors(timeout.TestCase):
 
+    def test_found_once_per_process(self):
+        # A stevedore scan of every installed package's entry points: the
+        # planner, the allocator, the MIG planner and licensing share it.
+        self.assertIs(base.loaded(), base.loaded())
+        self.assertEqual(['nvidia', 'generic'], base.loaded().names)
+
     def test_loaded_by_stevedore_in_priority_order(self):
         vendors = base.Vendors()
         self.assertIsInstance(vendors.plugins[0], nvidia.NvidiaVendor)

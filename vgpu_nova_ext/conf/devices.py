@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import re
 
+import os_resource_classes as orc
 from oslo_config import cfg
 
 from vgpu_nova_ext.conf import loader
@@ -90,7 +91,7 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
                  'is a configuration error.'),
         cfg.StrOpt(
             'mdev_class',
-            default='VGPU',
+            default=orc.VGPU,
             regex=MDEV_CLASS_RE,
             max_length=255,
             help='The Placement resource class of this type\'s inventory: '
@@ -162,7 +163,7 @@ class TypeConfig:
     group: str
     """The group as the operator wrote it (``mdev_x`` or ``vgpu_x``)."""
     device_addresses: tuple[str, ...]
-    mdev_class: str = 'VGPU'
+    mdev_class: str = orc.VGPU
     max_instances: int | None = None
     max_unit: int = 1
     reserved: int = 0
@@ -341,7 +342,7 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
             device_addresses=tuple(
                 a.strip() for a in values.get(group, 'device_addresses',
                                               shown, [])),
-            mdev_class=values.get(group, 'mdev_class', group, 'VGPU'),
+            mdev_class=values.get(group, 'mdev_class', group, orc.VGPU),
             max_instances=values.get(group, 'max_instances', group),
             max_unit=values.get(group, 'max_unit', shown, 1),
             reserved=values.get(group, 'reserved', shown, 0),

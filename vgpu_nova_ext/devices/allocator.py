@@ -87,7 +87,7 @@ class Allocator:
         self.free_policy = free_policy
         self.orphan_grace = orphan_grace
         self.mdevctl = mdevctl.Definitions(backend, mdevctl_path)
-        self.vendors = vendors_base.Vendors()
+        self.vendors = vendors_base.loaded()
         self.view = host_view.HostView(backend, ledger)
 
     def scan(self, max_age: float = 0.0) -> model.HostSnapshot:

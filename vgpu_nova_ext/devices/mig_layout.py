@@ -101,7 +101,7 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
         reboot), whatever nova.conf declares now.
     """
     remembered = remembered or Remembered()
-    vendors = vendors or vendors_base.Vendors()
+    vendors = vendors or vendors_base.loaded()
     problems: list[mapping.Problem] = []
     out: list[GpuPlan] = []
     listed = {_address(a) for t in config.types if not t.mig_layout

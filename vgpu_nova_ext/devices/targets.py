@@ -18,6 +18,8 @@ against them.
 
 import dataclasses
 
+import os_resource_classes as orc
+
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
@@ -86,7 +88,7 @@ def wanted(consumer: str, allocations: dict,
     wanted = []
     # Other resources (VCPU on the root, PCI devices ...) are not ours.
     classes = {t.resource_class for t in targets.values()} | {
-        'VGPU'}
+        orc.VGPU}
     elsewhere = []
     for rp_uuid, body in sorted(allocations.items()):
         resources = body.get('resources', body)

@@ -34,7 +34,7 @@ def guest_licensing(settings: vendor_types.LicensingSettings,
     problems = licensing_settings.validate(settings)
     if problems:
         raise exception.ConfigError('; '.join(problems))
-    vendor = (vendors or vendors_base.Vendors()).by_name(settings.vendor)
+    vendor = (vendors or vendors_base.loaded()).by_name(settings.vendor)
     windows = (os_type or '').lower() == vendor_types.WINDOWS
     return vendor.guest_licensing(
         settings, type_id,

@@ -138,7 +138,7 @@ def load(conf, device_config=None) -> vendor_types.LicensingSettings:
     settings = vendor_types.LicensingSettings(
         token=token, type_feature_types=overrides, **values)
     problems = validate(settings)
-    installed = vendors_base.Vendors().names
+    installed = vendors_base.loaded().names
     if settings.vendor not in installed:
         problems.append(
             '[vgpu_licensing] vendor = %r: no vendor plugin of that name is '

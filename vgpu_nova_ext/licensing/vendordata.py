@@ -34,6 +34,7 @@ import json
 import os
 import uuid
 
+import os_resource_classes as orc
 from oslo_log import log as logging
 
 from vgpu_nova_ext import conf as conf_pkg
@@ -60,7 +61,7 @@ class VendordataApp:
                  max_body_bytes: int = 262144) -> None:
         self.settings = settings
         self.client = client
-        self.vgpu_classes = set(vgpu_classes) | {'VGPU'}
+        self.vgpu_classes = set(vgpu_classes) | {orc.VGPU}
         self.by_trait = {inventory.id_trait(t): t for t in type_ids}
         self.max_body_bytes = max_body_bytes
 

@@ -19,6 +19,7 @@ in-tree layouts reshaped onto the GPUs that hold the devices.
 """
 
 from nova import exception as nova_exception
+import os_resource_classes as orc
 from oslo_log import log as logging
 
 from vgpu_nova_ext import inventory
@@ -135,7 +136,7 @@ def _allocated(reportclient, provider_tree, nodename,
 
 def _vgpu_classes(desired) -> set[str]:
     """The classes vGPUs are counted in, now or by Nova's layouts."""
-    return {p.resource_class for p in desired.providers} | {'VGPU'}
+    return {p.resource_class for p in desired.providers} | {orc.VGPU}
 
 
 def _old_layout(ext: extension.Extension, provider_tree, nodename: str,
@@ -228,6 +229,6 @@ def _traits_of(reportclient, data) -> set[str]:
 
 
 def _is_gpu_provider(data) -> bool:
-    return 'VGPU' in data.inventory or any(
+    return orc.VGPU in data.inventory or any(
         t.startswith('CUSTOM_' + inventory.TRAIT_PREFIX)
         for t in data.traits)

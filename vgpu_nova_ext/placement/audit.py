@@ -21,6 +21,8 @@ traits together.
 
 import dataclasses
 
+import os_resource_classes as orc
+
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.placement import client as placement
@@ -82,7 +84,7 @@ def audit(client: placement.PlacementClient, host: str,
     desired = inventory.provider_tree(host, assignment,
                                       existing_uuids=existing,
                                       allocated=allocated)
-    classes = {p.resource_class for p in desired.providers} | {'VGPU'}
+    classes = {p.resource_class for p in desired.providers} | {orc.VGPU}
     drift = []
     by_name = {p['name']: p for p in listed}
     for spec in desired.providers:

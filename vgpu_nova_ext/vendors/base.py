@@ -17,6 +17,7 @@ plugin (stevedore namespace ``vgpu_nova_ext.vendors``) that claims the type.
 
 import abc
 import dataclasses
+import threading
 
 from stevedore import extension
 
@@ -142,3 +143,20 @@ class Vendors:
                         'VM; asked: %d' % (info.max_per_vm, info.short_name,
                                            asked))
         return self.by_name(vendors[0]).combination_problem(vgpus)
+
+
+_LOADED: Vendors | None = None
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded() -> Vendors:
+    """The installed plugins, found once per process.
+
+    A stevedore scan of the installed packages' entry points: the planner,
+    the allocator, the MIG planner and licensing share one.
+    """
+    global _LOADED
+    with _LOADED_LOCK:
+        if _LOADED is None:
+            _LOADED = Vendors()
+        return _LOADED
