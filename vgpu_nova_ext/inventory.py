@@ -16,6 +16,7 @@ as Nova names them (``<host>_pci_0000_84_00_0``, ``<host>_mtty_mtty``) so
 that a deployment coming from Nova's in-tree support keeps its providers.
 """
 
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 import dataclasses
@@ -190,3 +191,18 @@ def shrinking(draft: DesiredTree, current: Mapping[str, Mapping[str, int]]
             if total > new:
                 out.append((name, rc))
     return out
+
+
+def usage_floors(draft: DesiredTree,
+                 current: Mapping[str, Mapping[str, int]],
+                 usage: Callable[[str, str], int]) -> dict[str, int]:
+    """What is allocated on each provider whose total would go down.
+
+    The one floor rule, whoever writes the tree (the driver, the
+    publisher, the audit's view of it): a GPU provider never reports less
+    than its consumers hold, nor vanishes under them. ``usage(name, rc)``
+    reads Placement, and is asked only for those providers (rarely:
+    devices lost or capacity lowered). Pass the result to
+    :func:`provider_tree` as ``allocated``.
+    """
+    return {name: usage(name, rc) for name, rc in shrinking(draft, current)}

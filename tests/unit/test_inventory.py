@@ -133,3 +133,19 @@ class TestShrinking(timeout.TestCase):
         self.assertEqual([('cn1_pci_0000_85_00_0', 'VGPU'),
                           ('cn1_pci_0000_86_00_0', 'VGPU')],
                          inventory.shrinking(tree, current))
+        # The usage is read for those only, and floors their totals.
+        asked = []
+
+        def usage(name, rc):
+            asked.append(name)
+            return 6 if name.endswith('85_00_0') else 0
+        floors = inventory.usage_floors(tree, current, usage)
+        self.assertEqual({'cn1_pci_0000_85_00_0': 6,
+                          'cn1_pci_0000_86_00_0': 0}, floors)
+        self.assertEqual(['cn1_pci_0000_85_00_0', 'cn1_pci_0000_86_00_0'],
+                         asked)
+        floored = inventory.provider_tree(
+            'cn1', mapping.assign(tm.config('nvidia-18'), tm.host(
+                tm.gpu('0000:84:00.0'), tm.gpu('0000:85:00.0'))),
+            allocated=floors).by_name()
+        self.assertEqual(6, floored['cn1_pci_0000_85_00_0'].total)

@@ -99,12 +99,9 @@ def _allocated(reportclient, provider_tree, nodename,
                desired) -> dict[str, int]:
     """Usage of the GPU providers whose total would go down.
 
-    A total is floored at what is allocated, as the publisher and the
-    audit floor it (one tree, whoever writes it): a GPU provider never
-    reports less than its consumers hold, nor vanishes under them.
-    Placement is read only for such providers (rarely: devices lost or
-    capacity lowered); when it cannot be read the total stays where
-    it is.
+    :func:`vgpu_nova_ext.inventory.usage_floors`, read through Nova's
+    report client; when Placement cannot be read the total stays where it
+    is.
     """
     current = {}
     uuids = {}
@@ -114,24 +111,21 @@ def _allocated(reportclient, provider_tree, nodename,
             uuids[data.name] = data.uuid
             current[data.name] = {rc: inv['total'] for rc, inv in
                                   data.inventory.items()}
-    shrinking = inventory.shrinking(desired, current)
-    if not shrinking:
-        return {}
-    allocated = {}
-    for name, rc in shrinking:
+
+    def usage(name: str, rc: str) -> int:
         try:
             response = reportclient.get(
                 '/resource_providers/%s/usages' % uuids[name],
                 version='1.9')
             if response.status_code != 200:
                 raise ValueError('HTTP %d' % response.status_code)
-            allocated[name] = response.json()['usages'].get(rc, 0)
+            return response.json()['usages'].get(rc, 0)
         except Exception as exc:
             LOG.warning('cannot read the usage of %s in Placement (%s); '
                         'its total stays at %d', name, exc,
                         current[name][rc])
-            allocated[name] = current[name][rc]
-    return allocated
+            return current[name][rc]
+    return inventory.usage_floors(desired, current, usage)
 
 
 def _vgpu_classes(desired) -> set[str]:

@@ -79,8 +79,9 @@ def audit(client: placement.PlacementClient, host: str,
     names = {p['uuid']: p['name'] for p in [root] + listed}
     current = {names[u]: {rc: body['total'] for rc, body in inv.items()}
                for u, inv in inventories.items()}
-    allocated = {name: client.usages(existing[name]).get(rc, 0)
-                 for name, rc in inventory.shrinking(draft, current)}
+    allocated = inventory.usage_floors(
+        draft, current,
+        lambda name, rc: client.usages(existing[name]).get(rc, 0))
     desired = inventory.provider_tree(host, assignment,
                                       existing_uuids=existing,
                                       allocated=allocated)

@@ -248,8 +248,9 @@ class TreePublisher:
         current = {s.name: {rc: inv['total']
                             for rc, inv in s.inventories.items()}
                    for s in states.values()}
-        return {name: self.client.usages(by_name[name].uuid).get(rc, 0)
-                for name, rc in inventory.shrinking(draft, current)}
+        return inventory.usage_floors(
+            draft, current,
+            lambda name, rc: self.client.usages(by_name[name].uuid).get(rc, 0))
 
     def _old_consumers(self, root, others, desired):
         """The consumers holding vGPU resources in an old layout."""
