@@ -19,13 +19,19 @@
   not rebind it to vfio-pci.
 
 The display is off unless asked for: a vGPU's display needs a graphics
-device and a consumer of it, which Nova does not configure.
+device and a consumer of it, which Nova does not configure. Read back,
+:func:`domains` is the one reader of a host's guests and their devices,
+for the driver (through nova-compute's connection) and the ownership audit
+(a read-only one).
 """
 
+import logging
 from xml.etree import ElementTree as etree
 
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import model
+
+LOG = logging.getLogger(__name__)
 
 
 def hostdev(kind: str, device_id: str, display: bool = False
@@ -85,3 +91,33 @@ def devices_in_domain(domain_xml: str, kinds: tuple[str, ...] = (
 def mdevs_in_domain(domain_xml: str) -> list[str]:
     """The mdev UUIDs a domain uses."""
     return devices_in_domain(domain_xml, kinds=('mdev',))
+
+
+def domains(connection, read_xml: bool = True
+            ) -> tuple[dict[str, list[str]], bool]:
+    """The vGPU devices in the XML of each of the host's domains.
+
+    :param connection: a libvirt connection (nova-compute's, a read-only
+        one, or Nova's fake libvirt in tests).
+    :param read_xml: False: only the domains' UUIDs (no device lists),
+        without reading every domain's XML.
+    :returns: {domain UUID: device ids in its XML}, running and defined
+        domains alike, and whether every domain could be read (one that
+        vanishes while listed is left out with a warning).
+    """
+    found = {}
+    every_domain = True
+    # VIR_CONNECT_LIST_DOMAINS_ACTIVE | _INACTIVE: running and defined
+    # guests alike (named, not 0, which fakes read as "none").
+    for domain in connection.listAllDomains(1 | 2):
+        uuid = domain.UUIDString()
+        if not read_xml:
+            found[uuid] = []
+            continue
+        try:
+            found[uuid] = devices_in_domain(domain.XMLDesc(0))
+        except Exception as exc:   # libvirtError: the domain went away
+            LOG.warning('cannot read the domain %s (%s): its vGPU devices '
+                        'are not counted as used this time', uuid, exc)
+            every_domain = False
+    return found, every_domain

@@ -22,9 +22,9 @@ from nova import exception as nova_exception
 import os_resource_classes as orc
 from oslo_log import log as logging
 
+from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import extension
-from vgpu_nova_ext.nova import guests
 from vgpu_nova_ext import reshape
 
 LOG = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _reshape(ext: extension.Extension, host, provider_tree, nodename: str,
         if gpu is not None:
             gpu_of[device.device_id] = inventory.provider_name(
                 nodename, gpu.name)
-    domains, _ = guests.domain_devices(host)
+    domains, _ = guest_mod.domains(host.get_connection())
     owners = {uuid: [gpu_of[d] for d in devices if d in gpu_of]
               for uuid, devices in domains.items()}
     root_uuid = provider_tree.data(nodename).uuid

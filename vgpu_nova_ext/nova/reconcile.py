@@ -17,9 +17,9 @@ At start-up (before Nova resumes guests) and every periodic task.
 from nova import context as nova_context
 from oslo_log import log as logging
 
+from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.nova import extension
-from vgpu_nova_ext.nova import guests
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def reconcile(ext: extension.Extension, host, reportclient,
     on_host = {d.device_id for d in ext.allocator.scan().mediated_devices}
     read_xml = not periodic or bool(
         on_host - {e.device_id for e in ext.ledger.all()})
-    domains, every_domain = guests.domain_devices(host, read_xml)
+    domains, every_domain = guest_mod.domains(host.get_connection(), read_xml)
     live = _live_consumers(ext, host, reportclient, domains)
     # Only with every domain read is a device no domain uses unused.
     for action in ext.allocator.reconcile(

@@ -166,18 +166,9 @@ def guests_of(connection) -> dict[str, list[str]]:
     """{domain UUID: vGPU devices in its XML} through a libvirt connection.
 
     Read-only: ``libvirt.openReadOnly`` on a host, Nova's fake libvirt in
-    tests. A domain that vanishes while listed is skipped.
+    tests (:func:`vgpu_nova_ext.devices.guest.domains`).
     """
-    found = {}
-    # VIR_CONNECT_LIST_DOMAINS_ACTIVE | _INACTIVE: running and defined
-    # guests alike (named, not 0, which fakes read as "none").
-    for domain in connection.listAllDomains(1 | 2):
-        try:
-            found[domain.UUIDString()] = guest_mod.devices_in_domain(
-                domain.XMLDesc(0))
-        except Exception:   # libvirtError: the domain went away meanwhile
-            continue
-    return found
+    return guest_mod.domains(connection)[0]
 
 
 def open_guests(uri: str) -> tuple[dict[str, list[str]] | None, str | None]:
