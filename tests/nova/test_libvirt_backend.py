@@ -64,10 +64,12 @@ class TestLibvirtBackend(timeout.TestCase):
             self.kernel, lambda xml: schemas.assert_valid(
                 self, 'nodedev.rng', xml))
         # Its own sysfs writes (for devices libvirt does not know) reach
-        # the same simulated kernel, as every write to a simulated host.
+        # the same simulated kernel, through the writer the simulated
+        # host's backend hands its kernel's writes to.
         self.backend = libvirt_backend.LibvirtBackend(
             sysfs_root=self.kernel.root, connection=self.conn,
             libvirt_module=fake, timeout=2)
+        self.backend.writer = self.kernel.writer
 
     def test_define_start_autostart_then_stop_undefine(self):
         device_id = str(uuid.uuid4())
