@@ -42,7 +42,16 @@ MDEVCTL_PATH = cfg.StrOpt(
 
 
 def roots(conf: cfg.ConfigOpts) -> tuple[str, str | None]:
-    """``sysfs_root`` and ``mdevctl_path`` in ``conf``, registered if not."""
-    conf.register_opts([SYSFS_ROOT, MDEVCTL_PATH], group=GROUP)
-    group = conf[GROUP]
-    return group.sysfs_root, group.mdevctl_path
+    """``sysfs_root`` and ``mdevctl_path`` in ``conf``, registered if not.
+
+    Registered once (the privileged daemon's own CONF has no other reason
+    to know them); a registration clears oslo.config's cache, so it is not
+    repeated at every write.
+    """
+    try:
+        group = conf[GROUP]
+        return group.sysfs_root, group.mdevctl_path
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        conf.register_opts([SYSFS_ROOT, MDEVCTL_PATH], group=GROUP)
+        group = conf[GROUP]
+        return group.sysfs_root, group.mdevctl_path
