@@ -87,7 +87,7 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
     def _update_provider_tree_for_vgpu(self, tree, nodename,
                                        allocations=None):
         provider_tree.update(self._vgpu_ext(), self._host,
-                             self.virtapi.reportclient, tree, nodename,
+                             self.virtapi, tree, nodename,
                              allocations)
 
     # -- devices -------------------------------------------------------------
@@ -279,4 +279,4 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
 
     def _reconcile_devices(self, periodic: bool = False) -> None:
         reconcile.reconcile(self._vgpu_ext(), self._host,
-                            self.virtapi.reportclient, periodic=periodic)
+                            self.virtapi, periodic=periodic)

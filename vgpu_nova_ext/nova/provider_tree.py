@@ -30,11 +30,13 @@ from vgpu_nova_ext import reshape
 LOG = logging.getLogger(__name__)
 
 
-def update(ext: extension.Extension, host, reportclient, provider_tree,
+def update(ext: extension.Extension, host, virtapi, provider_tree,
            nodename: str, allocations=None) -> None:
     """The GPU providers of ``nodename`` in Nova's provider tree.
 
     :param host: Nova's libvirt host (its guests, for a reshape).
+    :param virtapi: Nova's, whose report client reads Placement only
+        where needed (a total going down, a provider going).
     :param allocations: Nova's, when it asks for a reshape.
     :raises ReshapeNeeded: vGPU inventory in one of Nova's layouts and no
         allocations given (Nova calls again with them).
@@ -45,7 +47,7 @@ def update(ext: extension.Extension, host, reportclient, provider_tree,
         if data.parent_uuid is not None:
             existing[data.name] = data.uuid
     desired = ext.refresh(existing)
-    allocated = _allocated(reportclient, provider_tree, nodename, desired)
+    allocated = _allocated(virtapi, provider_tree, nodename, desired)
     if allocated:
         desired = ext.refresh(existing, allocated)
     old = _old_layout(ext, provider_tree, nodename, desired)
@@ -86,7 +88,7 @@ def update(ext: extension.Extension, host, reportclient, provider_tree,
             # (it refuses while allocations remain, and logs it). The
             # operator's own traits go with it: flavors requiring them
             # stop finding this host, which is news.
-            own = sorted(t for t in _traits_of(reportclient, data)
+            own = sorted(t for t in _traits_of(virtapi, data)
                          if not inventory.is_managed_trait(t))
             LOG.info('removing GPU provider %s: its GPU serves no vGPU '
                      'type now (run "vgpu-nova-ext check" for why)%s',
@@ -95,7 +97,7 @@ def update(ext: extension.Extension, host, reportclient, provider_tree,
             provider_tree.remove(name)
 
 
-def _allocated(reportclient, provider_tree, nodename,
+def _allocated(virtapi, provider_tree, nodename,
                desired) -> dict[str, int]:
     """Usage of the GPU providers whose total would go down.
 
@@ -114,7 +116,7 @@ def _allocated(reportclient, provider_tree, nodename,
 
     def usage(name: str, rc: str) -> int:
         try:
-            response = reportclient.get(
+            response = virtapi.reportclient.get(
                 '/resource_providers/%s/usages' % uuids[name],
                 version='1.9')
             if response.status_code != 200:
@@ -205,14 +207,14 @@ def _reshape(ext: extension.Extension, host, provider_tree, nodename: str,
              'GPU providers', len(plan.allocations))
 
 
-def _traits_of(reportclient, data) -> set[str]:
+def _traits_of(virtapi, data) -> set[str]:
     """A provider's traits as Placement has them now.
 
     Read only when a provider goes (rare): Nova's cache of the tree
     learns traits an operator added only at its next refresh.
     """
     try:
-        response = reportclient.get(
+        response = virtapi.reportclient.get(
             '/resource_providers/%s/traits' % data.uuid, version='1.6')
         if response.status_code == 200:
             return set(response.json()['traits'])

@@ -24,7 +24,7 @@ from vgpu_nova_ext.nova import extension
 LOG = logging.getLogger(__name__)
 
 
-def reconcile(ext: extension.Extension, host, reportclient,
+def reconcile(ext: extension.Extension, host, virtapi,
               periodic: bool = False) -> None:
     """Make host and ledger agree.
 
@@ -46,7 +46,7 @@ def reconcile(ext: extension.Extension, host, reportclient,
     read_xml = not periodic or bool(
         on_host - {e.device_id for e in ext.ledger.all()})
     domains, every_domain = guest_mod.domains(host.get_connection(), read_xml)
-    live = _live_consumers(ext, host, reportclient, domains)
+    live = _live_consumers(ext, host, virtapi, domains)
     # Only with every domain read is a device no domain uses unused.
     for action in ext.allocator.reconcile(
             live_consumers=live, guest_devices=domains,
@@ -59,7 +59,7 @@ def reconcile(ext: extension.Extension, host, reportclient,
             action.detail)
 
 
-def _live_consumers(ext: extension.Extension, host, reportclient,
+def _live_consumers(ext: extension.Extension, host, virtapi,
                     guests: dict[str, list[str]]) -> set[str] | None:
     """Consumers whose devices stay; None: cannot tell this time.
 
@@ -86,6 +86,7 @@ def _live_consumers(ext: extension.Extension, host, reportclient,
                if e.consumer is not None} - live
     if not unknown:
         return live
+    reportclient = virtapi.reportclient
     context = nova_context.get_admin_context()
     try:
         here = {p['uuid'] for p in reportclient.get_providers_in_tree(
