@@ -32,28 +32,10 @@ Pure: no I/O. All problems are collected before returning.
 import dataclasses
 
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import address as addr
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.vendors import base as vendors_base
-
-ERROR = 'error'
-WARNING = 'warning'
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    severity: str
-    code: str
-    option: str
-    """Where the operator acts: ``[mdev_nvidia-35] device_addresses``, or
-    the host thing (``host GPU 0000:84:00.0``)."""
-    value: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        return '%s = %s: %s. Fix: %s' % (self.option, self.value,
-                                         self.message, self.fix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,16 +86,18 @@ def most_per_gpu(gpu: model.PhysicalGPU,
 @dataclasses.dataclass(frozen=True)
 class Assignment:
     gpus: tuple[GPUAssignment, ...]
-    problems: tuple[Problem, ...] = ()
+    problems: tuple[findings.Finding, ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
-    def errors(self) -> tuple[Problem, ...]:
-        return tuple(p for p in self.problems if p.severity == ERROR)
+    def errors(self) -> tuple[findings.Finding, ...]:
+        return tuple(p for p in self.problems
+                     if p.severity == findings.ERROR)
 
     @property
-    def warnings(self) -> tuple[Problem, ...]:
-        return tuple(p for p in self.problems if p.severity == WARNING)
+    def warnings(self) -> tuple[findings.Finding, ...]:
+        return tuple(p for p in self.problems
+                     if p.severity == findings.WARNING)
 
 
 @dataclasses.dataclass
@@ -141,7 +125,7 @@ class _Mapper:
         self.config = config
         self.snapshot = snapshot
         self.vendors = vendors
-        self.problems: list[Problem] = []
+        self.problems: list[findings.Finding] = []
         self.notes: list[str] = []
         self.claims: dict[str, _Claim] = {}
         self._rules_told: set[tuple[str, int]] = set()
@@ -154,9 +138,9 @@ class _Mapper:
                 for parent in gpu.parents:
                     self.by_address[parent.address] = (gpu, parent)
 
-    def problem(self, severity, code, option, value, message, fix) -> None:
-        self.problems.append(Problem(severity, code, option, str(value),
-                                     message, fix))
+    def problem(self, code, severity, where, value, why, fix) -> None:
+        self.problems.append(findings.Finding(code, severity, where,
+                                              str(value), why, fix))
 
     # -- the steps -------------------------------------------------------
     def run(self) -> Assignment:
@@ -167,7 +151,7 @@ class _Mapper:
                 # One nova.conf for a fleet names the types of every
                 # host's GPUs: as with Nova, this host serves what it has.
                 self.problem(
-                    WARNING, 'type.not_offered',
+                    findings.TYPE_NOT_OFFERED, findings.WARNING,
                     '[devices] %s' % self.config.option, tconf.type_id,
                     'no GPU on this host offers type %s, so this host '
                     'serves none of it (the host offers: %s)'
@@ -205,20 +189,21 @@ class _Mapper:
         for tconf in self.config.types:
             for name in tconf.ignored_old:
                 self.problem(
-                    WARNING, 'type.old_group_ignored',
+                    findings.TYPE_OLD_GROUP_IGNORED, findings.WARNING,
                     '[vgpu_%s] %s' % (tconf.type_id, name), tconf.type_id,
                     'Nova reads %s only under [mdev_%s], so this value is '
                     'ignored, by Nova and by vgpu-nova-ext alike'
                     % (name, tconf.type_id),
                     'move it to [mdev_%s]' % tconf.type_id)
         for dup in self.config.duplicates:
-            self.problem(WARNING, 'type.duplicate', option, dup,
+            self.problem(findings.TYPE_DUPLICATE, findings.WARNING,
+                         option, dup,
                          'type %s is listed more than once; it is used once'
                          % dup, 'list each type once')
         if not self.config.types and any(
                 g.parents for g in self.snapshot.gpus):
             self.problem(
-                WARNING, 'type.none_enabled', option, '',
+                findings.TYPE_NONE_ENABLED, findings.WARNING, option, '',
                 'no mdev type is enabled, so this host offers no vGPU '
                 'although its GPUs offer: %s'
                 % _list(self.snapshot.offered_type_ids),
@@ -231,14 +216,15 @@ class _Mapper:
             try:
                 parsed = addr.parse_device_address(raw)
             except ValueError as exc:
-                self.problem(ERROR, 'address.malformed', option, raw,
-                             str(exc), 'correct the address; lspci -D '
-                             'prints the addresses of the host\'s devices')
+                self.problem(findings.ADDRESS_MALFORMED, findings.ERROR,
+                             option, raw, str(exc), 'correct the address; '
+                             'lspci -D prints the addresses of the host\'s '
+                             'devices')
                 continue
             found = self.by_address.get(parsed.value)
             if found is None:
                 self.problem(
-                    WARNING, 'address.absent', option, raw,
+                    findings.ADDRESS_ABSENT, findings.WARNING, option, raw,
                     'no mdev-capable device %s on this host (it has: %s); '
                     'it serves nothing' % (parsed.value, _list(
                         g.address for g in self.snapshot.gpus)),
@@ -254,7 +240,8 @@ class _Mapper:
                 # The same address may hold another board on another host
                 # of a fleet sharing one nova.conf: it serves nothing here.
                 self.problem(
-                    WARNING, 'address.type_unsupported', option, raw,
+                    findings.ADDRESS_TYPE_UNSUPPORTED, findings.WARNING,
+                    option, raw,
                     '%s does not offer type %s, so it serves none of it; it '
                     'offers: %s' % (parsed.value, tconf.type_id,
                                     _list(supported)),
@@ -275,7 +262,7 @@ class _Mapper:
             existing.parents |= parents
             return
         self.problem(
-            ERROR, 'address.two_types', option, raw,
+            findings.ADDRESS_TWO_TYPES, findings.ERROR, option, raw,
             'GPU %s is already listed under type %s ([%s]); a physical GPU '
             'serves one type' % (gpu.address, existing.type_config.type_id,
                                  existing.type_config.group),
@@ -288,7 +275,7 @@ class _Mapper:
         offered = default.type_id in self.snapshot.offered_type_ids
         for other in defaults[1:]:
             self.problem(
-                WARNING, 'type.second_default',
+                findings.TYPE_SECOND_DEFAULT, findings.WARNING,
                 '[%s] device_addresses' % other.group, '(unset)',
                 'type %s has no device_addresses, but %s is already the '
                 'default type; as in Nova, %s is not used' % (
@@ -306,7 +293,7 @@ class _Mapper:
                     # Already an error: the type is nowhere on the host.
                     continue
                 self.problem(
-                    WARNING, 'gpu.default_unsupported',
+                    findings.GPU_DEFAULT_UNSUPPORTED, findings.WARNING,
                     'host GPU %s' % gpu.address, default.type_id,
                     'this GPU does not offer the default type %s, so it '
                     'serves nothing; it offers: %s' % (
@@ -322,7 +309,7 @@ class _Mapper:
             where = 'host GPU %s' % gpu.address
             if gpu.sriov and gpu.sriov_num_vfs == 0:
                 self.problem(
-                    WARNING, 'gpu.sriov_disabled', where,
+                    findings.GPU_SRIOV_DISABLED, findings.WARNING, where,
                     'sriov_numvfs=0',
                     'this SR-IOV GPU has no virtual functions enabled, so '
                     'it offers no vGPU type (it can have %d)'
@@ -332,7 +319,8 @@ class _Mapper:
                     'unit)' % gpu.address)
             else:
                 self.problem(
-                    WARNING, 'gpu.no_mdev', where, 'no mdev_supported_types',
+                    findings.GPU_NO_MDEV, findings.WARNING,
+                    where, 'no mdev_supported_types',
                     'this NVIDIA GPU offers no vGPU type',
                     'install and load the NVIDIA vGPU manager for KVM '
                     '(nvidia-vgpu-mgr), or ignore this GPU if it is meant '
@@ -353,7 +341,8 @@ class _Mapper:
                 foreign[dev.type_id] = foreign.get(dev.type_id, 0) + 1
         if foreign:
             self.problem(
-                WARNING, 'gpu.foreign_devices', 'host GPU %s' % gpu.address,
+                findings.GPU_FOREIGN_DEVICES, findings.WARNING,
+                'host GPU %s' % gpu.address,
                 type_id,
                 'this GPU serves %s but holds devices of %s; a time-sliced '
                 'GPU holds one type at a time, so it can take no %s until '
@@ -365,7 +354,8 @@ class _Mapper:
         name = gpu.type_name(type_id)
         if name is None and gpu.sriov:
             self.problem(
-                WARNING, 'type.name_unknown', 'host GPU %s' % gpu.address,
+                findings.TYPE_NAME_UNKNOWN, findings.WARNING,
+                'host GPU %s' % gpu.address,
                 type_id,
                 'the GPU no longer lists %s (NVIDIA\'s driver lists a type '
                 'only while a VF can take it) and its name was never read '
@@ -387,7 +377,7 @@ class _Mapper:
         if rule and (type_id, max_unit) not in self._rules_told:
             self._rules_told.add((type_id, max_unit))
             self.problem(
-                WARNING, 'type.max_unit_rule',
+                findings.TYPE_MAX_UNIT_RULE, findings.WARNING,
                 '[%s] max_unit' % claim.type_config.group, max_unit,
                 'lets one instance take %d vGPUs of %s from one GPU, which '
                 'the vendor refuses: %s; such builds fail with that fault'
@@ -410,7 +400,7 @@ class _Mapper:
                     if p != info.gpu_instance_profile}
             if idle:
                 self.problem(
-                    WARNING, 'mig.other_profiles',
+                    findings.MIG_OTHER_PROFILES, findings.WARNING,
                     'host GPU %s' % gpu.address, ', '.join(
                         '%s: %d' % kv for kv in sorted(idle.items())),
                     'the GPU also has GPU instances of other profiles; this '
@@ -424,7 +414,8 @@ class _Mapper:
                                         claim.type_config.group))
         elif gpu.mixed_size and most != info.max_per_gpu:
             self.problem(
-                WARNING, 'gpu.mixed_size', 'host GPU %s' % gpu.address,
+                findings.GPU_MIXED_SIZE, findings.WARNING,
+                'host GPU %s' % gpu.address,
                 'mixed-size mode',
                 'the GPU is in NVIDIA\'s mixed-size (heterogeneous) '
                 'mode, in which it holds at most %d of %s where '
@@ -451,7 +442,7 @@ class _Mapper:
             bound = max(most or devices_conf.PLACEMENT_MAX_INT, used)
             if capacity > bound:
                 self.problem(
-                    WARNING, 'gpu.capacity_beyond_table',
+                    findings.GPU_CAPACITY_BEYOND_TABLE, findings.WARNING,
                     'host GPU %s' % gpu.address, available,
                     'the GPU says %d more of %s fit, more than a GPU can '
                     'hold of it (%d); reported with %d' % (
@@ -477,7 +468,7 @@ class _Mapper:
             budget = cap - sum(a.used for a in mine)
             if budget < 0:
                 self.problem(
-                    WARNING, 'type.max_instances_exceeded',
+                    findings.TYPE_MAX_INSTANCES_EXCEEDED, findings.WARNING,
                     '[%s] max_instances' % tconf.group, cap,
                     '%d devices of %s already exist, more than the cap; no '
                     'more will be offered' % (sum(a.used for a in mine),

@@ -20,6 +20,7 @@ from tests.unit import test_cli
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.placement import ownership
@@ -97,19 +98,23 @@ class TestOwnership(base.TestCase, test_cli.CLITestCase):
         self.al.backend.remove_device(lost)     # behind the ledger's back
         code, out, err = self.audit('--format', 'json')
         self.assertEqual(1, code, err)
-        found = {(f['kind'], f['subject']): f
+        found = {(f['code'], f['where']): f
                  for f in json.loads(out)['findings']}
+        for f in found.values():
+            # The keys before one finding type, kept for scripts until 3.0.
+            self.assertEqual((f['code'], f['where'], f['why']), (
+                'owner.' + f['kind'], f['subject'], f['detail']))
         self.assertEqual({
-            (ownership.ALLOCATION_WITHOUT_DEVICE, u('inst-nodev')),
-            (ownership.DEVICE_WITHOUT_ALLOCATION, stray),
-            (ownership.DEVICE_ON_OTHER_GPU, u('inst-moved')),
-            (ownership.DEVICE_MISSING, lost)}, set(found))
-        self.assertIn(moved, found[(ownership.DEVICE_ON_OTHER_GPU,
-                                    u('inst-moved'))]['detail'])
+            (findings.OWNER_ALLOCATION_WITHOUT_DEVICE, u('inst-nodev')),
+            (findings.OWNER_DEVICE_WITHOUT_ALLOCATION, stray),
+            (findings.OWNER_DEVICE_ON_OTHER_GPU, u('inst-moved')),
+            (findings.OWNER_DEVICE_MISSING, lost)}, set(found))
+        self.assertIn(moved, found[(findings.OWNER_DEVICE_ON_OTHER_GPU,
+                                    u('inst-moved'))]['why'])
         self.assertIn('reboot --hard', found[(
-            ownership.ALLOCATION_WITHOUT_DEVICE, u('inst-nodev'))]['fix'])
+            findings.OWNER_ALLOCATION_WITHOUT_DEVICE, u('inst-nodev'))]['fix'])
         self.assertIn('orphan_grace_period', found[(
-            ownership.DEVICE_WITHOUT_ALLOCATION, stray)]['fix'])
+            findings.OWNER_DEVICE_WITHOUT_ALLOCATION, stray)]['fix'])
         # The table names them too, and says the guests were not read
         # (no libvirt-python here).
         code, out, _ = self.audit()
@@ -129,13 +134,13 @@ class TestOwnership(base.TestCase, test_cli.CLITestCase):
             self.client, HOST, {inventory.provider_name(HOST, g): g
                                 for g in (GPU84, GPU85)})
         unknown = '0b1c3f4e-7a56-4d41-9a3e-2f0a1b2c3d4e'
-        findings = ownership.join(
+        found = ownership.join(
             allocations, self.al.ledger.all(), self.al.ledger.links(),
             self.al.backend.scan(),
             {u('inst-a'): [mine, other], u('inst-b'): [other, unknown]})
         self.assertEqual([
-            (ownership.GUEST_DEVICE_NOT_ITS_OWN, u('inst-a')),
-            (ownership.GUEST_DEVICE_UNKNOWN, u('inst-b'))],
-            [(f.kind, f.subject) for f in findings])
-        self.assertIn(other, findings[0].detail)
-        self.assertIn(u('inst-b'), findings[0].detail)
+            (findings.OWNER_GUEST_DEVICE_NOT_ITS_OWN, u('inst-a')),
+            (findings.OWNER_GUEST_DEVICE_UNKNOWN, u('inst-b'))],
+            [(f.code, f.where) for f in found])
+        self.assertIn(other, found[0].why)
+        self.assertIn(u('inst-b'), found[0].why)

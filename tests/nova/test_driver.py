@@ -46,6 +46,7 @@ from tests.unit import schemas
 from tests.unit import test_vfio_profiles
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import guest as guest_mod
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat
@@ -658,9 +659,9 @@ class TestOwnershipAudit(DriverTestBase):
             '</os><devices>%s</devices></domain>' % (
                 intruder, guest_mod.hostdev_xml('mdev', device)), 0)
         (finding,) = audit()
-        self.assertEqual((ownership.GUEST_DEVICE_NOT_ITS_OWN, intruder),
-                         (finding.kind, finding.subject))
-        self.assertIn(server['id'], finding.detail)
+        self.assertEqual((findings.OWNER_GUEST_DEVICE_NOT_ITS_OWN, intruder),
+                         (finding.code, finding.where))
+        self.assertIn(server['id'], finding.why)
 
 
 class TestTotalFlooredAtAllocations(DriverTestBase):
@@ -1188,7 +1189,7 @@ class LiveMigrationBase(base.LibvirtMigrationMixin, DriverTestBase):
     def device_ids(self, compute) -> set[str]:
         return {d.device_id for d in self.host_devices(compute)}
 
-    def audit(self, hostname) -> list[ownership.Finding]:
+    def audit(self, hostname) -> list[findings.Finding]:
         """The audit of ownership of one host, guests included."""
         ext = self.computes[hostname].driver._vgpu_ext()
         client = placement_client.PlacementClient.for_endpoint(

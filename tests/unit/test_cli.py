@@ -113,8 +113,11 @@ class TestInventory(CLITestCase):
         self.assertEqual(2, code)
         problems = json.loads(out)['problems']
         self.assertEqual('address.malformed', problems[0]['code'])
-        self.assertEqual({'severity', 'code', 'option', 'value', 'message',
-                          'fix'}, set(problems[0]))
+        self.assertEqual({'severity', 'code', 'where', 'value', 'why',
+                          'fix', 'option', 'message'}, set(problems[0]))
+        # The keys before one finding type, kept for scripts until 3.0.
+        self.assertEqual(problems[0]['where'], problems[0]['option'])
+        self.assertEqual(problems[0]['why'], problems[0]['message'])
 
     def test_real_sysfs_tree(self):
         test_sysfs.v100_host(self.root)

@@ -23,8 +23,8 @@ from tests.unit import unprivileged
 from vgpu_nova_ext.cmd import host_checks
 from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import privsep
-from vgpu_nova_ext import mapping
 
 
 class TestStateDirectory(timeout.TestCase):
@@ -40,13 +40,13 @@ class TestStateDirectory(timeout.TestCase):
 
     def test_missing_says_how_to_create_it(self):
         (problem,) = host_checks.state_dir_findings(self.path)
-        self.assertEqual(mapping.WARNING, problem.severity)
+        self.assertEqual(findings.WARNING, problem.severity)
         self.assertIn('install -d -o', problem.fix)
         self.assertIn(self.path, problem.fix)
 
     def test_a_file_is_no_state_directory(self):
         open(self.path, 'w').close()
-        self.assertEqual([(mapping.ERROR, 'state.not_dir')], self.codes())
+        self.assertEqual([(findings.ERROR, 'state.not_dir')], self.codes())
 
     def test_private_directory_is_fine(self):
         os.mkdir(self.path, 0o700)
@@ -66,9 +66,9 @@ class TestStateDirectory(timeout.TestCase):
         os.mkdir(self.path, 0o700)
         self.read_only_mount()
         (problem,) = host_checks.state_dir_findings(self.path)
-        self.assertEqual((mapping.ERROR, 'state.read_only'),
+        self.assertEqual((findings.ERROR, 'state.read_only'),
                          (problem.severity, problem.code))
-        self.assertIn('read-only file system', problem.message)
+        self.assertIn('read-only file system', problem.why)
         # The ledger names it too, not "chmod u+rwx" on a 0700 directory
         # (as root, which may write anything, access() is mocked too).
         self.useFixture(base.fixtures.MonkeyPatch(
@@ -90,7 +90,7 @@ class TestStateDirectory(timeout.TestCase):
         # start: check says so before.
         os.mkdir(self.path)
         os.chmod(self.path, 0o777)
-        self.assertEqual([(mapping.ERROR, 'state.writable')], self.codes())
+        self.assertEqual([(findings.ERROR, 'state.writable')], self.codes())
 
     def test_as_root_the_daemon_is_not_needed(self):
         if os.geteuid() != 0:
@@ -107,7 +107,7 @@ def _findings(helper_command, timeout, backend='sysfs', mig=False):
         for section in (privsep.CFG_SECTION, privsep.MIG_CFG_SECTION):
             cfg.CONF.set_override('helper_command', helper_command,
                                   group=section)
-    return [[p.severity, p.code, p.message] for p in
+    return [[p.severity, p.code, p.why] for p in
             host_checks.privsep_findings(backend, mig=mig, timeout=timeout)]
 
 
@@ -127,7 +127,7 @@ class TestPrivsepProbe(timeout.TestCase):
 
     def test_helper_that_fails_is_an_error(self):
         ((severity, code, detail),) = self.findings('false')
-        self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
+        self.assertEqual([findings.ERROR, 'privsep.start'], [severity, code])
         self.assertIn('exited non-zero', detail)
 
     def test_a_declared_mig_layout_needs_the_mig_context_too(self):
@@ -142,7 +142,7 @@ class TestPrivsepProbe(timeout.TestCase):
         # As a sudo waiting for a password would, on a terminal.
         ((severity, code, detail),) = self.findings("sh -c 'sleep 600'",
                                                     timeout=2)
-        self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
+        self.assertEqual([findings.ERROR, 'privsep.start'], [severity, code])
         self.assertIn('no answer within 2 s', detail)
 
     def test_sudo_with_no_rule_fails_without_asking(self):
@@ -151,5 +151,5 @@ class TestPrivsepProbe(timeout.TestCase):
         if shutil.which('sudo') is None:
             self.skipTest('sudo is not installed')
         ((severity, code, detail),) = self.findings(None)
-        self.assertEqual([mapping.ERROR, 'privsep.start'], [severity, code])
+        self.assertEqual([findings.ERROR, 'privsep.start'], [severity, code])
         self.assertIn('exited non-zero', detail)

@@ -16,6 +16,7 @@ import itertools
 
 from tests import timeout
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import mapping
 
@@ -162,11 +163,11 @@ class TestProblems(TestAssignment):
                     'device_addresses': ['zz:00', '84:00.0']}),
             host(gpu('0000:84:00.0')))
         (problem,) = result.problems
-        self.assertEqual((mapping.ERROR, 'address.malformed',
+        self.assertEqual((findings.ERROR, 'address.malformed',
                           '[mdev_nvidia-18] device_addresses', 'zz:00'),
-                         (problem.severity, problem.code, problem.option,
+                         (problem.severity, problem.code, problem.where,
                           problem.value))
-        self.assertIn('DDDD:BB:SS.F', problem.message)
+        self.assertIn('DDDD:BB:SS.F', problem.why)
         self.assertIn('lspci', problem.fix)
         # The good address still serves.
         self.assertEqual(1, len(result.gpus))
@@ -179,8 +180,8 @@ class TestProblems(TestAssignment):
             host(gpu('0000:84:00.0')))
         (problem,) = result.errors
         self.assertEqual('address.two_types', problem.code)
-        self.assertEqual('[mdev_nvidia-22] device_addresses', problem.option)
-        self.assertIn('nvidia-18', problem.message)
+        self.assertEqual('[mdev_nvidia-22] device_addresses', problem.where)
+        self.assertIn('nvidia-18', problem.why)
         # The first claim stands.
         self.assertEqual('nvidia-18', result.gpus[0].type_id)
 
@@ -194,7 +195,7 @@ class TestProblems(TestAssignment):
         (problem,) = result.problems
         self.assertEqual(('warning', 'address.type_unsupported'),
                          (problem.severity, problem.code))
-        self.assertIn('it offers: nvidia-11', problem.message)
+        self.assertIn('it offers: nvidia-11', problem.why)
         self.assertEqual((), result.gpus)
 
     def test_type_no_gpu_offers_is_served_by_none(self):
@@ -212,17 +213,17 @@ class TestProblems(TestAssignment):
                    if p.code == 'type.not_offered'][0]
         self.assertEqual(('warning', 'type.not_offered',
                           '[devices] enabled_mdev_types', 'nvidia-999'),
-                         (problem.severity, problem.code, problem.option,
+                         (problem.severity, problem.code, problem.where,
                           problem.value))
         self.assertIn('the host offers: nvidia-18, nvidia-22',
-                      problem.message)
+                      problem.why)
 
     def test_old_option_name_is_named(self):
         result = mapping.assign(
             config('nvidia-999', option='enabled_vgpu_types'),
             host(gpu('0000:84:00.0')))
         self.assertEqual('[devices] enabled_vgpu_types',
-                         result.problems[0].option)
+                         result.problems[0].where)
 
     def test_absent_address_is_a_warning(self):
         result = mapping.assign(
@@ -230,18 +231,18 @@ class TestProblems(TestAssignment):
                     'device_addresses': ['0000:84:00.0', '0000:99:00.0']}),
             host(gpu('0000:84:00.0')))
         (problem,) = result.problems
-        self.assertEqual((mapping.WARNING, 'address.absent'),
+        self.assertEqual((findings.WARNING, 'address.absent'),
                          (problem.severity, problem.code))
-        self.assertIn('0000:84:00.0', problem.message)
+        self.assertIn('0000:84:00.0', problem.why)
         self.assertEqual(1, len(result.gpus))
 
     def test_second_default_is_unused_with_a_warning(self):
         result = mapping.assign(config('nvidia-18', 'nvidia-22'),
                                 host(gpu('0000:84:00.0')))
         (problem,) = result.problems
-        self.assertEqual((mapping.WARNING, 'type.second_default',
+        self.assertEqual((findings.WARNING, 'type.second_default',
                           '[mdev_nvidia-22] device_addresses'),
-                         (problem.severity, problem.code, problem.option))
+                         (problem.severity, problem.code, problem.where))
         self.assertEqual(['nvidia-18'], [a.type_id for a in result.gpus])
 
     def test_unlisted_gpu_without_the_default_type_warns(self):
@@ -258,10 +259,10 @@ class TestProblems(TestAssignment):
             host(gpu('0000:84:00.0', {'nvidia-18': 0, 'nvidia-22': 0}),
                  devices=mdev('pci_0000_84_00_0', 'nvidia-22')))
         (problem,) = result.problems
-        self.assertEqual((mapping.WARNING, 'gpu.foreign_devices',
+        self.assertEqual((findings.WARNING, 'gpu.foreign_devices',
                           'host GPU 0000:84:00.0'),
-                         (problem.severity, problem.code, problem.option))
-        self.assertIn('nvidia-22 (1)', problem.message)
+                         (problem.severity, problem.code, problem.where))
+        self.assertIn('nvidia-22 (1)', problem.why)
         self.assertEqual((0, 0), (result.gpus[0].capacity,
                                   result.gpus[0].used))
 
@@ -418,7 +419,7 @@ class TestVendorRules(timeout.TestCase):
             host(gpu('0000:84:00.0'), gpu('0000:85:00.0')))
         rules = [p for p in plan.problems if p.code == 'type.max_unit_rule']
         self.assertEqual(1, len(rules))
-        self.assertIn('full-framebuffer', rules[0].message)
+        self.assertIn('full-framebuffer', rules[0].why)
         self.assertIn('max_unit = 1', rules[0].fix)
         # Within the rule: no warning.
         plan = mapping.assign(config('nvidia-18'), host(gpu('0000:84:00.0')))

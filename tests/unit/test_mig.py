@@ -21,6 +21,7 @@ from tests.unit import test_cli
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import vfio
@@ -314,9 +315,9 @@ class TestCarve(MigTestCase):
         self.assertEqual([mig_layout.REFUSED],
                          [g.action for g in result.gpus])
         (problem,) = result.problems
-        self.assertEqual(('mig.layout_in_use', mapping.WARNING),
+        self.assertEqual(('mig.layout_in_use', findings.WARNING),
                          (problem.code, problem.severity))
-        self.assertIn(device.device_id, problem.message)
+        self.assertIn(device.device_id, problem.why)
         self.assertIn('restart nova-compute', problem.fix)
         # Nothing destroyed: the same instances, the device still typed.
         self.assertEqual(before, self.gpu(changed).mig)
@@ -342,10 +343,10 @@ class TestCarve(MigTestCase):
         result = changed.carve_mig_layouts(self.device_config())
         self.assertEqual([], list(result.gpus))
         (problem,) = result.problems
-        self.assertEqual(('mig.layout_without_type_profile', mapping.ERROR),
+        self.assertEqual(('mig.layout_without_type_profile', findings.ERROR),
                          (problem.code, problem.severity))
         for fragment in ('nvidia-1414', '1g.18gb', GPU):
-            self.assertIn(fragment, problem.message)
+            self.assertIn(fragment, problem.why)
         self.assertIn('1g.18gb:<count>', problem.fix)
         self.assertEqual(before, self.gpu(changed).mig)
 
@@ -370,7 +371,7 @@ class TestCarve(MigTestCase):
                          (gpu_plan.action, gpu_plan.words))
         (problem,) = result.problems
         self.assertEqual('mig.layout_in_use', problem.code)
-        self.assertIn(device.device_id, problem.message)
+        self.assertIn(device.device_id, problem.why)
         self.assertEqual({'1g.18gb': 7}, self.gpu(after).mig.layout())
         after.targets = lifecycle.targets_of(after, self.device_config())
         actions = after.reconcile(live_consumers={'inst'})
@@ -396,9 +397,9 @@ class TestOneLayoutPerGpu(MigTestCase):
         self.assertEqual([], list(result.gpus))
         (problem,) = [p for p in result.problems
                       if p.code == 'mig.two_layouts']
-        self.assertEqual(mapping.ERROR, problem.severity)
+        self.assertEqual(findings.ERROR, problem.severity)
         for fragment in (GPU, 'nvidia-1414', 'nvidia-2613'):
-            self.assertIn(fragment, problem.message)
+            self.assertIn(fragment, problem.why)
         self.assertEqual(mig.MigState(enabled=False), self.gpu().mig)
 
 
@@ -430,7 +431,7 @@ class TestSeveralProfiles(MigTestCase):
         (problem,) = [p for p in plan.problems
                       if p.code == 'mig.other_profiles']
         self.assertEqual('3g.71gb: 1', problem.value)
-        self.assertIn('stay unused', problem.message)
+        self.assertIn('stay unused', problem.why)
 
 
 class TestDefaultType(base.TestCase):

@@ -27,7 +27,7 @@ import vgpu_nova_ext
 PACKAGE = os.path.dirname(vgpu_nova_ext.__file__)
 #: Lowest first; a module may import its own layer and those below.
 LAYERS = (
-    ('exception', 'files', ''),
+    ('exception', 'files', 'findings', ''),
     ('host',),
     ('conf',),
     ('vendors',),

@@ -23,6 +23,7 @@ from tests.unit import base
 from tests.unit import lifecycle
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import simulated
@@ -158,8 +159,8 @@ class TestMixedSizeMode(base.TestCase):
         self.assertEqual({'0000:1b:00.0': 6, '0000:43:00.0': 4}, totals)
         (warning,) = [p for p in plan.problems
                       if p.code == 'gpu.mixed_size']
-        self.assertEqual(mapping.WARNING, warning.severity)
-        self.assertIn('0000:43:00.0', warning.option)
+        self.assertEqual(findings.WARNING, warning.severity)
+        self.assertIn('0000:43:00.0', warning.where)
         self.assertIn('nvidia-smi vgpu -shm 0', warning.fix)
         # The simulated driver agrees: the fifth device fails.
         gpu = next(g for g in snapshot.gpus if g.address == '0000:43:00.0')

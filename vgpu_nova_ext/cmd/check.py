@@ -27,11 +27,11 @@ from vgpu_nova_ext.cmd import nova_checks
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import mig
-from vgpu_nova_ext import mapping
 
-_CODES = {mapping.ERROR: upgradecheck.Code.FAILURE,
-          mapping.WARNING: upgradecheck.Code.WARNING}
+_CODES = {findings.ERROR: upgradecheck.Code.FAILURE,
+          findings.WARNING: upgradecheck.Code.WARNING}
 _LABELS = {upgradecheck.Code.SUCCESS: 'OK',
            upgradecheck.Code.WARNING: 'WARNING',
            upgradecheck.Code.FAILURE: 'ERROR'}
@@ -70,18 +70,19 @@ def run(args) -> int:
         print('Result: cannot check until this is fixed (exit 2)')
         return int(upgradecheck.Code.FAILURE)
     # nova-compute refuses to start on a ledger it cannot read.
-    ledger = [mapping.Problem(
-        mapping.ERROR, 'state.ledger', '[vgpu_nova_ext] state_path',
+    ledger = [findings.Finding(
+        findings.STATE_LEDGER, findings.ERROR, '[vgpu_nova_ext] state_path',
         factory.host_state_path(common.CONF, plan.host, args.state_path),
         str(plan.ledger_error),
         'as the message says, before nova-compute starts')] \
         if plan.ledger_error is not None else []
     problems = (ledger + list(plan.mig.problems) +
                 list(plan.assignment.problems) +
-                licensing_checks.findings(
+                licensing_checks.check(
         common.CONF, plan.device_config, plan.config_files) +
-        nova_checks.findings(plan.config_files) + _host_findings(args, plan))
-    results = [upgradecheck.Result(_CODES[p.severity], str(p))
+        nova_checks.check(plan.config_files) + _host_findings(args, plan))
+    results = [upgradecheck.Result(_CODES[p.severity],
+                                   '%s [%s]' % (p, p.code))
                for p in problems]
     print('Host %s: %s' % (plan.host, plan.backend))
     if plan.config_note:

@@ -25,8 +25,8 @@ import stat
 from oslo_config import cfg
 
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import privsep
-from vgpu_nova_ext import mapping
 
 #: Backends whose devices are written by this process (through privsep).
 WRITING_BACKENDS = ('libvirt', 'sysfs', 'vfio')
@@ -41,50 +41,50 @@ def _user(uid: int) -> str:
         return 'uid %d' % uid
 
 
-def state_dir_findings(path: str) -> list[mapping.Problem]:
+def state_dir_findings(path: str) -> list[findings.Finding]:
     option = '[vgpu_nova_ext] state_path'
     fix_create = ('install -d -o <nova-compute\'s user> -m 0700 %s' % path)
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        return [mapping.Problem(
-            mapping.WARNING, 'state.missing', option, path,
+        return [findings.Finding(
+            findings.STATE_MISSING, findings.WARNING, option, path,
             'the state directory does not exist yet; nova-compute creates '
             'it only if it may write its parent', fix_create)]
     except OSError as exc:
-        return [mapping.Problem(
-            mapping.ERROR, 'state.unreadable', option, path,
+        return [findings.Finding(
+            findings.STATE_UNREADABLE, findings.ERROR, option, path,
             'cannot read the state directory: %s' % exc.strerror,
             fix_create)]
     if not stat.S_ISDIR(info.st_mode):
-        return [mapping.Problem(
-            mapping.ERROR, 'state.not_dir', option, path,
+        return [findings.Finding(
+            findings.STATE_NOT_DIR, findings.ERROR, option, path,
             'is not a directory', 'remove it, then %s' % fix_create)]
     problems = []
     euid = os.geteuid()
     if euid != 0 and info.st_uid != euid:
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'state.owner', option, path,
+        problems.append(findings.Finding(
+            findings.STATE_OWNER, findings.ERROR, option, path,
             'belongs to %s, not to %s who runs this check: nova-compute '
             'running as %s could not keep its ledger there' % (
                 _user(info.st_uid), _user(euid), _user(euid)),
             'chown -R %s %s' % (_user(euid), path)))
     if ledger_mod.on_read_only_mount(path):
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'state.read_only', option, path,
+        problems.append(findings.Finding(
+            findings.STATE_READ_ONLY, findings.ERROR, option, path,
             'is on a read-only file system: nova-compute cannot keep its '
             'ledger there', 'mount it read-write, or set state_path to a '
             'directory on a writable volume'))
     if stat.S_IMODE(info.st_mode) & 0o022:
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'state.writable', option, path,
+        problems.append(findings.Finding(
+            findings.STATE_WRITABLE, findings.ERROR, option, path,
             'mode %o lets other users write in it: they could replace the '
             'ledger or plant links the service would write through, so '
             'nova-compute refuses it' % stat.S_IMODE(info.st_mode),
             'chmod 0700 %s' % path))
     elif stat.S_IMODE(info.st_mode) & 0o077:
-        problems.append(mapping.Problem(
-            mapping.WARNING, 'state.mode', option, path,
+        problems.append(findings.Finding(
+            findings.STATE_MODE, findings.WARNING, option, path,
             'mode %o lets other users read the ledger (owner %s)' % (
                 stat.S_IMODE(info.st_mode), _user(info.st_uid)),
             'chmod 0700 %s' % path))
@@ -92,7 +92,7 @@ def state_dir_findings(path: str) -> list[mapping.Problem]:
 
 
 def privsep_findings(backend: str, mig: bool = False,
-                     timeout: float = PROBE_TIMEOUT) -> list[mapping.Problem]:
+                     timeout: float = PROBE_TIMEOUT) -> list[findings.Finding]:
     """Whether the privsep daemons start for this (unprivileged) user.
 
     :param mig: a MIG layout is declared: the MIG context must start too.
@@ -111,8 +111,9 @@ def privsep_findings(backend: str, mig: bool = False,
         error = _probe_privsep(context, timeout)
         if error is None:
             continue
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'privsep.start', '[%s] helper_command' % section,
+        problems.append(findings.Finding(
+            findings.PRIVSEP_START, findings.ERROR,
+            '[%s] helper_command' % section,
             cfg.CONF[section].helper_command or
             'sudo privsep-helper (default)',
             'the privsep daemon that makes %s cannot start (%s)' % (

@@ -44,9 +44,16 @@ def as_dict(plan: common.Plan) -> dict:
             'used': p.used,
             'traits': list(p.traits),
         } for p in plan.providers],
-        'problems': [dataclasses.asdict(p)
-                     for p in plan.assignment.problems],
+        'problems': [_problem(p) for p in plan.assignment.problems],
     }
+
+
+def _problem(finding) -> dict:
+    body = dataclasses.asdict(finding)
+    # Until 3.0: the names of this output's keys before one finding type
+    # (scripts read them); deprecated in the release note.
+    body.update(option=finding.where, message=finding.why)
+    return body
 
 
 def run(args) -> int:
@@ -89,5 +96,5 @@ def render_table(plan: common.Plan) -> str:
         lines.append('Problems (run "check" for the fixes):')
         for problem in plan.mig.problems + plan.assignment.problems:
             lines.append('  %-7s %s' % (problem.severity.upper(),
-                                        problem.message))
+                                        problem.why))
     return '\n'.join(lines)

@@ -17,8 +17,8 @@ import stat
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.licensing import settings as licensing
-from vgpu_nova_ext import mapping
 
 _TRUE = ('true', '1', 'yes', 'on')
 
@@ -36,7 +36,7 @@ def _nova_options(config_files) -> dict[tuple[str, str], str]:
     return found
 
 
-def findings(conf, device_config, config_files) -> list[mapping.Problem]:
+def check(conf, device_config, config_files) -> list[findings.Finding]:
     group = conf.vgpu_licensing
     problems = []
     try:
@@ -46,22 +46,22 @@ def findings(conf, device_config, config_files) -> list[mapping.Problem]:
     except (exception.ConfigError, ValueError) as exc:
         if isinstance(exc, ValueError):
             exc = loader.invalid(conf, 'vgpu_licensing', 'enabled', exc)
-        return [mapping.Problem(
-            mapping.ERROR, 'licensing.config', '[vgpu_licensing]', '',
+        return [findings.Finding(
+            findings.LICENSING_CONFIG, findings.ERROR, '[vgpu_licensing]', '',
             str(exc), 'correct the options named')]
     path = group.client_config_token_file
     if path and os.path.exists(path):
         mode = os.stat(path).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            problems.append(mapping.Problem(
-                mapping.WARNING, 'licensing.token_readable',
+            problems.append(findings.Finding(
+                findings.LICENSING_TOKEN_READABLE, findings.WARNING,
                 '[vgpu_licensing] client_config_token_file', path,
                 'the token file is open to others (mode %04o)'
                 % stat.S_IMODE(mode),
                 'chmod 600 %s and make it owned by the nova user' % path))
         if not os.access(path, os.R_OK):
-            problems.append(mapping.Problem(
-                mapping.WARNING, 'licensing.token_unreadable',
+            problems.append(findings.Finding(
+                findings.LICENSING_TOKEN_UNREADABLE, findings.WARNING,
                 '[vgpu_licensing] client_config_token_file', path,
                 'this user cannot read the token file',
                 'give the nova user read access (and run check as it)'))
@@ -71,8 +71,8 @@ def findings(conf, device_config, config_files) -> list[mapping.Problem]:
     targets = nova.get(('api', 'vendordata_dynamic_targets'), '')
     dynamic = 'DynamicJSON' in providers and 'cloud-init@' in targets
     if drive not in _TRUE and not dynamic:
-        problems.append(mapping.Problem(
-            mapping.WARNING, 'licensing.no_delivery',
+        problems.append(findings.Finding(
+            findings.LICENSING_NO_DELIVERY, findings.WARNING,
             '[DEFAULT] force_config_drive', drive or '(unset)',
             'neither is a config drive forced nor is the vendordata target '
             'configured, so a guest that asks for neither gets no '

@@ -14,13 +14,13 @@
 import importlib
 
 from vgpu_nova_ext.conf import raw
-from vgpu_nova_ext import mapping
+from vgpu_nova_ext import findings
 
 SHIM = 'nova.virt.vgpu_nova_ext_driver'
 DRIVER = 'vgpu_nova_ext_driver.LibvirtVGPUDriver'
 
 
-def findings(config_files) -> list[mapping.Problem]:
+def check(config_files) -> list[findings.Finding]:
     """Nothing when no nova.conf is read (a simulated or dry run)."""
     if not config_files:
         return []
@@ -28,8 +28,8 @@ def findings(config_files) -> list[mapping.Problem]:
     configured = raw.option(config_files, 'DEFAULT', 'compute_driver')
     if configured != DRIVER:
         # Not wired (yet): say so; the rest only matters once it is.
-        return [mapping.Problem(
-            mapping.WARNING, 'nova.compute_driver',
+        return [findings.Finding(
+            findings.NOVA_COMPUTE_DRIVER, findings.WARNING,
             '[DEFAULT] compute_driver', configured or '(unset)',
             'nova-compute does not load the vgpu-nova-ext driver, so '
             'nothing on this host uses vgpu-nova-ext\'s devices and '
@@ -37,8 +37,8 @@ def findings(config_files) -> list[mapping.Problem]:
     try:
         importlib.import_module('nova')
     except ImportError:
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'nova.missing', 'environment', 'nova',
+        problems.append(findings.Finding(
+            findings.NOVA_MISSING, findings.ERROR, 'environment', 'nova',
             'the nova package is not importable here',
             'install vgpu-nova-ext into nova-compute\'s own environment '
             '(nova is no namespace package: the driver shim must sit in '
@@ -48,8 +48,8 @@ def findings(config_files) -> list[mapping.Problem]:
         module = importlib.import_module(SHIM)
         getattr(module, 'LibvirtVGPUDriver')
     except Exception as exc:  # ImportError, or anything the import raised
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'nova.shim', 'module', SHIM,
+        problems.append(findings.Finding(
+            findings.NOVA_SHIM, findings.ERROR, 'module', SHIM,
             'Nova cannot import the driver as it will (%s: %s)' % (
                 type(exc).__name__, exc),
             'install vgpu-nova-ext into the environment of nova-compute '
@@ -59,7 +59,8 @@ def findings(config_files) -> list[mapping.Problem]:
     try:
         compat.check_nova()
     except Exception as exc:
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'nova.version', 'nova', compat.nova_version(),
+        problems.append(findings.Finding(
+            findings.NOVA_VERSION, findings.ERROR,
+            'nova', compat.nova_version(),
             str(exc), 'use the vgpu-nova-ext release made for this Nova'))
     return problems

@@ -33,10 +33,10 @@ from oslo_log import log as logging
 
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import address as addr
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
-from vgpu_nova_ext import mapping
 from vgpu_nova_ext.vendors import base as vendors_base
 
 LOG = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class GpuPlan:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     gpus: tuple[GpuPlan, ...]
-    problems: tuple[mapping.Problem, ...] = ()
+    problems: tuple[findings.Finding, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,7 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
     """
     remembered = remembered or Remembered()
     vendors = vendors or vendors_base.loaded()
-    problems: list[mapping.Problem] = []
+    problems: list[findings.Finding] = []
     out: list[GpuPlan] = []
     listed = {_address(a) for t in config.types if not t.mig_layout
               for a in t.device_addresses}
@@ -117,8 +117,8 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
         if len(claims) > 1:
             # A GPU has one layout: carving it for each in turn would
             # re-carve it at every start.
-            problems.append(mapping.Problem(
-                mapping.ERROR, 'mig.two_layouts', ', '.join(
+            problems.append(findings.Finding(
+                findings.MIG_TWO_LAYOUTS, findings.ERROR, ', '.join(
                     '[%s] mig_gpu_instances' % t.group for t, _ in claims),
                 ', '.join(mig.words(dict(t.mig_layout)) for t, _ in claims),
                 'GPU %s is given a MIG layout by %d types (%s); a GPU has '
@@ -148,8 +148,8 @@ def _plan_gpu(tconf, gpu, snapshot, remembered, vendors, problems
         gpu.type_description(tconf.type_id))
     own = info.gpu_instance_profile
     if own is not None and own not in wanted:
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'mig.layout_without_type_profile', option,
+        problems.append(findings.Finding(
+            findings.MIG_LAYOUT_WITHOUT_TYPE_PROFILE, findings.ERROR, option,
             mig.words(wanted),
             'type %s (%s) runs on %s GPU instances, which the layout of GPU '
             '%s has none of: it would be carved and serve nothing' % (
@@ -162,8 +162,8 @@ def _plan_gpu(tconf, gpu, snapshot, remembered, vendors, problems
     try:
         order = mig.fit(profiles, wanted)
     except mig.LayoutError as exc:
-        problems.append(mapping.Problem(
-            mapping.ERROR, 'mig.layout_does_not_fit', option,
+        problems.append(findings.Finding(
+            findings.MIG_LAYOUT_DOES_NOT_FIT, findings.ERROR, option,
             mig.words(wanted), 'on GPU %s: %s' % (gpu.address, exc),
             'declare a layout that fits (nvidia-smi mig -lgipp lists each '
             'profile\'s placements)'))
@@ -205,9 +205,10 @@ def _plan_gpu(tconf, gpu, snapshot, remembered, vendors, problems
     return GpuPlan(gpu.address, tconf.type_id, tconf.mig_layout, REFUSED)
 
 
-def _in_use(gpu, wanted, held, what) -> mapping.Problem:
-    return mapping.Problem(
-        mapping.WARNING, 'mig.layout_in_use', 'host GPU %s' % gpu.address,
+def _in_use(gpu, wanted, held, what) -> findings.Finding:
+    return findings.Finding(
+        findings.MIG_LAYOUT_IN_USE, findings.WARNING,
+        'host GPU %s' % gpu.address,
         mig.words(wanted),
         'the GPU holds vGPUs (%s), so it does not get the declared layout: '
         '%s' % (', '.join(held), what),
@@ -285,8 +286,8 @@ def _gpus_of(tconf: devices_conf.TypeConfig, snapshot: model.HostSnapshot,
         if gpu is None:
             if any(value in [p.address for p in g.parents]
                    for g in by_address.values()):
-                problems.append(mapping.Problem(
-                    mapping.ERROR, 'mig.vf_address',
+                problems.append(findings.Finding(
+                    findings.MIG_VF_ADDRESS, findings.ERROR,
                     '[%s] device_addresses' % tconf.group, raw,
                     'a MIG layout is carved on a whole GPU, but %s is one '
                     'of its virtual functions' % value,
@@ -314,9 +315,9 @@ def _held(gpu: model.PhysicalGPU, snapshot: model.HostSnapshot,
 
 
 def _not_mig_capable(gpu: model.PhysicalGPU, option: str,
-                     tconf: devices_conf.TypeConfig) -> mapping.Problem:
-    return mapping.Problem(
-        mapping.ERROR, 'mig.not_capable', option,
+                     tconf: devices_conf.TypeConfig) -> findings.Finding:
+    return findings.Finding(
+        findings.MIG_NOT_CAPABLE, findings.ERROR, option,
         mig.words(dict(tconf.mig_layout)),
         'GPU %s reports no GPU instance profile, so it cannot be carved: it '
         'is not MIG-capable, or it is on the mdev bus (vGPU 16 and older), '

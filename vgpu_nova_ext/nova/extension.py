@@ -22,6 +22,7 @@ from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext import exception
+from vgpu_nova_ext import findings
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
@@ -63,11 +64,11 @@ class Extension:
         """
         result = self.allocator.carve_mig_layouts(self.config)
         for problem in result.problems:
-            log = LOG.error if problem.severity == mapping.ERROR \
+            log = LOG.error if problem.severity == findings.ERROR \
                 else LOG.warning
             log('vGPU MIG layout: %s', problem)
         errors = [p for p in result.problems
-                  if p.severity == mapping.ERROR]
+                  if p.severity == findings.ERROR]
         if errors:
             raise exception.ConfigError(
                 'the declared MIG layouts do not fit this host (run '
@@ -84,7 +85,7 @@ class Extension:
         snapshot = self.allocator.scan(max_age=SCAN_REUSE_SECONDS)
         self.assignment = mapping.assign(self.config, snapshot)
         for problem in self.assignment.problems:
-            log = LOG.error if problem.severity == mapping.ERROR \
+            log = LOG.error if problem.severity == findings.ERROR \
                 else LOG.warning
             log('vGPU configuration: %s', problem)
         if self.assignment.errors:

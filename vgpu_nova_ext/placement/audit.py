@@ -20,9 +20,11 @@ traits together.
 """
 
 import dataclasses
+import json
 
 import os_resource_classes as orc
 
+from vgpu_nova_ext import findings
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.placement import client as placement
@@ -35,12 +37,53 @@ TRAITS = 'traits'
 PARENT = 'parent'
 
 
+_CODES = {
+    MISSING: findings.PROVIDER_MISSING,
+    UNEXPECTED: findings.PROVIDER_UNEXPECTED,
+    INVENTORY: findings.PROVIDER_INVENTORY,
+    TRAITS: findings.PROVIDER_TRAITS,
+    PARENT: findings.PROVIDER_PARENT,
+}
+_FIXES = {
+    MISSING: 'nova-compute creates it at its next resource update; if it '
+             'does not, its log says why',
+    UNEXPECTED: 'nova-compute removes it at its next resource update once '
+                'nothing is allocated from it; else move or delete the '
+                'instances that hold it',
+    INVENTORY: 'nova-compute sets it at its next resource update; a total '
+               'stays at its usage until instances leave',
+    TRAITS: 'nova-compute sets this project\'s traits at its next resource '
+            'update (others\' traits are left alone)',
+    PARENT: 'delete the stray provider (openstack resource provider delete) '
+            'once nothing is allocated from it; nova-compute makes it again '
+            'under this host',
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Drift:
+    """One difference, with the structured values the JSON output keeps.
+
+    :meth:`finding` is the same in the one finding type.
+    """
+
     provider: str
     kind: str
     expected: object
     actual: object
+
+    @property
+    def code(self) -> str:
+        return _CODES[self.kind]
+
+    def finding(self) -> findings.Finding:
+        return findings.Finding(
+            self.code, findings.WARNING, 'provider %s' % self.provider,
+            json.dumps(self.actual, sort_keys=True),
+            'Placement holds %s where this host reports %s' % (
+                json.dumps(self.actual, sort_keys=True),
+                json.dumps(self.expected, sort_keys=True)),
+            _FIXES[self.kind])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,30 +14,25 @@
 Read-only. Every vGPU allocation of this host's GPU providers in
 Placement, every device the ledger gives a consumer, every device on the
 host and every device in a guest's domain, joined; each disagreement is a
-:class:`Finding` that names the thing and the fix.
+:class:`~vgpu_nova_ext.findings.Finding` (an ``owner.*`` code) whose
+``where`` is the consumer, device or guest it is about.
 """
 
 import dataclasses
 
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext import findings as codes
 from vgpu_nova_ext.host import model
 
-ALLOCATION_WITHOUT_DEVICE = 'allocation_without_device'
-DEVICE_WITHOUT_ALLOCATION = 'device_without_allocation'
-DEVICE_ON_OTHER_GPU = 'device_on_other_gpu'
-DEVICE_MISSING = 'device_missing'
-GUEST_DEVICE_NOT_ITS_OWN = 'guest_device_not_its_own'
-GUEST_DEVICE_UNKNOWN = 'guest_device_unknown'
+Finding = codes.Finding
 
 
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    kind: str
-    subject: str
-    """The consumer, device or guest it is about."""
-    detail: str
-    fix: str
+def _finding(code: str, subject: str, value: str, why: str,
+             fix: str) -> Finding:
+    # A disagreement is a warning: the service works on, and each one
+    # has a fix that needs no restart.
+    return Finding(code, codes.WARNING, subject, value, why, fix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +73,8 @@ def join(allocations: list[Allocation], entries: list[ledger_mod.Entry],
         elsewhere = [e for e in mine if e.gpu != a.gpu
                      and (a.consumer, e.gpu) not in allocated]
         if elsewhere:
-            findings.append(Finding(
-                DEVICE_ON_OTHER_GPU, a.consumer,
+            findings.append(_finding(
+                codes.OWNER_DEVICE_ON_OTHER_GPU, a.consumer, a.provider,
                 '%d vGPU(s) allocated on %s, but its device(s) %s are on %s'
                 % (a.amount, a.provider, ', '.join(
                     e.device_id for e in elsewhere), ', '.join(sorted(
@@ -89,8 +84,8 @@ def join(allocations: list[Allocation], entries: list[ledger_mod.Entry],
             continue
         spare = [d for (gpu, _), ids in free.items() if gpu == a.gpu
                  for d in ids]
-        findings.append(Finding(
-            ALLOCATION_WITHOUT_DEVICE, a.consumer,
+        findings.append(_finding(
+            codes.OWNER_ALLOCATION_WITHOUT_DEVICE, a.consumer, a.provider,
             '%d vGPU(s) allocated on %s but %d device(s) held there%s' % (
                 a.amount, a.provider, len(here),
                 ' (Placement counts a unit a free device, %s, could give)'
@@ -102,16 +97,16 @@ def join(allocations: list[Allocation], entries: list[ledger_mod.Entry],
     for e in held:
         # A device on another GPU than its allocation is named above.
         if not any(a.consumer == e.consumer for a in allocations):
-            findings.append(Finding(
-                DEVICE_WITHOUT_ALLOCATION, e.device_id,
+            findings.append(_finding(
+                codes.OWNER_DEVICE_WITHOUT_ALLOCATION, e.device_id, e.gpu,
                 '%s holds it on %s, but Placement has no vGPU allocation '
                 'of %s on this host' % (e.consumer, e.gpu, e.consumer),
                 'nothing to do if the instance was deleted or moved: '
                 'reconcile frees it after [vgpu_nova_ext] '
                 'orphan_grace_period; else hard reboot the instance'))
         if e.device_id not in on_host and e.state == ledger_mod.ACTIVE:
-            findings.append(Finding(
-                DEVICE_MISSING, e.device_id,
+            findings.append(_finding(
+                codes.OWNER_DEVICE_MISSING, e.device_id, e.gpu,
                 'the ledger gives it to %s, but the host has no such '
                 'device (a host reboot, removed by hand?)' % e.consumer,
                 'vgpu-nova-ext reconcile (nova-compute\'s start does it) '
@@ -122,15 +117,16 @@ def join(allocations: list[Allocation], entries: list[ledger_mod.Entry],
             for device_id in devices:
                 entry = by_id.get(device_id)
                 if entry is None:
-                    findings.append(Finding(
-                        GUEST_DEVICE_UNKNOWN, uuid,
+                    findings.append(_finding(
+                        codes.OWNER_GUEST_DEVICE_UNKNOWN, uuid, device_id,
                         'its domain uses %s, which the ledger does not know'
                         % device_id,
                         'vgpu-nova-ext reconcile adopts it for the guest'))
                 elif entry.consumer is None or instance(
                         entry.consumer) != uuid:
-                    findings.append(Finding(
-                        GUEST_DEVICE_NOT_ITS_OWN, uuid,
+                    findings.append(_finding(
+                        codes.OWNER_GUEST_DEVICE_NOT_ITS_OWN, uuid,
+                        device_id,
                         'its domain uses %s, which the ledger gives to %s'
                         % (device_id, entry.consumer or 'nobody (free)'),
                         'hard reboot the instance: its domain is rebuilt '
