@@ -46,6 +46,7 @@ from tests.unit import schemas
 from tests.unit import test_vfio_profiles
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import guest as guest_mod
+from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
@@ -1136,6 +1137,47 @@ class TestHostEvents(DriverTestBase):
         entry = ext.ledger.get(device)
         self.assertEqual((server['id'], 'active', 'adopted'),
                          (entry.consumer, entry.state, entry.origin))
+
+    def test_a_quiet_periodic_task_reads_no_host_a_change_is_seen(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            expected_state='ACTIVE')
+        ext = self.compute1.driver._vgpu_ext()
+        (device,) = self.guest_devices(self.compute1, server)
+        # Counted, not changed: the backend's own scan.
+        scans = self.useFixture(fixtures.MockPatchObject(
+            ext.backend, 'scan', wraps=ext.backend.scan)).mock
+        self._run_periodics()   # the first since the boot: a full one
+        full = scans.call_count
+        self.assertGreaterEqual(full, 1)
+        self._run_periodics()   # nothing changed: the host is not read
+        self.assertEqual(full, scans.call_count)
+        # The device removed behind the ledger's back: the mdev bus's
+        # listing changes, the next task is a full one and makes it again.
+        ext.backend.remove_device(device)
+        self._run_periodics()
+        self.assertGreater(scans.call_count, full)
+        self.assertIn(device, {d.device_id for d in
+                               self.host_devices(self.compute1)})
+        # Another process's commit to the ledger (vgpu-nova-ext reconcile
+        # from a shell) shows too: here it forgets the device, which the
+        # next task adopts again from the guest's domain.
+        other = ledger_mod.Ledger(ext.state_path)
+        self.addCleanup(other.close)
+        with other.transaction():
+            other.delete(device)
+        before = scans.call_count
+        self._run_periodics()
+        self.assertGreater(scans.call_count, before)
+        self.assertEqual((server['id'], 'adopted'), (
+            ext.ledger.get(device).consumer, ext.ledger.get(device).origin))
+        # Past full_reconcile_interval a task is a full one whatever the
+        # signature says.
+        self._run_periodics()
+        before = scans.call_count
+        ext.quiet.interval = 0
+        self._run_periodics()
+        self.assertGreater(scans.call_count, before)
 
     def test_evacuated_instances_freed_when_the_source_comes_back(self):
         compute2 = self.start_vgpu_compute('host2')

@@ -69,6 +69,20 @@ extension_opts = [
         help='Seconds a device may belong to an instance that no longer '
              'exists on this host before reconcile frees it. Leaves time '
              'for an instance being moved or rebuilt to claim it again.'),
+    cfg.IntOpt(
+        'full_reconcile_interval',
+        default=300,
+        min=0,
+        help='Seconds between two full reconciles of the periodic task. In '
+             'between, a periodic task in which nothing changed (the '
+             'host\'s mediated devices and virtual functions, the ledger, '
+             'the domains libvirt lists, each read cheaply) skips the '
+             'reconcile and reuses the last plan of the host; a change, '
+             'or a device waiting out orphan_grace_period, makes the next '
+             'task a full one. A change the cheap reads do not see (a '
+             'vendor-VFIO type set by hand, MIG instances carved by hand) '
+             'is found by the next full reconcile. 0: every periodic task '
+             'is a full one.'),
     cfg.FloatOpt(
         'device_timeout',
         default=10.0,

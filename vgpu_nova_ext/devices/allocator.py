@@ -90,12 +90,13 @@ class Allocator:
         self.vendors = vendors_base.loaded()
         self.view = host_view.HostView(backend, ledger)
 
-    def scan(self, max_age: float = 0.0) -> model.HostSnapshot:
+    def scan(self, max_age: float = 0.0,
+             unchanged_max_age: float = 0.0) -> model.HostSnapshot:
         """The host, from the last scan if it is recent enough.
 
         See :meth:`~vgpu_nova_ext.devices.host_view.HostView.scan`.
         """
-        return self.view.scan(max_age)
+        return self.view.scan(max_age, unchanged_max_age)
 
     def _create_on_host(self, parent: str, type_id: str,
                         device_id: str) -> None:

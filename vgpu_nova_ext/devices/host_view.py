@@ -34,10 +34,11 @@ class HostView:
                  ledger: ledger_mod.Ledger) -> None:
         self.backend = backend
         self.ledger = ledger
-        # The last scan of the host, and how many device changes had been
-        # made through this view when it began: see scan().
+        # The last scan of the host; how many device changes had been
+        # made through this view, and the host's signature, when it began;
+        # when it was taken: see scan().
         self._changes = 0
-        self._last: tuple[model.HostSnapshot, int, float] | None = None
+        self._last: tuple[model.HostSnapshot, object, float] | None = None
         self._guard = threading.Lock()
         # {(GPU, type id): (name, description)}: see named().
         self._known_names: dict[tuple[str, str],
@@ -57,27 +58,45 @@ class HostView:
             with self._guard:
                 self._changes += 1
 
-    def scan(self, max_age: float = 0.0) -> model.HostSnapshot:
+    def signature(self) -> object | None:
+        """The backend's signature of the host and this view's changes.
+
+        None where the backend cannot tell (see
+        :meth:`~vgpu_nova_ext.host.base.HostBackend.signature`).
+        """
+        changes = self._changes
+        signature = self.backend.signature()
+        return None if signature is None else (changes, signature)
+
+    def scan(self, max_age: float = 0.0,
+             unchanged_max_age: float = 0.0) -> model.HostSnapshot:
         """The host, from the last scan if it is recent enough.
 
-        A scan is reused only if it is at most ``max_age`` seconds old and
-        no device was created or removed through this view since it began
-        (a change made by another process shows at the next scan).
+        A scan is reused if it is at most ``max_age`` seconds old and no
+        device was created or removed through this view since it began
+        (a change made by another process shows at the next scan); or if
+        it is at most ``unchanged_max_age`` seconds old and the host's
+        :meth:`signature` is what it was when the scan began (a change the
+        signature does not see waits for the next scan).
         """
         with self._guard:
             last = self._last
-        if last is not None and max_age > 0:
-            snapshot, changes, taken = last
-            if (changes == self._changes and
-                    time.monotonic() - taken <= max_age):
+        if last is not None:
+            snapshot, signature, taken = last
+            if max_age > 0 and signature[0] == self._changes and \
+                    time.monotonic() - taken <= max_age:
                 return snapshot
-        # Counted before the scan begins: a change that ends during the
+            if signature[1] is not None and \
+                    time.monotonic() - taken <= unchanged_max_age and \
+                    signature == self.signature():
+                return snapshot
+        # Taken before the scan begins: a change that ends during the
         # scan makes this snapshot stale.
-        changes = self._changes
+        signature = self.signature() or (self._changes, None)
         taken = time.monotonic()
         snapshot = self.named(self.backend.scan())
         with self._guard:
-            self._last = (snapshot, changes, taken)
+            self._last = (snapshot, signature, taken)
         return snapshot
 
     def named(self, snapshot: model.HostSnapshot) -> model.HostSnapshot:

@@ -68,6 +68,7 @@ class Ledger:
         # Created in __init__, not at import: under eventlet this is then
         # the patched (green) lock.
         self._lock = threading.RLock()
+        self._commits = 0
         old_umask = os.umask(0o077)
         try:
             self._db = sqlite3.connect(self.path, timeout=60,
@@ -137,6 +138,16 @@ class Ledger:
                 # PRAGMA takes no parameters; the value is our constant.
                 self._execute('PRAGMA user_version = %d' % SCHEMA_VERSION)
 
+    def version(self) -> tuple[int, int]:
+        """A value that changes whenever anyone commits to the ledger.
+
+        This connection's commits are counted here; another process's
+        (a ``vgpu-nova-ext reconcile``) show in SQLite's data_version.
+        """
+        with self._lock:
+            return self._commits, self._execute(
+                'PRAGMA data_version').fetchone()[0]
+
     @property
     def schema_version(self) -> int:
         return self._execute('PRAGMA user_version').fetchone()[0]
@@ -169,6 +180,7 @@ class Ledger:
                 self._execute('ROLLBACK')
                 raise
             self._execute('COMMIT')
+            self._commits += 1
 
     # -- type names ----------------------------------------------------------
     def type_names(self) -> dict[tuple[str, str], tuple[str, str | None]]:

@@ -49,6 +49,15 @@ class HostBackend(abc.ABC):
     def close(self) -> None:
         """Release what the backend holds (temporary trees, connections)."""
 
+    def signature(self) -> object | None:
+        """A cheap value that changes when a device comes or goes.
+
+        Cheaper than :meth:`scan` by far; it need not see every change
+        (a full scan still runs now and then). None: this backend cannot
+        tell, so every scan reads the host.
+        """
+        return None
+
     # -- the write side (device lifecycle) --------------------------------
     #: What this backend's devices are: mdevs named by UUID, or VFs.
     device_kind = model.MDEV

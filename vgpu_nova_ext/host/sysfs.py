@@ -218,6 +218,16 @@ class SysfsReader:
         return text.lower()
 
     # -- scan ------------------------------------------------------------
+    def signature(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What changes when a device or a virtual function comes or goes.
+
+        Two directory reads, the mdev bus's devices and the PCI bus's;
+        a VF given a vGPU type (NVIDIA's vendor VFIO) is not among them.
+        """
+        bus = os.path.join(self.sys, 'bus')
+        return (tuple(self._listdir(os.path.join(bus, 'mdev', 'devices'))),
+                tuple(self._listdir(os.path.join(bus, 'pci', 'devices'))))
+
     def scan(self) -> model.HostSnapshot:
         parents_by_gpu: dict[str, list[model.ParentDevice]] = {}
         gpu_dirs: dict[str, tuple[str, bool]] = {}

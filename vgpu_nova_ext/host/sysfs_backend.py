@@ -84,6 +84,9 @@ class SysfsBackend(base.HostBackend):
     def scan(self) -> model.HostSnapshot:
         return nvml.apply(self.reader.scan(), self.facts)
 
+    def signature(self) -> object:
+        return self.reader.signature()
+
     # -- write side --------------------------------------------------------
     def _parent_dir(self, parent: str) -> str:
         """The directory of a parent device by its libvirt name."""

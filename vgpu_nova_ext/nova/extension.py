@@ -21,6 +21,7 @@ from oslo_log import log as logging
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
+from vgpu_nova_ext.devices import quiet
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext import inventory
@@ -52,6 +53,10 @@ class Extension:
         self.backend = self.devices.backend
         self.ledger = self.devices.ledger
         self.allocator = self.devices.allocator
+        self.quiet = quiet.QuietTasks(
+            CONF.vgpu_nova_ext.full_reconcile_interval)
+        # The last plan: (snapshot, existing_uuids, allocated, tree).
+        self._planned: tuple | None = None
         self.carve_mig_layouts()
         self.refresh()
 
@@ -75,6 +80,11 @@ class Extension:
                 '"vgpu-nova-ext check"): %s' % '; '.join(
                     str(p) for p in errors))
 
+    @property
+    def snapshot(self):
+        """The host as :meth:`refresh` last planned it."""
+        return self._planned[0]
+
     def refresh(self, existing_uuids: dict[str, str] | None = None,
                 allocated: dict[str, int] | None = None
                 ) -> inventory.DesiredTree:
@@ -82,7 +92,14 @@ class Extension:
 
         :param allocated: as for :func:`inventory.provider_tree`.
         """
-        snapshot = self.allocator.scan(max_age=SCAN_REUSE_SECONDS)
+        snapshot = self.allocator.scan(
+            max_age=SCAN_REUSE_SECONDS,
+            unchanged_max_age=self.quiet.interval)
+        planned = self._planned
+        if planned is not None and planned[0] is snapshot and \
+                planned[1:3] == (existing_uuids, allocated):
+            # A quiet periodic task: the host as last planned.
+            return planned[3]
         self.assignment = mapping.assign(self.config, snapshot)
         for problem in self.assignment.problems:
             log = LOG.error if problem.severity == findings.ERROR \
@@ -100,4 +117,5 @@ class Extension:
             LOG.warning('vGPU inventory: %s', problem)
         self.allocator.targets = allocator_mod.targets(
             self.nodename, self.assignment, existing_uuids)
+        self._planned = (snapshot, existing_uuids, allocated, tree)
         return tree

@@ -41,16 +41,16 @@ def update(ext: extension.Extension, host, virtapi, provider_tree,
     :raises ReshapeNeeded: vGPU inventory in one of Nova's layouts and no
         allocations given (Nova calls again with them).
     """
-    existing = {}
-    for rp_uuid in provider_tree.get_provider_uuids(nodename):
-        data = provider_tree.data(rp_uuid)
-        if data.parent_uuid is not None:
-            existing[data.name] = data.uuid
+    # Each provider read once: the tree hands out deep copies.
+    tree = {u: provider_tree.data(u)
+            for u in provider_tree.get_provider_uuids(nodename)}
+    children = {d.name: d for d in tree.values() if d.parent_uuid is not None}
+    existing = {name: d.uuid for name, d in children.items()}
     desired = ext.refresh(existing)
-    allocated = _allocated(virtapi, provider_tree, nodename, desired)
+    allocated = _allocated(virtapi, children, desired)
     if allocated:
         desired = ext.refresh(existing, allocated)
-    old = _old_layout(ext, provider_tree, nodename, desired)
+    old = _old_layout(ext, tree, nodename, desired)
     if old and allocations is None:
         # vGPU inventory in one of Nova's in-tree layouts (on the
         # compute node, or a provider per SR-IOV VF): Nova calls again
@@ -60,7 +60,8 @@ def update(ext: extension.Extension, host, virtapi, provider_tree,
                      provider_tree.data(u).name for u in old)))
         raise nova_exception.ReshapeNeeded()
     for spec in desired.providers:
-        if not provider_tree.exists(spec.name):
+        data = children.get(spec.name)
+        if data is None:
             provider_tree.new_child(spec.name, nodename, uuid=spec.uuid)
         body = {spec.resource_class: {
             'total': spec.inventory.total,
@@ -73,7 +74,7 @@ def update(ext: extension.Extension, host, virtapi, provider_tree,
         # Only this project's traits change: an operator's own (Nova's
         # vGPU guide has them put on GPU providers) stay.
         provider_tree.update_traits(spec.name, inventory.merged_traits(
-            provider_tree.data(spec.name).traits, spec))
+            data.traits if data is not None else (), spec))
     if old:
         _reshape(ext, host, provider_tree, nodename, desired, old,
                  allocations)
@@ -97,22 +98,16 @@ def update(ext: extension.Extension, host, virtapi, provider_tree,
             provider_tree.remove(name)
 
 
-def _allocated(virtapi, provider_tree, nodename,
-               desired) -> dict[str, int]:
+def _allocated(virtapi, children, desired) -> dict[str, int]:
     """Usage of the GPU providers whose total would go down.
 
     :func:`vgpu_nova_ext.inventory.usage_floors`, read through Nova's
     report client; when Placement cannot be read the total stays where it
     is.
     """
-    current = {}
-    uuids = {}
-    for rp_uuid in provider_tree.get_provider_uuids(nodename):
-        data = provider_tree.data(rp_uuid)
-        if data.parent_uuid is not None:
-            uuids[data.name] = data.uuid
-            current[data.name] = {rc: inv['total'] for rc, inv in
-                                  data.inventory.items()}
+    current = {name: {rc: inv['total'] for rc, inv in d.inventory.items()}
+               for name, d in children.items()}
+    uuids = {name: d.uuid for name, d in children.items()}
 
     def usage(name: str, rc: str) -> int:
         try:
@@ -135,7 +130,7 @@ def _vgpu_classes(desired) -> set[str]:
     return {p.resource_class for p in desired.providers} | {orc.VGPU}
 
 
-def _old_layout(ext: extension.Extension, provider_tree, nodename: str,
+def _old_layout(ext: extension.Extension, tree, nodename: str,
                 desired) -> set[str]:
     """Providers holding vGPU inventory that this layout does not.
 
@@ -145,12 +140,10 @@ def _old_layout(ext: extension.Extension, provider_tree, nodename: str,
     classes = _vgpu_classes(desired)
     wanted = {p.uuid for p in desired.providers}
     gpus = {inventory.provider_name(nodename, g.name) for g in
-            ext.allocator.scan(
-                max_age=extension.SCAN_REUSE_SECONDS).gpus}
-    return {u for u in provider_tree.get_provider_uuids(nodename)
-            if u not in wanted and
-            provider_tree.data(u).name not in gpus and
-            classes & set(provider_tree.data(u).inventory)}
+            ext.snapshot.gpus}
+    return {u for u, data in tree.items()
+            if u not in wanted and data.name not in gpus and
+            classes & set(data.inventory)}
 
 
 def _reshape(ext: extension.Extension, host, provider_tree, nodename: str,

@@ -41,12 +41,29 @@ def reconcile(ext: extension.Extension, host, virtapi,
     # consumers live (reading hundreds of domains' XML every minute is
     # most of the cost of the task otherwise). This is the periodic
     # task's one scan of the host: the reconcile and the provider tree
-    # update that follows reuse it.
+    # update that follows reuse it. A quiet periodic task (devices/quiet.py)
+    # does none of it.
+    connection = host.get_connection()
+    signature = listed = None
+    if periodic:
+        listed, every_domain = guest_mod.domains(connection, False)
+        signature = (ext.allocator.view.signature(), ext.ledger.version(),
+                     frozenset(listed),
+                     frozenset(ext.allocator.targets.items()))
+        if ext.quiet.unchanged(signature):
+            LOG.debug('vGPU reconcile: nothing changed since the last one')
+            return
     on_host = {d.device_id for d in ext.allocator.scan().mediated_devices}
     read_xml = not periodic or bool(
         on_host - {e.device_id for e in ext.ledger.all()})
-    domains, every_domain = guest_mod.domains(host.get_connection(), read_xml)
-    live = _live_consumers(ext, host, virtapi, domains)
+    if read_xml:
+        domains, every_domain = guest_mod.domains(connection, True)
+    else:
+        domains = listed
+    live, asked = _live_consumers(ext, host, virtapi, domains)
+    # Settled: what decided this pass can change only with the signature.
+    ext.quiet.full_pass(signature, settled=(
+        signature is not None and every_domain and not asked))
     # Only with every domain read is a device no domain uses unused.
     for action in ext.allocator.reconcile(
             live_consumers=live, guest_devices=domains,
@@ -60,8 +77,11 @@ def reconcile(ext: extension.Extension, host, virtapi,
 
 
 def _live_consumers(ext: extension.Extension, host, virtapi,
-                    guests: dict[str, list[str]]) -> set[str] | None:
-    """Consumers whose devices stay; None: cannot tell this time.
+                    guests: dict[str, list[str]]
+                    ) -> tuple[set[str] | None, bool]:
+    """Consumers whose devices stay, and whether Placement was asked.
+
+    None for the consumers: cannot tell this time.
 
     Those with a domain here and, when the ledger names others, those
     that hold allocations on this compute node's providers in
@@ -85,7 +105,7 @@ def _live_consumers(ext: extension.Extension, host, virtapi,
                                         ledger_mod.CREATING)
                if e.consumer is not None} - live
     if not unknown:
-        return live
+        return live, False
     reportclient = virtapi.reportclient
     context = nova_context.get_admin_context()
     try:
@@ -101,5 +121,5 @@ def _live_consumers(ext: extension.Extension, host, virtapi,
         LOG.warning('cannot ask Placement which vGPU consumers hold '
                     'allocations here (%s); no device is freed as an '
                     'orphan this time', exc)
-        return None
-    return live
+        return None, True
+    return live, True
