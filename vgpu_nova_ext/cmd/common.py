@@ -23,10 +23,11 @@ from oslo_config import cfg
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import loader
-from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mig_layout
+from vgpu_nova_ext.devices import planning
+from vgpu_nova_ext.devices import targets as targets_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
@@ -74,6 +75,8 @@ class Plan:
     snapshot: model.HostSnapshot
     assignment: mapping.Assignment
     tree: inventory.DesiredTree
+    targets: dict[str, targets_mod.Target]
+    """What each GPU provider stands for, when a device is claimed."""
     mig: mig_layout.Plan
     """The declared MIG layouts against the host as it was read."""
     ledger: ledger_mod.ReadOnlyLedger
@@ -185,15 +188,15 @@ def build_plan(args) -> Plan:
         backend.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    assignment = mapping.assign(device_config, snapshot)
+    host_plan = planning.plan(host, device_config, snapshot)
     # A profile's example configuration is no file of the operator's.
     operator_files = tuple(read) if note is None else ()
     return Plan(
         host=host, backend=description, config_files=operator_files,
         shared_conf=shared,
         config_note=note, device_config=device_config, snapshot=snapshot,
-        assignment=assignment,
-        tree=inventory.provider_tree(host, assignment), mig=mig_plan,
+        assignment=host_plan.assignment, tree=host_plan.tree,
+        targets=host_plan.targets, mig=mig_plan,
         ledger=ledger, ledger_error=ledger_error)
 
 
@@ -226,7 +229,7 @@ def allocator(args, plan: Plan):
         else None
     with factory.open_host(
             CONF, plan.host, state_path=args.state_path,
-            targets=allocator_mod.targets(plan.host, plan.assignment),
+            targets=plan.targets,
             keep_simulated_host=bool(args.state_path),
             **_backend_args(args, profile)) as devices:
         yield devices.allocator

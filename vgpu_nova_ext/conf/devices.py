@@ -22,7 +22,6 @@ by one function, :func:`read`, inside nova-compute and out.
 import contextlib
 import dataclasses
 import logging
-import re
 
 import os_resource_classes as orc
 from oslo_config import cfg
@@ -31,12 +30,12 @@ from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import mig
+from vgpu_nova_ext.host import model
 
 #: The largest inventory value Placement takes (its database's integer).
 PLACEMENT_MAX_INT = 2147483647
 
 DEVICES_GROUP = 'devices'
-_TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]*$')
 MDEV_CLASS_RE = r'^(VGPU|CUSTOM_[A-Z0-9_]+)$'
 
 devices_group = cfg.OptGroup(
@@ -319,7 +318,7 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
     duplicates: list[str] = []
     for item in listed:
         item = item.strip()
-        if not _TYPE_ID_RE.match(item):
+        if not model.TYPE_ID_RE.match(item):
             raise exception.ConfigError(
                 '[devices] %s: %r is not an mdev type id; write the type '
                 'directory names from /sys/class/mdev_bus/*/'

@@ -31,7 +31,7 @@ _PCI_RE = re.compile(
 _LIBVIRT_PCI_RE = re.compile(
     r'^pci_(?P<domain>[0-9a-f]{4})_(?P<bus>[0-9a-f]{2})_'
     r'(?P<slot>[0-9a-f]{2})_(?P<function>[0-7])$', re.IGNORECASE)
-_VIRTUAL_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+_VIRTUAL_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*\Z')
 # PCI allows 32 devices (slots) per bus.
 _MAX_SLOT = 0x1f
 

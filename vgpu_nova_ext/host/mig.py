@@ -23,7 +23,7 @@ import re
 
 #: Memory slices of a MIG-capable GPU (A100, A30 has 4, H100, H200, B200).
 SLICES = 8
-_PROFILE_RE = re.compile(r'^(?P<slices>\d+)g\.(?P<gb>\d+)gb$')
+_PROFILE_RE = re.compile(r'^(?P<slices>\d+)g\.(?P<gb>\d+)gb\Z')
 
 
 @dataclasses.dataclass(frozen=True)

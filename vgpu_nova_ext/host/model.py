@@ -16,8 +16,16 @@ inventory) know of the host, whichever backend read it.
 """
 
 import dataclasses
+import re
 
 from vgpu_nova_ext.host import mig as mig_mod
+
+#: An mdev type id as the kernel names its directory under
+#: ``mdev_supported_types`` (``nvidia-35``, ``i915-GVTg_V5_4``,
+#: ``mtty-1``): what nova.conf may enable, a simulated profile may declare
+#: and a host write may name. Never "/" nor a leading "."; ``\Z``, not
+#: ``$``, which lets a trailing newline through.
+TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,12 +38,13 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import confined
 from vgpu_nova_ext.host import mig
+from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import vfio
 
 # Names in sysfs and in mdevctl.d: the kernel's device and type names
 # (0000:84:00.0, mtty, nvidia-18, i915-GVTg_V5_4); never "/" or "..".
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}\Z')
 
 
 class InvalidHostWrite(exception.DeviceError):
@@ -76,13 +77,17 @@ def _uuid(value: str) -> str:
     return value
 
 
-def _name(what: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) \
+def _name(what: str, value: str, pattern: re.Pattern = _NAME_RE) -> str:
+    if not isinstance(value, str) or not pattern.match(value) \
             or '..' in value:
         raise InvalidHostWrite(
             '%s %r is not a kernel device or type name (letters, digits '
             'and _.:+-, no "/" or ".."); nothing was written' % (what, value))
     return value
+
+
+def _type(value: str) -> str:
+    return _name('type', value, model.TYPE_ID_RE)
 
 
 def _pci(value: str) -> str:
@@ -153,7 +158,7 @@ def create_mdev(sysfs_root: str, parent: str, type_id: str,
     :param parent: the parent's name on the mdev bus (a PCI address, or a
         virtual device's name such as ``mtty``).
     """
-    parent, type_id = _name('parent', parent), _name('type', type_id)
+    parent, type_id = _name('parent', parent), _type(type_id)
     _write_attribute(sysfs_root, (
         'class', 'mdev_bus', parent, 'mdev_supported_types', type_id,
         'create'), _uuid(device_uuid),
@@ -267,7 +272,7 @@ def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
                   type_id: str) -> None:
     """``<mdevctl_path>/<parent>/<uuid>``: the device, for mdevctl."""
     name = _uuid(device_uuid)
-    body = json.dumps({'mdev_type': _name('type', type_id), 'start': 'auto',
+    body = json.dumps({'mdev_type': _type(type_id), 'start': 'auto',
                        'attrs': []}, indent=2)
     dir_fd = _mdevctl_dir(mdevctl_path, parent, create=True)
     try:

@@ -19,13 +19,12 @@ provider tree update.
 from oslo_log import log as logging
 
 from vgpu_nova_ext import conf as conf_pkg
-from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
+from vgpu_nova_ext.devices import planning
 from vgpu_nova_ext.devices import quiet
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext import inventory
-from vgpu_nova_ext import mapping
 from vgpu_nova_ext.nova import compat
 from vgpu_nova_ext.nova import conf as nova_conf
 
@@ -55,7 +54,7 @@ class Extension:
         self.allocator = self.devices.allocator
         self.quiet = quiet.QuietTasks(
             CONF.vgpu_nova_ext.full_reconcile_interval)
-        # The last plan: (snapshot, existing_uuids, allocated, tree).
+        # The last plan, and the provider UUIDs and usage it was made with.
         self._planned: tuple | None = None
         self.carve_mig_layouts()
         self.refresh()
@@ -83,7 +82,7 @@ class Extension:
     @property
     def snapshot(self):
         """The host as :meth:`refresh` last planned it."""
-        return self._planned[0]
+        return self._planned[0].snapshot
 
     def refresh(self, existing_uuids: dict[str, str] | None = None,
                 allocated: dict[str, int] | None = None
@@ -96,11 +95,14 @@ class Extension:
             max_age=SCAN_REUSE_SECONDS,
             unchanged_max_age=self.quiet.interval)
         planned = self._planned
-        if planned is not None and planned[0] is snapshot and \
-                planned[1:3] == (existing_uuids, allocated):
+        if planned is not None and planned[0].snapshot is snapshot and \
+                planned[1:] == (existing_uuids, allocated):
             # A quiet periodic task: the host as last planned.
-            return planned[3]
-        self.assignment = mapping.assign(self.config, snapshot)
+            return planned[0].tree
+        host_plan = planning.plan(
+            self.nodename, self.config, snapshot, existing_uuids,
+            allocated=allocated, owner_trait=compat.features().owner_trait)
+        self.assignment = host_plan.assignment
         for problem in self.assignment.problems:
             log = LOG.error if problem.severity == findings.ERROR \
                 else LOG.warning
@@ -110,12 +112,8 @@ class Extension:
                 'the vGPU configuration does not fit this host (run '
                 '"vgpu-nova-ext check"): %s' % '; '.join(
                     str(p) for p in self.assignment.errors))
-        tree = inventory.provider_tree(
-            self.nodename, self.assignment, existing_uuids,
-            allocated=allocated, owner_trait=compat.features().owner_trait)
-        for problem in tree.problems:
+        for problem in host_plan.tree.problems:
             LOG.warning('vGPU inventory: %s', problem)
-        self.allocator.targets = allocator_mod.targets(
-            self.nodename, self.assignment, existing_uuids)
-        self._planned = (snapshot, existing_uuids, allocated, tree)
-        return tree
+        self.allocator.targets = host_plan.targets
+        self._planned = (host_plan, existing_uuids, allocated)
+        return host_plan.tree

@@ -39,9 +39,6 @@ from vgpu_nova_ext.host import vfio
 _ROW_FIELDS = ('id', 'name', 'framebuffer_mb', 'num_heads', 'frl_config',
                'max_resolution', 'max_instance', 'max_instance_mixed')
 _PROFILE_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9-]*$')
-# A type id becomes a directory name under mdev_supported_types: the
-# kernel's own names are of this form, and nothing else may be joined.
-_TYPE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
 
 
 class _ProfileLoader(yaml.SafeLoader):
@@ -231,7 +228,7 @@ def _parse_model(r: _Reader, name: str, spec) -> specs.ModelSpec:
                 raise r.fail(twhere, 'give max_instance, or framebuffer_mb '
                              'both here and on the model')
         type_id = r.get(row, 'id', str, twhere)
-        if not _TYPE_ID_RE.match(type_id):
+        if not model.TYPE_ID_RE.match(type_id):
             raise r.fail(twhere + '.id', '%r is not a type id as the kernel '
                          'names them (letters, digits, "_.:-", for example '
                          'nvidia-35)' % type_id)
