@@ -34,8 +34,7 @@ import tempfile
 import threading
 import time
 
-from vgpu_nova_ext import conf as conf_pkg
-from vgpu_nova_ext.conf import devices as devices_conf
+from tests import configs
 from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.host import simulated
@@ -64,9 +63,9 @@ def build(directory: str) -> allocator.Allocator:
     conf = os.path.join(directory, 'nova.conf')
     with open(conf, 'w') as f:
         f.write('[devices]\nenabled_mdev_types = nvidia-194\n')
-    plan = mapping.assign(devices_conf.load_device_config([conf]),
+    plan = mapping.assign(configs.device_config([conf]),
                           backend.scan())
-    conf = conf_pkg.new_conf(state_path=os.path.join(directory, 'state'))
+    conf = configs.own_conf(state_path=os.path.join(directory, 'state'))
     return factory.open_host(conf, 'bench', backend=backend,
                              targets=allocator.targets('bench',
                                                        plan)).allocator

@@ -40,7 +40,7 @@ from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 
-from vgpu_nova_ext.conf import devices as devices_conf
+from tests import configs
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
@@ -69,7 +69,7 @@ def plan(profile: str, config: str) -> mapping.Assignment:
         with tempfile.NamedTemporaryFile('w', suffix='.conf') as f:
             f.write(config)
             f.flush()
-            return mapping.assign(devices_conf.load_device_config([f.name]),
+            return mapping.assign(configs.device_config([f.name]),
                                   backend.scan())
     finally:
         backend.close()

@@ -31,6 +31,8 @@ Pure: no I/O. All problems are collected before returning.
 
 import dataclasses
 
+import os_traits
+
 from vgpu_nova_ext import assignment as assignment_mod
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext import findings
@@ -306,8 +308,8 @@ class _Mapper:
                 'here, so its provider carries the type id trait only (a '
                 'name trait it has is kept)' % type_id,
                 'nothing to do: the name is read and remembered as soon as a '
-                'VF of this GPU is free again; flavors can require '
-                'CUSTOM_VGPU_%s meanwhile' % type_id.upper().replace('-', '_'))
+                'VF of this GPU is free again; flavors can require %s '
+                'meanwhile' % os_traits.normalize_name('VGPU_' + type_id))
         info = self.vendors.describe_type(
             type_id, gpu.vendor_id, name, gpu.type_description(type_id))
         if gpu.type_max_per_vm(type_id) is not None:

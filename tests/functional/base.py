@@ -16,8 +16,8 @@ import tempfile
 
 import fixtures
 
+from tests import configs
 from tests import timeout
-from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext import mapping
@@ -56,7 +56,7 @@ class TestCase(timeout.TestCase):
         path = os.path.join(root, 'nova.conf')
         with open(path, 'w') as f:
             f.write(config if config is not None else prof.example_config)
-        return mapping.assign(devices_conf.load_device_config([path]),
+        return mapping.assign(configs.device_config([path]),
                               snapshot)
 
     def compute_node(self, name: str = HOST) -> dict:

@@ -24,9 +24,9 @@ import fixtures
 from nova.conf import devices as nova_devices
 from oslo_config import cfg
 
+from tests import configs
 from tests import timeout
 from tests.unit import conf_forms
-from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.nova import conf as nova_conf
 
 
@@ -53,7 +53,7 @@ class TestFormsInsideNova(timeout.TestCase):
                 inside = nova_conf.from_nova_conf(
                     self.nova_conf(files, dirs))
                 self.assertEqual(form.expected, conf_forms.summary(inside))
-                outside = devices_conf.load_device_config(files, dirs)
+                outside = configs.device_config(files, dirs)
                 self.assertEqual(conf_forms.summary(outside),
                                  conf_forms.summary(inside))
                 self.assertEqual([t.ignored_old for t in outside.types],

@@ -16,11 +16,11 @@ import uuid
 
 import fixtures
 
+from tests import configs
 from tests.nova import fake_libvirt
 from tests import timeout
 from tests.unit import lifecycle
 from tests.unit import schemas
-from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import libvirt as libvirt_backend
@@ -114,7 +114,7 @@ class TestLibvirtBackend(timeout.TestCase):
     def test_allocator_on_libvirt(self):
         planned = lifecycle.build(self.dir, 'm60')
         planned.ledger.close()
-        conf = conf_pkg.new_conf(state_path=os.path.join(self.dir, 'state'))
+        conf = configs.own_conf(state_path=os.path.join(self.dir, 'state'))
         al = factory.open_host(conf, lifecycle.HOST, backend=self.backend,
                                targets=planned.targets).allocator
         self.addCleanup(al.ledger.close)

@@ -17,6 +17,7 @@ import textwrap
 
 import fixtures
 
+from tests import configs
 from tests import timeout
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.host import model
@@ -78,7 +79,7 @@ class TestCase(timeout.TestCase):
         return path
 
     def device_config(self, text: str) -> devices_conf.DeviceConfig:
-        return devices_conf.load_device_config([self.write_config(text)])
+        return configs.device_config([self.write_config(text)])
 
     # -- common host shapes ----------------------------------------------
     def add_gpu(self, address: str, types: list[model.VGPUType],

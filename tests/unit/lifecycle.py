@@ -14,8 +14,7 @@
 import os
 import textwrap
 
-from vgpu_nova_ext import conf as conf_pkg
-from vgpu_nova_ext.conf import devices as devices_conf
+from tests import configs
 from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.host import simulated
@@ -64,7 +63,7 @@ def build(directory: str, profile: str, config: str | None = None,
     if config is not None or not os.path.exists(conf):
         with open(conf, 'w') as f:
             f.write(config if config is not None else prof.example_config)
-    plan = mapping.assign(devices_conf.load_device_config([conf]),
+    plan = mapping.assign(configs.device_config([conf]),
                           backend.scan())
     overrides = {'state_path': os.path.join(directory, 'state'),
                  'free_device_policy': free_policy,
@@ -72,7 +71,7 @@ def build(directory: str, profile: str, config: str | None = None,
     if orphan_grace is not None:
         overrides['orphan_grace_period'] = orphan_grace
     return factory.open_host(
-        conf_pkg.new_conf(**overrides), HOST, backend=backend,
+        configs.own_conf(**overrides), HOST, backend=backend,
         targets=allocator.targets(HOST, plan)).allocator
 
 

@@ -14,10 +14,10 @@ import os
 import uuid
 
 
+from tests import configs
 from tests import timeout
 from tests.unit import base
 from tests.unit import lifecycle
-from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
@@ -300,7 +300,7 @@ class TestTypeNamesSurvive(AllocatorTestCase):
             self.al.ledger._execute('DELETE FROM type_names')
         snapshot = self.make().scan()
         self.assertIsNone(self.name_of(snapshot))
-        plan = mapping.assign(devices_conf.load_device_config(
+        plan = mapping.assign(configs.device_config(
             [self.write_config(self.config)]), snapshot)
         codes = [(p.code, p.value) for p in plan.problems]
         self.assertIn(('type.name_unknown', 'nvidia-558'), codes)

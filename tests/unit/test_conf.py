@@ -13,9 +13,9 @@ import os
 
 from oslo_config import cfg
 
+from tests import configs
 from tests.unit import base
 from tests.unit import conf_forms
-from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import opts
 from vgpu_nova_ext import exception
@@ -72,12 +72,12 @@ class TestDeviceConfig(base.TestCase):
             [devices]
             enabled_mdev_types = nvidia-36
             """)
-        config = devices_conf.load_device_config([one, two])
+        config = configs.device_config([one, two])
         self.assertEqual(('nvidia-36',), config.type_ids)
 
     def test_nothing_enabled(self):
         self.assertEqual((), self.device_config('[DEFAULT]\n').types)
-        self.assertEqual((), devices_conf.load_device_config([]).types)
+        self.assertEqual((), configs.device_config([]).types)
 
     def test_duplicates_kept_once(self):
         config = self.device_config("""
@@ -146,14 +146,14 @@ class TestDeviceConfig(base.TestCase):
     def test_missing_file(self):
         missing = os.path.join(self.root, 'missing.conf')
         exc = self.assertRaises(exception.ConfigError,
-                                devices_conf.load_device_config, [missing])
+                                configs.device_config, [missing])
         self.assertIn(missing, str(exc))
         self.assertIn('--config-file', str(exc))
 
     def test_unparsable_file(self):
         path = self.write_config('this is not [an ini file\n')
         exc = self.assertRaises(exception.ConfigError,
-                                devices_conf.load_device_config, [path])
+                                configs.device_config, [path])
         self.assertIn(path, str(exc))
 
     def test_global_conf_untouched_and_nova_can_register(self):
@@ -181,12 +181,12 @@ class TestForms(base.TestCase):
                 os.mkdir(root)
                 files, dirs = conf_forms.write(form, root)
                 self.assertEqual(form.expected, conf_forms.summary(
-                    devices_conf.load_device_config(files, dirs)))
+                    configs.device_config(files, dirs)))
 
     def test_old_group_values_nova_ignores_are_named(self):
         files, dirs = conf_forms.write(conf_forms.FORMS['old names'],
                                        self.root)
-        config = devices_conf.load_device_config(files, dirs)
+        config = configs.device_config(files, dirs)
         self.assertEqual({'nvidia-35': ('max_instances',),
                           'nvidia-36': ('mdev_class',)},
                          {t.type_id: t.ignored_old for t in config.types})

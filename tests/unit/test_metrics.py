@@ -20,12 +20,12 @@ import urllib.request
 import prometheus_client
 from prometheus_client import parser
 
+from tests import configs
 from tests.unit import base
 from tests.unit import lifecycle
 from tests.unit import test_cli
 from vgpu_nova_ext.cmd import cli
 from vgpu_nova_ext.cmd import metrics as metrics_cmd
-from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import ledger
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import inventory
@@ -54,7 +54,7 @@ class TestMetrics(base.TestCase):
         self.addCleanup(self.al.ledger.close)
 
     def view(self):
-        config = devices_conf.load_device_config(
+        config = configs.device_config(
             [os.path.join(self.root, 'nova.conf')])
         snapshot = self.al.scan()
         tree = inventory.provider_tree(lifecycle.HOST,

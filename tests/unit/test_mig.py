@@ -15,10 +15,10 @@ import collections
 import itertools
 import os
 
+from tests import configs
 from tests.unit import base
 from tests.unit import lifecycle
 from tests.unit import test_cli
-from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
@@ -188,7 +188,7 @@ class MigTestCase(base.TestCase):
                 'mig_gpu_instances = %s\n' % (GPU, layout))
 
     def device_config(self):
-        return devices_conf.load_device_config(
+        return configs.device_config(
             [os.path.join(self.root, 'nova.conf')])
 
     def gpu(self, al=None):
@@ -410,7 +410,7 @@ class TestHandCarved(base.TestCase):
         al = lifecycle.build(self.root, 'a100-mig-vfio', config=(
             '[devices]\nenabled_mdev_types = nvidia-2303\n'))
         self.addCleanup(al.ledger.close)
-        plan = mapping.assign(devices_conf.load_device_config(
+        plan = mapping.assign(configs.device_config(
             [os.path.join(self.root, 'nova.conf')]), al.scan())
         # Only the hand-carved GPU offers the MIG-backed type.
         self.assertEqual([('0000:61:00.0', 2)],
@@ -444,7 +444,7 @@ class TestDefaultType(base.TestCase):
             # Written as operators do, without the PCI domain.
             '[mdev_nvidia-2603]\ndevice_addresses = 3B:00.0\n'))
         self.addCleanup(al.ledger.close)
-        config = devices_conf.load_device_config(
+        config = configs.device_config(
             [os.path.join(self.root, 'nova.conf')])
         result = al.carve_mig_layouts(config)
         self.assertEqual([(GPU, mig_layout.CARVE)],

@@ -16,7 +16,7 @@ import os
 import fixtures
 import testtools
 
-from vgpu_nova_ext.conf import devices as devices_conf
+from tests import configs
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import writes
@@ -65,12 +65,12 @@ class TestOneRule(testtools.TestCase):
             with open(path, 'w') as f:
                 f.write('[devices]\nenabled_mdev_types = %s\n' % type_id)
             if fine:
-                config = devices_conf.load_device_config([path])
+                config = configs.device_config([path])
                 self.assertEqual([type_id],
                                  [t.type_id for t in config.types])
             else:
                 self.assertRaises(exception.ConfigError,
-                                  devices_conf.load_device_config, [path])
+                                  configs.device_config, [path])
 
     def test_no_trailing_newline_through_the_privileged_names(self):
         # "$" matches before a final newline; these names reach paths and

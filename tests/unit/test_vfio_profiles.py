@@ -19,6 +19,7 @@ type's name alone, as on a real host without NVML) must never exceed them.
 import dataclasses
 import os
 
+from tests import configs
 from tests.unit import base
 from tests.unit import lifecycle
 from vgpu_nova_ext.conf import devices as devices_conf
@@ -38,7 +39,7 @@ def _config(root: str, type_id: str) -> devices_conf.DeviceConfig:
     path = os.path.join(root, 'nova-%s.conf' % type_id)
     with open(path, 'w') as f:
         f.write('[devices]\nenabled_mdev_types = %s\n' % type_id)
-    return devices_conf.load_device_config([path])
+    return configs.device_config([path])
 
 
 class TestProfiles(base.TestCase):

@@ -24,6 +24,8 @@ import argparse
 import collections
 import importlib.util
 
+import os_traits
+
 from vgpu_nova_ext.cmd import audit as audit_cmd
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import license as license_cmd
@@ -103,8 +105,9 @@ def run(args) -> int:
             for rc, body in sorted(inv.items()):
                 rows.append([provider['name'], provider['uuid'], rc,
                              str(body['total']), str(body['max_unit']),
-                             ' '.join(sorted(t for t in traits
-                                             if t.startswith('CUSTOM_')))])
+                             ' '.join(sorted(
+                                 t for t in traits if t.startswith(
+                                     os_traits.CUSTOM_NAMESPACE)))])
         print(common.format_table(
             ['NAME', 'UUID', 'CLASS', 'TOTAL', 'MAX_UNIT', 'TRAITS'], rows))
 
@@ -115,7 +118,8 @@ def run(args) -> int:
         if first.desired.providers:
             # Pin the type of the last GPU by its name trait.
             pinned = first.desired.providers[-1]
-            trait = next(t for t in pinned.traits if t.startswith('CUSTOM_')
+            trait = next(t for t in pinned.traits
+                         if t.startswith(os_traits.CUSTOM_NAMESPACE)
                          and t != inventory.id_trait(pinned.mdev_type))
             _show_candidates(client, names, 'resources=%s:1&required=%s' % (
                 pinned.resource_class, trait))

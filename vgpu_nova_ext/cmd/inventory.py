@@ -15,6 +15,8 @@ import dataclasses
 import json
 import sys
 
+import os_traits
+
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.host import mig
 
@@ -82,7 +84,8 @@ def render_table(plan: common.Plan) -> str:
              'TRAITS'],
             [[p.name, p.device_address, p.mdev_type, p.type_name or '-',
               p.resource_class, str(p.total), str(p.used),
-              ' '.join(t for t in p.traits if t.startswith('CUSTOM_'))]
+              ' '.join(t for t in p.traits
+                       if t.startswith(os_traits.CUSTOM_NAMESPACE))]
              for p in plan.providers]))
     carved = [(g.address, g.mig.layout()) for g in plan.snapshot.gpus
               if g.mig is not None and g.mig.enabled]

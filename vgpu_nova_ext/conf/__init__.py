@@ -108,17 +108,3 @@ def load(config_files, config_dirs=()) -> cfg.ConfigOpts:
     shared = loader.parse(shared_conf(), config_files, config_dirs)
     logs.log_values(CONF, shared)
     return shared
-
-
-def new_conf(group: str = 'vgpu_nova_ext', **overrides) -> cfg.ConfigOpts:
-    """A configuration object of this project's own, read from no file.
-
-    For tools, tests and benchmarks that assemble the pieces themselves:
-    ``overrides`` are set on ``group``.
-    """
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    loader.parse(conf, [])
-    for name, value in overrides.items():
-        conf.set_override(name, value, group=group)
-    return conf

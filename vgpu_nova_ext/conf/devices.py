@@ -355,17 +355,6 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
                         duplicates=tuple(duplicates))
 
 
-def load_device_config(config_files, config_dirs=()) -> DeviceConfig:
-    """:func:`read` of a private ``ConfigOpts`` parsed from these sources.
-
-    For tools, tests and benchmarks; the commands read the shared options
-    parsed by :func:`vgpu_nova_ext.conf.load`.
-    """
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    return read(loader.parse(conf, config_files, config_dirs))
-
-
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """For the sample: ``[devices]`` and the options of a type group."""
     type_group = cfg.OptGroup(name='mdev_<type>',

@@ -11,8 +11,21 @@
 #    under the License.
 """nova.conf as plain ini text, for what oslo.config cannot tell.
 
-Used to name options as the operator wrote them (old or new names) and to
-look at a few Nova options that this project does not register.
+Not a second way to read the configuration (that is
+:func:`vgpu_nova_ext.conf.load` for the commands and the vendordata
+service, :func:`vgpu_nova_ext.nova.conf.from_nova_conf` inside
+nova-compute): oslo.config gives an option's value, not how it was
+written, and three things need the writing:
+
+- which name the operator used (``enabled_vgpu_types`` or
+  ``enabled_mdev_types``, ``[vgpu_<type>]`` or ``[mdev_<type>]``: a
+  deprecated name resolves silently), so that a message names what they
+  wrote;
+- the text of a value oslo.config refuses, which its error leaves out;
+- a few of Nova's own options (``compute_driver``, ``force_config_drive``,
+  ``[api] vendordata_*``) that the commands look at but must not register:
+  ``check`` imports the driver, which registers Nova's definitions, and
+  oslo.config refuses a second, different one.
 """
 
 import configparser

@@ -219,5 +219,5 @@ def _traits_of(virtapi, data) -> set[str]:
 
 def _is_gpu_provider(data) -> bool:
     return orc.VGPU in data.inventory or any(
-        t.startswith('CUSTOM_' + inventory.TRAIT_PREFIX)
+        t.startswith(inventory.MANAGED_TRAIT_PREFIX)
         for t in data.traits)

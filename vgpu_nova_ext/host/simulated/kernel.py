@@ -80,7 +80,7 @@ class SimulatedKernel:
 
     @staticmethod
     def mark(profile: specs.Profile, root: str) -> None:
-        tree.SysfsTree._write(
+        tree.replace_file(
             os.path.join(root, MARK), json.dumps(
                 {'source': profile.name, 'profile': profile.text}), 0o644)
 
@@ -159,7 +159,7 @@ class SimulatedKernel:
 
     def _begin(self, op: str, **where: str) -> None:
         """Record a checked change; paths relative to the root."""
-        tree.SysfsTree._write(self._journal_path(), json.dumps(dict(
+        tree.replace_file(self._journal_path(), json.dumps(dict(
             op=op, **{k: os.path.relpath(v, self.root) if k.endswith('_dir')
                       else v for k, v in where.items()})), 0o644)
 
@@ -217,7 +217,7 @@ class SimulatedKernel:
 
     def _do_set_vf_type(self, vf_dir: str, number: int) -> None:
         self._place_on_instance(vf_dir, number)
-        tree.SysfsTree._write(
+        tree.replace_file(
             os.path.join(vf_dir, vfio.NVIDIA_DIR, vfio.CURRENT),
             '%d\n' % number, 0o644)
         self._recompute(vf_dir)
@@ -247,10 +247,10 @@ class SimulatedKernel:
             state['vgpus'][vf] = gi['id']
         self.mig.save(gpu.address, state)
         nvidia = os.path.join(vf_dir, vfio.NVIDIA_DIR)
-        tree.SysfsTree._write(os.path.join(nvidia, 'gpu_instance_id'),
-                              '%d\n' % (gi['id'] if gi else 0), 0o644)
-        tree.SysfsTree._write(os.path.join(nvidia, 'placement_id'),
-                              '%d\n' % (gi['start'] if gi else 0), 0o644)
+        tree.replace_file(os.path.join(nvidia, 'gpu_instance_id'),
+                          '%d\n' % (gi['id'] if gi else 0), 0o644)
+        tree.replace_file(os.path.join(nvidia, 'placement_id'),
+                          '%d\n' % (gi['start'] if gi else 0), 0o644)
 
     def _create(self, type_dir: str, device_id: str) -> None:
         try:
@@ -321,7 +321,7 @@ class SimulatedKernel:
                         name, name, vfio.type_id(current), model.VF))
             for name, types in self.model.gpu_available(gpu,
                                                         on_gpu).items():
-                tree.SysfsTree._write(
+                tree.replace_file(
                     os.path.join(dirs[name], vfio.NVIDIA_DIR,
                                  vfio.CREATABLE),
                     vfio.format_creatable(capacity.creatable(gpu.model,

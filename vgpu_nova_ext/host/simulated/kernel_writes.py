@@ -154,7 +154,7 @@ def _pending(path: str):
 
 def _put(path: str, value: str) -> None:
     """Replace the attribute's value in one step, keeping its mode."""
-    tree.SysfsTree._write(path, value, os.stat(path).st_mode & 0o777)
+    tree.replace_file(path, value, os.stat(path).st_mode & 0o777)
 
 
 def _carry_out(kernel: kernel_mod.SimulatedKernel, path: str,

@@ -38,6 +38,21 @@ from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host import vfio
 
 
+def replace_file(path: str, content: str, mode: int = 0o444) -> None:
+    """Write an attribute of the simulated tree.
+
+    Written aside and renamed over: a reader in another process sees the
+    old value or the new one, never no file (the kernel's attributes are
+    always there); and read-only files can be replaced by a non-root test
+    run.
+    """
+    tmp = '%s.%d.tmp' % (path, os.getpid())
+    with open(tmp, 'w') as f:
+        f.write(content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
 class SysfsTree:
     """Builds a kernel-style sysfs tree below ``root``."""
 
@@ -49,17 +64,7 @@ class SysfsTree:
     def _path(self, *parts: str) -> str:
         return os.path.join(self.sys, *parts)
 
-    @staticmethod
-    def _write(path: str, content: str, mode: int = 0o444) -> None:
-        # Written aside and renamed over: a reader in another process sees
-        # the old value or the new one, never no file (the kernel's
-        # attributes are always there); and read-only files can be
-        # replaced by a non-root test run.
-        tmp = '%s.%d.tmp' % (path, os.getpid())
-        with open(tmp, 'w') as f:
-            f.write(content)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+    _write = staticmethod(replace_file)
 
     @staticmethod
     def _link(link: str, target: str) -> None:
