@@ -74,6 +74,10 @@ class SimulatedBackend(sysfs_backend.SysfsBackend):
     def root(self) -> str:
         return self.reader.root
 
+    def reboot(self) -> None:
+        """The host reboots: :meth:`.kernel.SimulatedKernel.reboot`."""
+        kernel.SimulatedKernel.at(self.root).reboot()
+
     def describe(self) -> str:
         return 'simulated host %r (%s)' % (
             self.profile.name, self.profile.description)

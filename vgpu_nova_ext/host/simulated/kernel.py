@@ -131,11 +131,15 @@ class SimulatedKernel:
             self.recover()
             gpu = next((g for g in self.profile.gpus
                         if g.address == gpu_address), None)
-            if gpu is None or not gpu.model.vfio:
+            if gpu is None or not (
+                    gpu.model.vfio or command == 'sriov_manage' and
+                    gpu.model.sharing == specs.SRIOV):
                 raise _fail(errno.ENODEV)
+            enabled = self._vfs_enabled(gpu)
             state = self.mig.load(gpu_address)
-            held = any(self.reader.vfio_current(self._parent_dir(name))
-                       for name, _ in self.model._parents(gpu))
+            held = enabled and gpu.model.vfio and any(
+                self.reader.vfio_current(self._parent_dir(name))
+                for name, _ in self.model._parents(gpu))
             if command == 'mig_mode':
                 if not gpu.model.mig_profiles:
                     raise _fail(errno.EOPNOTSUPP)
@@ -149,9 +153,61 @@ class SimulatedKernel:
                     int(start) if start else None)
             else:
                 raise _fail(errno.EINVAL)
-            self.mig.save(gpu_address, state)
-            self._recompute(self._parent_dir(
-                self.model._parents(gpu)[0][0]))
+            if gpu.model.vfio:
+                self.mig.save(gpu_address, state)
+            if not enabled and command == 'sriov_manage':
+                self._enable_vfs(gpu)
+            elif enabled:
+                self._recompute(self._parent_dir(
+                    self.model._parents(gpu)[0][0]))
+
+    def _vfs_enabled(self, gpu: specs.GPUSpec) -> bool:
+        """Whether an SR-IOV GPU has its VFs (any other GPU: True)."""
+        if gpu.model.sharing != specs.SRIOV:
+            return True
+        return bool(self.reader._read_int(os.path.join(
+            self.tree.device_dir(gpu.address), 'sriov_numvfs')))
+
+    def _enable_vfs(self, gpu: specs.GPUSpec) -> None:
+        """``sriov-manage -e`` on a GPU without VFs: they appear, untyped."""
+        self.model.mig_states[gpu.address] = self.mig.load(gpu.address)
+        tree.add_vfs(self.tree, gpu, self.model.gpu_available(gpu, []))
+        self._parents = None
+
+    # -- a host reboot -----------------------------------------------------
+    def reboot(self) -> None:
+        """What a host reboot leaves of the host.
+
+        Gone: every mdev, every VF of an SR-IOV GPU (until ``sriov-manage
+        -e``; a vendor-VFIO VF comes back untyped), every GPU instance,
+        MIG mode where the model says so (``mig_mode_after_reboot``), a
+        change in progress. Kept: the GPUs, their types, MIG mode where the
+        model keeps it, and whatever lies outside sysfs (mdevctl's
+        definitions, the service's state). mdevctl's start of its
+        definitions at boot (udev's, on a real host) is not simulated: the
+        service makes the same devices again, which is what mdevctl would
+        have made.
+        """
+        with self.lock(self.root):
+            states = {}
+            for gpu in self.profile.gpus:
+                if not gpu.model.vfio:
+                    continue
+                kept = (gpu.model.mig_mode_after_reboot ==
+                        specs.MIG_MODE_KEPT and
+                        self.mig.load(gpu.address)['mig'])
+                states[gpu.address] = {'mig': bool(kept), 'instances': [],
+                                       'vgpus': {}}
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._journal_path())
+            shutil.rmtree(os.path.join(self.root, 'sys'))
+            tree.lay_out(self.profile, self.root, devices=(),
+                         mig_states=states, vfs_enabled=False)
+            self.model = capacity.KernelModel(self.profile, (),
+                                              mig_states={})
+            self._parents = None
+            # Other processes' kernels of this host start afresh.
+            self.mark(self.profile, self.root)
 
     # -- the journal -------------------------------------------------------
     def _journal_path(self) -> str:
@@ -291,8 +347,9 @@ class SimulatedKernel:
         self._recompute(os.path.dirname(mdev_dir))
 
     def _parent_dir(self, name: str) -> str:
-        if self._parents is None:
-            # A simulated host's parent devices never change.
+        # Cached: parent devices change only when VFs are enabled (or a
+        # reboot takes them), so a name not found reads them again.
+        if self._parents is None or name not in self._parents:
             bus = os.path.join(self.reader.sys, 'class', 'mdev_bus')
             dirs = [self.reader._resolve(os.path.join(bus, entry))
                     for entry in self.reader._listdir(bus)]

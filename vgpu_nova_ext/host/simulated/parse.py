@@ -278,6 +278,14 @@ def _parse_model(r: _Reader, name: str, spec) -> specs.ModelSpec:
     if profiles and not use_vfio:
         raise r.fail(where + '.mig_profiles', 'MIG is simulated on '
                      'vendor-VFIO models (vfio: true) only')
+    after_reboot = r.get(spec, 'mig_mode_after_reboot', str, where,
+                         specs.MIG_MODE_OFF)
+    if after_reboot not in specs.MIG_MODE_AFTER_REBOOT or (
+            after_reboot == specs.MIG_MODE_KEPT and not profiles):
+        raise r.fail(where + '.mig_mode_after_reboot', '%r is not one of %s '
+                     '(kept: on a model with mig_profiles)' % (
+                         after_reboot, ', '.join(
+                             specs.MIG_MODE_AFTER_REBOOT)))
     names = {p.name for p in profiles}
     for t in types:
         if t.gpu_instance_profile and t.gpu_instance_profile not in names:
@@ -289,7 +297,8 @@ def _parse_model(r: _Reader, name: str, spec) -> specs.ModelSpec:
         vendor_id=r.get(spec, 'vendor_id', str, where, '0x10de'),
         device_id=r.get(spec, 'device_id', str, where, '0x0000'),
         sriov_vfs=vfs, pool_units=r.get(spec, 'pool_units', int, where, 0),
-        vfio=use_vfio, mig_profiles=tuple(profiles))
+        vfio=use_vfio, mig_profiles=tuple(profiles),
+        mig_mode_after_reboot=after_reboot)
 
 
 def _parse_mdevs(r: _Reader, data: dict, gpus: list[specs.GPUSpec]):

@@ -27,6 +27,12 @@ SRIOV = 'sriov'
 POOLED = 'pooled'
 SHARING_MODES = (TIME_SLICED, SRIOV, POOLED)
 
+#: What a host reboot leaves of a GPU's MIG mode (the field notes: sources
+#: differ, so each model says which it follows).
+MIG_MODE_KEPT = 'kept'
+MIG_MODE_OFF = 'off'
+MIG_MODE_AFTER_REBOOT = (MIG_MODE_KEPT, MIG_MODE_OFF)
+
 
 @dataclasses.dataclass(frozen=True)
 class TypeSpec:
@@ -77,6 +83,7 @@ class ModelSpec:
     vfio: bool = False
     """NVIDIA's vendor-specific VFIO instead of the mdev bus (sriov)."""
     mig_profiles: tuple[mig.GIProfile, ...] = ()
+    mig_mode_after_reboot: str = MIG_MODE_OFF
     """The GPU instance profiles of a MIG-capable model."""
 
     def mig_profile_map(self) -> dict[str, mig.GIProfile]:

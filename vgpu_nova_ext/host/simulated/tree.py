@@ -197,10 +197,50 @@ class SysfsTree:
         return mdev
 
 
+def _types_for(spec: specs.ModelSpec, available: dict[str, int]
+               ) -> list[model.VGPUType]:
+    return [model.VGPUType(
+        id=t.id, name=t.name, available_instances=available[t.id],
+        device_api=t.device_api, description=t.description)
+        for t in spec.types]
+
+
+def add_vfs(tree: SysfsTree, gpu: specs.GPUSpec,
+            available: dict[str, dict[str, int]],
+            devices: tuple[model.MediatedDevice, ...] = ()) -> dict[str, str]:
+    """An SR-IOV GPU's VFs, as ``sriov-manage -e`` enables them.
+
+    :returns: {parent name: VF directory}.
+    """
+    spec = gpu.model
+    vfs = gpu.vf_addresses()
+    parent_dirs = {}
+    for vf, vf_dir in zip(vfs, tree.add_virtual_functions(gpu.address, vfs)):
+        name = address.libvirt_name(vf)
+        parent_dirs[name] = vf_dir
+        if spec.vfio:
+            held = [d for d in devices if d.parent == name]
+            tree.make_vfio_vf(vf_dir, capacity.creatable(
+                spec, available[name]), vfio.type_number(
+                    held[0].type_id) if held else 0)
+        else:
+            tree.make_mdev_parent(vf_dir, vf, _types_for(spec,
+                                                         available[name]))
+    return parent_dirs
+
+
 def lay_out(profile: specs.Profile, root: str,
-            devices: tuple[model.MediatedDevice, ...] | None = None) -> None:
-    """Write ``profile`` below ``root`` as a kernel-style sysfs tree."""
-    kernel = capacity.KernelModel(profile, devices)
+            devices: tuple[model.MediatedDevice, ...] | None = None,
+            mig_states: dict[str, dict] | None = None,
+            vfs_enabled: bool = True) -> None:
+    """Write ``profile`` below ``root`` as a kernel-style sysfs tree.
+
+    :param devices: the devices there are (None: the profile's).
+    :param mig_states: each MIG GPU's state (None: the profile's).
+    :param vfs_enabled: False: as after a reboot, the SR-IOV GPUs' VFs
+        wait for ``sriov-manage -e``.
+    """
+    kernel = capacity.KernelModel(profile, devices, mig_states)
     available = kernel.available()
     tree = SysfsTree(root)
     store = mig_state.MigStore(root)
@@ -209,38 +249,22 @@ def lay_out(profile: specs.Profile, root: str,
     parent_dirs = {}
     for gpu in profile.gpus:
         spec = gpu.model
-
-        def types_for(parent: str) -> list[model.VGPUType]:
-            return [model.VGPUType(
-                id=t.id, name=t.name,
-                available_instances=available[parent][t.id],
-                device_api=t.device_api, description=t.description)
-                for t in spec.types]
-
         if gpu.virtual_path:
             dev = tree.add_virtual_device(gpu.virtual_path)
             tree.make_mdev_parent(dev, os.path.basename(gpu.virtual_path),
-                                  types_for(gpu.name))
+                                  _types_for(spec, available[gpu.name]))
             parent_dirs[gpu.name] = dev
             continue
         dev = tree.add_pci_device(gpu.address, vendor_id=spec.vendor_id,
                                   device_id=spec.device_id,
                                   path=gpu.sysfs_path)
-        if spec.sharing == specs.SRIOV:
-            vfs = gpu.vf_addresses()
-            for vf, vf_dir in zip(vfs, tree.add_virtual_functions(
-                    gpu.address, vfs)):
-                name = address.libvirt_name(vf)
-                parent_dirs[name] = vf_dir
-                if spec.vfio:
-                    held = [d for d in kernel.devices if d.parent == name]
-                    tree.make_vfio_vf(vf_dir, capacity.creatable(
-                        spec, available[name]), vfio.type_number(
-                            held[0].type_id) if held else 0)
-                else:
-                    tree.make_mdev_parent(vf_dir, vf, types_for(name))
+        if spec.sharing == specs.SRIOV and vfs_enabled:
+            parent_dirs.update(add_vfs(tree, gpu, available, kernel.devices))
+        elif spec.sharing == specs.SRIOV:
+            tree.add_sriov_capability(gpu.address, spec.sriov_vfs)
         else:
-            tree.make_mdev_parent(dev, gpu.address, types_for(gpu.name))
+            tree.make_mdev_parent(dev, gpu.address,
+                                  _types_for(spec, available[gpu.name]))
             parent_dirs[gpu.name] = dev
     for dev in kernel.devices:
         if dev.kind == model.MDEV:
