@@ -74,6 +74,7 @@ GPU_NO_MDEV = 'gpu.no_mdev'
 GPU_FOREIGN_DEVICES = 'gpu.foreign_devices'
 GPU_MIXED_SIZE = 'gpu.mixed_size'
 GPU_CAPACITY_BEYOND_TABLE = 'gpu.capacity_beyond_table'
+GPU_BRING_UP_FAILED = 'gpu.bring_up_failed'
 
 # -- MIG layouts (the MIG planner) ----------------------------------------
 MIG_NOT_CAPABLE = 'mig.not_capable'

@@ -69,6 +69,17 @@ extension_opts = [
         help='Seconds a device may belong to an instance that no longer '
              'exists on this host before reconcile frees it. Leaves time '
              'for an instance being moved or rebuilt to claim it again.'),
+    cfg.BoolOpt(
+        'bring_up_at_start',
+        default=True,
+        help='At nova-compute\'s start, enable the virtual functions of '
+             'the SR-IOV GPUs this host serves that have none (after a '
+             'host reboot), with sriov-manage -e through the MIG privsep '
+             'context, retried with a bounded back-off; then the MIG '
+             'layouts are carved and the ledger\'s devices made again. A '
+             'GPU that cannot be brought back is logged and serves nothing; '
+             'the others go on. False: leave the VFs to a unit of your own '
+             '(vgpu-nova-ext bring-up does the same from a systemd unit).'),
     cfg.IntOpt(
         'full_reconcile_interval',
         default=300,

@@ -41,6 +41,7 @@ import time
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
+from vgpu_nova_ext.devices import bring_up as bring_up_mod
 from vgpu_nova_ext.devices import host_view
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mdevctl
@@ -111,6 +112,30 @@ class Allocator:
         return lockutils.lock(LOCK_NAME, external=True,
                               lock_path=self.lock_path)
 
+    # -- after a host reboot ------------------------------------------------
+    def bring_up(self, config, dry_run: bool = False, **retry):
+        """Enable the VFs of the GPUs this host serves that have none.
+
+        The first step after a reboot (:mod:`.bring_up`); under the host
+        lock. ``retry``: ``backoff`` and ``sleep`` for
+        :func:`.bring_up.enable`.
+
+        :returns: (the GPUs to enable, a finding for each left without).
+        """
+        with self._lock():
+            snapshot = self.view.named(self.backend.scan())
+            mig_gpus = {g.gpu for g in mig_layout.plan(
+                config, snapshot, mig_layout.Remembered.of(self.ledger),
+                self.vendors).gpus}
+            steps = bring_up_mod.plan(config, snapshot, self.ledger,
+                                      mig_gpus)
+            if dry_run or not steps:
+                return steps, []
+            with self.view.changing():
+                return steps, bring_up_mod.run(
+                    self.backend, steps,
+                    getattr(self.backend, 'timeout', 10.0), **retry)
+
     # -- MIG layouts -------------------------------------------------------
     def carve_mig_layouts(self, config, dry_run: bool = False):
         """Carve the GPU instances nova.conf declares (at start-up).
@@ -120,12 +145,19 @@ class Allocator:
         """
         with self._lock():
             snapshot = self.view.named(self.backend.scan())
-            result = mig_layout.plan(
-                config, snapshot, mig_layout.Remembered.of(self.ledger),
-                self.vendors)
+            remembered = mig_layout.Remembered.of(self.ledger)
+            result = mig_layout.plan(config, snapshot, remembered,
+                                     self.vendors)
             if dry_run:
                 return result
             for gpu_plan in result.gpus:
+                if gpu_plan.action == mig_layout.KEEP and \
+                        remembered.layouts.get(gpu_plan.gpu) != \
+                        gpu_plan.words:
+                    # Carved before this service knew the GPU (by hand,
+                    # or as a host came): remembered as if carved here,
+                    # so that a reboot carves it again under its guests.
+                    self.ledger.end_mig_layout(gpu_plan.gpu, gpu_plan.words)
                 if gpu_plan.action != mig_layout.CARVE:
                     continue
                 with self.view.changing():

@@ -220,8 +220,13 @@ class SysfsBackend(base.HostBackend):
 
     def mig_command(self, gpu_address: str, command: str,
                     argument: str = '') -> None:
-        self.writer.mig_command(self.reader.root, gpu_address, command,
-                                argument)
+        try:
+            self.writer.mig_command(self.reader.root, gpu_address, command,
+                                    argument)
+        except OSError as exc:
+            # What the kernel said to a write the step made.
+            raise exception.DeviceError('%s on GPU %s failed: %s' % (
+                command, gpu_address, exc.strerror or exc))
 
     def device_exists(self, device_id: str) -> bool:
         vf_dir = self._vf_of(device_id)

@@ -56,8 +56,24 @@ class Extension:
             CONF.vgpu_nova_ext.full_reconcile_interval)
         # The last plan, and the provider UUIDs and usage it was made with.
         self._planned: tuple | None = None
+        self.bring_up()
         self.carve_mig_layouts()
         self.refresh()
+
+    def bring_up(self) -> None:
+        """After a reboot, the VFs of the GPUs this host serves.
+
+        A GPU whose VFs cannot be enabled is logged and serves nothing (it
+        has no provider until it does); the others go on.
+        """
+        if not CONF.vgpu_nova_ext.bring_up_at_start:
+            return
+        steps, left = self.allocator.bring_up(self.config)
+        for step in steps:
+            LOG.info('vGPU bring-up: GPU %s had no virtual function (%s); '
+                     'enabled', step.gpu, step.why)
+        for problem in left:
+            LOG.error('vGPU bring-up: %s', problem)
 
     def carve_mig_layouts(self) -> None:
         """The GPU instances nova.conf declares, before anything is planned.

@@ -42,6 +42,8 @@ _KERNELS_LOCK = threading.Lock()
 JOURNAL = '.kernel.journal'
 #: A file at the root of a simulated host naming its profile.
 MARK = '.simulated-host.json'
+#: Failures a test asks the simulated host for (see ``_race``).
+FAULTS = '.faults'
 
 
 class SimulatedKernel:
@@ -135,6 +137,8 @@ class SimulatedKernel:
                     gpu.model.vfio or command == 'sriov_manage' and
                     gpu.model.sharing == specs.SRIOV):
                 raise _fail(errno.ENODEV)
+            if command == 'sriov_manage':
+                self._race(gpu_address)
             enabled = self._vfs_enabled(gpu)
             state = self.mig.load(gpu_address)
             held = enabled and gpu.model.vfio and any(
@@ -160,6 +164,24 @@ class SimulatedKernel:
             elif enabled:
                 self._recompute(self._parent_dir(
                     self.model._parents(gpu)[0][0]))
+
+    def _race(self, gpu_address: str) -> None:
+        """NVIDIA's sriov-manage race right after boot, where a test asks.
+
+        ``<root>/.faults/sriov_manage/<GPU address>`` holds how many more
+        tries fail (EBUSY), or ``always``.
+        """
+        path = os.path.join(self.root, FAULTS, 'sriov_manage', gpu_address)
+        try:
+            with open(path) as f:
+                left = f.read().strip()
+        except FileNotFoundError:
+            return
+        if left != 'always':
+            if int(left) <= 0:
+                return
+            tree.replace_file(path, '%d\n' % (int(left) - 1), 0o644)
+        raise _fail(errno.EBUSY)
 
     def _vfs_enabled(self, gpu: specs.GPUSpec) -> bool:
         """Whether an SR-IOV GPU has its VFs (any other GPU: True)."""
