@@ -19,11 +19,15 @@ its device when its user starts it, Placement's allocations are unchanged
 and the ownership audit finds nothing.
 """
 
-from nova.conf import devices as nova_devices  # noqa: F401 (Nova's opts)
+import os
+
+import fixtures
+import os_resource_classes as orc
 
 from tests.nova import test_driver
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext import findings
+from vgpu_nova_ext.host.simulated import kernel
 
 IMAGE = test_driver.IMAGE
 
@@ -129,3 +133,59 @@ class TestMigBackedVendorVfio(RebootTests, test_driver.DriverTestBase):
         self.flags(mig_gpu_instances='3g.20gb:2', group='mdev_nvidia-2303')
         self.flags(resume_guests_state_on_host_boot=True)
         self.compute = self.start_vgpu_compute('host1')
+
+
+class TestAGpuThatDoesNotComeBack(test_driver.DriverTestBase):
+    """One GPU's VFs cannot be enabled: the others are served."""
+
+    profile = 'l40s-vfio'
+    enabled_types = 'nvidia-1150'
+
+    def setUp(self):
+        super().setUp()
+        self.flags(resume_guests_state_on_host_boot=True)
+        self.compute = self.start_vgpu_compute('host1')
+        # The same tries, without their pauses.
+        self.useFixture(fixtures.MockPatch(
+            'vgpu_nova_ext.devices.bring_up.BACKOFF', (0.0,) * 4))
+
+    def boot(self) -> tuple[dict, str, str]:
+        """A server, its GPU's address and its GPU's provider."""
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.small_vgpu_flavor(),
+            networks='none', expected_state='ACTIVE')
+        ext = self.compute.driver._vgpu_ext()
+        (entry,) = ext.ledger.of_consumer(server['id'])
+        gpu = next(g for g in ext.backend.scan().gpus if g.name == entry.gpu)
+        return server, gpu.address, self._get_provider_uuid_by_name(
+            'host1_' + gpu.name)
+
+    def test_the_others_are_served(self):
+        bad, bad_gpu, bad_rp = self.boot()
+        before = self.guest_devices(self.compute, bad)
+        ext = self.compute.driver._vgpu_ext()
+        faults = os.path.join(ext.backend.root, kernel.FAULTS,
+                              'sriov_manage')
+        os.makedirs(faults)
+        with open(os.path.join(faults, bad_gpu), 'w') as f:
+            f.write('always')
+        RebootTests.reboot_host(self)
+        # The GPU that did not come back keeps its provider, every unit
+        # reserved, while its server holds an allocation there; the
+        # node's resource update goes on (it would fail on a delete).
+        inventory = self._get_provider_inventory(bad_rp)[orc.VGPU]
+        self.assertEqual(inventory['total'], inventory['reserved'])
+        self.assertEqual(1, self._get_provider_usages(bad_rp)[orc.VGPU])
+        self._run_periodics()
+        # The other GPU came back: a new server runs there.
+        good, good_gpu, good_rp = self.boot()
+        self.assertNotEqual(bad_gpu, good_gpu)
+        self.assertEqual(1, self._get_provider_usages(good_rp)[orc.VGPU])
+        # The operator fixes the GPU and restarts nova-compute: the
+        # server's device is back, and its hard reboot runs it on it.
+        os.unlink(os.path.join(faults, bad_gpu))
+        self.compute = self.restart_compute_service('host1')
+        inventory = self._get_provider_inventory(bad_rp)[orc.VGPU]
+        self.assertEqual(0, inventory['reserved'])
+        self._reboot_server(bad, hard=True, expected_state='ACTIVE')
+        self.assertEqual(before, self.guest_devices(self.compute, bad))

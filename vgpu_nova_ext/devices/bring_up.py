@@ -86,12 +86,14 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
 
 
 def enable(backend, gpu: str, timeout: float,
-           backoff: tuple[float, ...] = BACKOFF, sleep=time.sleep) -> int:
+           backoff: tuple[float, ...] | None = None, sleep=time.sleep) -> int:
     """``sriov-manage -e`` on ``gpu`` until its VFs show; their number.
 
+    :param backoff: :data:`BACKOFF` when None.
     :raises DeviceError: naming the GPU, the tries and the last failure,
         once ``backoff`` is spent.
     """
+    backoff = BACKOFF if backoff is None else backoff
     last = None
     for attempt, pause in enumerate(tuple(backoff) + (None,), start=1):
         try:
@@ -127,7 +129,7 @@ def _wait_for_vfs(backend, gpu: str, timeout: float) -> int:
 
 
 def run(backend, steps: list[Enable], timeout: float,
-        backoff: tuple[float, ...] = BACKOFF,
+        backoff: tuple[float, ...] | None = None,
         sleep=time.sleep) -> list[findings.Finding]:
     """Each step, each GPU on its own; a finding for each GPU left."""
     left = []

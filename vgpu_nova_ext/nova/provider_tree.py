@@ -85,6 +85,8 @@ def update(ext: extension.Extension, host, virtapi, provider_tree,
         data = provider_tree.data(name)
         if name.startswith(nodename + '_') and \
                 _is_gpu_provider(data):
+            if _reserve_while_allocated(virtapi, provider_tree, data):
+                continue
             # The GPU serves nothing now; Nova deletes the provider
             # (it refuses while allocations remain, and logs it). The
             # operator's own traits go with it: flavors requiring them
@@ -123,6 +125,44 @@ def _allocated(virtapi, children, desired) -> dict[str, int]:
                         current[name][rc])
             return current[name][rc]
     return inventory.usage_floors(desired, current, usage)
+
+
+def _reserve_while_allocated(virtapi, provider_tree, data) -> bool:
+    """Keep a GPU provider that serves nothing now but holds allocations.
+
+    Its GPU lost its VFs or GPU instances (a reboot it has not come back
+    from: "vgpu-nova-ext check" says why): Placement refuses to delete a
+    provider with allocations, which would fail the whole resource update
+    of the node. It stays, every unit reserved, so that nothing new lands
+    on it, and comes back as it was once its GPU does.
+    """
+    classes = [rc for rc in data.inventory if rc == orc.VGPU or
+               rc.startswith(orc.CUSTOM_NAMESPACE)]
+    try:
+        response = virtapi.reportclient.get(
+            '/resource_providers/%s/usages' % data.uuid, version='1.9')
+        usages = response.json()['usages'] \
+            if response.status_code == 200 else None
+    except Exception:
+        usages = None
+    # Unknown usage counts as used: nothing is deleted on a failed read.
+    used = {rc: None if usages is None else usages.get(rc, 0)
+            for rc in classes}
+    if not any(u is None or u > 0 for u in used.values()):
+        return False
+    body = {}
+    for rc in classes:
+        inv = dict(data.inventory[rc])
+        inv['reserved'] = inv['total']
+        body[rc] = inv
+    provider_tree.update_inventory(data.name, body)
+    LOG.warning('GPU provider %s: its GPU serves no vGPU now but %s '
+                'allocated there; the provider stays with every unit '
+                'reserved until the GPU is back (run "vgpu-nova-ext check" '
+                'for why)', data.name, ', '.join(
+                    '%s %s' % ('?' if u is None else u, rc)
+                    for rc, u in sorted(used.items())))
+    return True
 
 
 def _vgpu_classes(desired) -> set[str]:
