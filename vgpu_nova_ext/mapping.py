@@ -260,9 +260,10 @@ class _Mapper:
                     'this SR-IOV GPU has no virtual functions enabled, so '
                     'it offers no vGPU type (it can have %d)'
                     % gpu.sriov_total_vfs,
-                    'enable them with "/usr/lib/nvidia/sriov-manage -e %s" '
-                    '(at every boot, e.g. from the nvidia-sriov systemd '
-                    'unit)' % gpu.address)
+                    'nova-compute\'s start enables them on the GPUs this '
+                    'host serves ([vgpu_nova_ext] bring_up_at_start), as '
+                    'does "vgpu-nova-ext bring-up"; by hand: '
+                    '"/usr/lib/nvidia/sriov-manage -e %s"' % gpu.address)
             else:
                 self.problem(
                     findings.GPU_NO_MDEV, findings.WARNING,

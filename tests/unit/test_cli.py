@@ -383,6 +383,41 @@ class TestDevicesAndReconcile(CLITestCase):
         _, out, _ = self.run_cli(*self.common, 'reconcile')
         self.assertIn('nothing to do', out)
 
+    def test_bring_up_after_a_reboot(self):
+        # An A100 host (mdevs on VFs): the reboot takes the VFs too.
+        self.common = ('--simulate', 'a100-sriov', '--host', 'cn1',
+                       '--state-path', self.state)
+        with self.allocator() as al:
+            rp = next(iter(al.targets))
+            claimed = al.claim('inst-1', {rp: {'resources': {'VGPU': 1}}})
+            (device,) = [d.device_id for d in claimed.devices]
+            al.backend.reboot()
+        # check says what the next start does, and changes nothing.
+        _, out, _ = self.run_cli(*self.common, 'check')
+        self.assertEqual(4, out.count('BRING-UP '))
+        self.assertIn('enabled at nova-compute\'s next start', out)
+        code, out, err = self.run_cli(*self.common, 'bring-up', '--dry-run')
+        self.assertEqual(0, code, err)
+        self.assertIn('would enable-vfs', out)
+        self.assertIn('would recreate', out)
+        _, out, _ = self.run_cli(*self.common, 'devices', '--format', 'json')
+        (row,) = [r for r in json.loads(out)['devices']
+                  if r['device'] == device]
+        self.assertEqual('missing', row['host'])
+        code, out, err = self.run_cli(*self.common, 'bring-up')
+        self.assertEqual(0, code, err)
+        self.assertEqual(4, out.count('did   enable-vfs'))
+        self.assertIn('did   recreate       %s' % device, out)
+        _, out, _ = self.run_cli(*self.common, 'devices', '--format', 'json')
+        (row,) = [r for r in json.loads(out)['devices']
+                  if r['device'] == device]
+        self.assertEqual(('present', 'inst-1'), (row['host'], row['owner']))
+        # Again: nothing to do (nova-compute's start after the unit).
+        code, out, _ = self.run_cli(*self.common, 'bring-up')
+        self.assertEqual((0, ''), (code, ''.join(
+            line for line in out.splitlines(True)
+            if line.startswith('did'))))
+
     def test_remove_foreign_takes_only_the_host_s_devices(self):
         foreign = '1f0e4a3c-2b5d-4c6e-8f70-9a1b2c3d4e5f'
         with self.allocator() as al:

@@ -24,6 +24,7 @@ from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext.cmd import host_checks
 from vgpu_nova_ext.cmd import licensing_checks
 from vgpu_nova_ext.cmd import nova_checks
+from vgpu_nova_ext.devices import bring_up
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
@@ -91,6 +92,14 @@ def run(args) -> int:
         print('%-8s %s' % (_LABELS[result.code], result.details))
     for note in plan.assignment.notes:
         print('NOTE     %s' % note)
+    for step in bring_up.plan(plan.device_config, plan.snapshot,
+                              plan.ledger, {g.gpu for g in plan.mig.gpus}):
+        print('BRING-UP %s: no virtual function (%s): %s' % (
+            step.gpu, step.why, 'enabled at nova-compute\'s next start, '
+            'or now by "vgpu-nova-ext bring-up"'
+            if common.CONF.vgpu_nova_ext.bring_up_at_start else
+            '[vgpu_nova_ext] bring_up_at_start is off: run "vgpu-nova-ext '
+            'bring-up" or your own unit'))
     for gpu_plan in plan.mig.gpus:
         if gpu_plan.action == mig_layout.CARVE:
             print('CARVE    %s: GPU instances %s for %s, at nova-compute\'s '

@@ -17,8 +17,8 @@ Global options come before the sub-command::
                   [--sysfs-root DIR | --simulate P]
                   [--state-path DIR] [--host NAME] COMMAND ...
 
-COMMAND is one of inventory, check, audit, devices, reconcile, metrics,
-license, demo.
+COMMAND is one of inventory, check, audit, devices, reconcile, bring-up,
+metrics, license, demo.
 """
 
 import argparse

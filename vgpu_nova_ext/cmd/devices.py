@@ -44,7 +44,22 @@ def add_parsers(sub) -> None:
                         help='also remove these devices that vgpu-nova-ext '
                              'did not make (stale ones "devices" lists as '
                              'foreign); check first that no guest uses them')
-    parser.set_defaults(func=run_reconcile)
+    parser.set_defaults(func=run_reconcile, bring_up=False)
+    parser = sub.add_parser(
+        'bring-up', help='after a host reboot: VFs, MIG layouts, devices',
+        description='What nova-compute\'s start does after a host reboot, '
+                    'for a systemd unit ordered before it '
+                    '(etc/systemd/vgpu-nova-ext-bring-up.service): enable '
+                    'the VFs of the SR-IOV GPUs this host serves that have '
+                    'none, carve the MIG layouts, then make again every '
+                    'device the ledger gives to a guest (same UUID or VF, '
+                    'same type). Idempotent: running it and nova-compute\'s '
+                    'start both is harmless. Exit 1 if a GPU could not be '
+                    'brought back (the others are).')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print what would change, change nothing')
+    parser.set_defaults(func=run_reconcile, bring_up=True,
+                        remove_foreign=None)
 
 
 def rows(snapshot, entries) -> list[dict]:
@@ -104,6 +119,16 @@ def run_reconcile(args) -> int:
         if args.remove_foreign and not args.dry_run:
             for device_id in al.remove_foreign(args.remove_foreign):
                 print('did   remove-foreign %s' % device_id)
+        left = []
+        if args.bring_up:
+            steps, left = al.bring_up(plan.device_config,
+                                      dry_run=args.dry_run)
+            for step in steps:
+                print('%-5s %-14s %s: %s' % (
+                    'would' if args.dry_run else 'did', 'enable-vfs',
+                    step.gpu, step.why))
+            for problem in left:
+                print('%-5s %-14s %s' % ('leave', problem.code, problem))
         carving = al.carve_mig_layouts(plan.device_config,
                                        dry_run=args.dry_run)
         for gpu_plan in carving.gpus:
@@ -123,4 +148,4 @@ def run_reconcile(args) -> int:
             verb = 'would' if args.dry_run else 'did'
         print('%-5s %-14s %s: %s' % (verb, action.kind, action.device_id,
                                      action.detail))
-    return 0
+    return 1 if left else 0
