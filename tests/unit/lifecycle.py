@@ -89,3 +89,17 @@ def targets_of(al: allocator.Allocator,
                device_config) -> dict[str, allocator.Target]:
     """The allocator's targets planned again (after GPUs were carved)."""
     return allocator.targets(HOST, mapping.assign(device_config, al.scan()))
+
+
+def start(al: allocator.Allocator, directory: str) -> tuple:
+    """What nova-compute's start does after a reboot, in its order.
+
+    The bring-up, the MIG layouts, the plan (the allocator's targets),
+    then the reconcile that makes the ledger's devices again.
+    :returns: (bring-up's steps and what it left, the reconcile's actions).
+    """
+    config = configs.device_config([os.path.join(directory, 'nova.conf')])
+    steps, left = al.bring_up(config)
+    al.carve_mig_layouts(config)
+    al.targets = targets_of(al, config)
+    return steps, left, al.reconcile()

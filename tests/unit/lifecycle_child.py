@@ -15,6 +15,10 @@ Used by the crash and concurrency tests::
 
     python -m tests.unit.lifecycle_child DIR PROFILE claim|release \\
         CONSUMER[:GPU,GPU...] ... [--crash POINT:N]
+    python -m tests.unit.lifecycle_child DIR PROFILE start [--crash POINT:N]
+
+``start`` does what nova-compute's start does after a host reboot: the
+bring-up, the MIG layouts, the plan, the reconcile.
 
 With ``--crash``, the process kills itself with SIGKILL (no clean-up, as
 in a power cut or an OOM kill) the Nth time it passes checkpoint POINT.
@@ -27,7 +31,7 @@ import signal
 import sys
 
 from tests.unit import lifecycle
-from vgpu_nova_ext.devices import allocator
+from vgpu_nova_ext.devices import checkpoints
 from vgpu_nova_ext import exception
 
 
@@ -49,8 +53,12 @@ def main(argv: list[str]) -> None:
                 if seen['n'] == crash[1]:
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        allocator.checkpoint = checkpoint
+        checkpoints.reached = checkpoint
     al = lifecycle.build(directory, profile)
+    if op == 'start':
+        lifecycle.start(al, directory)
+        print(json.dumps({'started': True}), flush=True)
+        return
     for item in rest:
         consumer, _, gpus = item.partition(':')
         try:

@@ -18,6 +18,7 @@ import testtools
 
 from tests import configs
 from tests.unit import lifecycle
+from tests.unit import test_allocator_processes
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import bring_up
 from vgpu_nova_ext.devices import ledger as ledger_mod
@@ -207,3 +208,63 @@ class TestWhichGpus(testtools.TestCase):
                 ((address, reason),) = got
                 self.assertEqual(gpu.address, address)
                 self.assertIn(why, reason)
+
+
+class TestCrashDuringBringUp(testtools.TestCase):
+    """Killed at each step of the bring-up: the next start finishes it."""
+
+    CASES = (
+        ('a100-sriov', ['pci_0000_41_00_0', 'pci_0000_41_00_0',
+                        'pci_0000_c1_00_0'],
+         ('bring_up.vfs_enabled:1', 'bring_up.vfs_enabled:2',
+          'recreate.device_created:1', 'recreate.device_created:2')),
+        ('l40s-vfio', ['pci_0000_26_00_0', 'pci_0000_c1_00_0'],
+         ('bring_up.vfs_enabled:1', 'recreate.device_created:1')),
+        ('a100-mig-vfio', ['pci_0000_61_00_0', 'pci_0000_61_00_0'],
+         ('mig.intent_written:1', 'mig.mode_set:1',
+          'mig.instance_created:1', 'mig.instance_created:2',
+          'recreate.device_created:1')),
+    )
+
+    def test_killed_at_each_step(self):
+        runs = 0
+        for profile, gpus, points in self.CASES:
+            for point in points:
+                with self.subTest(profile=profile, point=point):
+                    self._killed_at(profile, gpus, point)
+                    runs += 1
+        self.assertEqual(11, runs)
+
+    def _killed_at(self, profile: str, gpus: list[str], point: str):
+        directory = self.useFixture(fixtures.TempDir()).path
+        al = lifecycle.build(directory, profile)
+        lifecycle.start(al, directory)      # as the first start does
+        held = {}
+        for n, gpu in enumerate(gpus):
+            claim = al.claim('inst-%d' % n, lifecycle.alloc(al, gpu))
+            held.update({d.device_id: (d.parent, d.type_id)
+                         for d in claim.devices})
+        al.backend.reboot()
+        al.ledger.close()
+        proc = test_allocator_processes.child(
+            directory, profile, 'start', crash=point)
+        out, err = proc.communicate(timeout=120)
+        self.assertEqual(-9, proc.returncode, err)
+        self.assertEqual('', out)
+        # The next start, in this process.
+        al = lifecycle.build(directory, profile)
+        self.addCleanup(al.ledger.close)
+        _, left, _ = lifecycle.start(al, directory)
+        self.assertEqual([], left)
+        on_host = {d.device_id: (d.parent, d.type_id)
+                   for d in al.scan().mediated_devices}
+        self.assertEqual(held, {k: v for k, v in on_host.items()
+                                if k in held})
+        entries = [e for e in al.ledger.all() if e.consumer]
+        self.assertEqual(sorted(held), sorted(e.device_id for e in entries))
+        self.assertEqual({'active'}, {e.state for e in entries})
+        self.assertEqual({}, al.ledger.mig_intents())
+        # And one more start changes nothing.
+        steps, left, actions = lifecycle.start(al, directory)
+        self.assertEqual(([], []), (steps, left))
+        self.assertEqual([], [a for a in actions if a.kind != 'foreign'])

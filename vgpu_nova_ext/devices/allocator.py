@@ -42,6 +42,7 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from vgpu_nova_ext.devices import bring_up as bring_up_mod
+from vgpu_nova_ext.devices import checkpoints
 from vgpu_nova_ext.devices import host_view
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mdevctl
@@ -57,13 +58,6 @@ LOG = logging.getLogger(__name__)
 LOCK_NAME = 'vgpu-nova-ext-devices'
 REMOVE = 'remove'
 KEEP = 'keep'
-
-
-def checkpoint(name: str) -> None:
-    """A point between an intent and its completion.
-
-    Does nothing; the crash tests replace it to kill the process there.
-    """
 
 
 # The names its users know these by.
@@ -256,16 +250,16 @@ class Allocator:
                                            orphaned_at=None)
                 for entry in new:
                     self.ledger.add(entry)
-            checkpoint('claim.intent_written')
+            checkpoints.reached('claim.intent_written')
             try:
                 for entry in new:
                     self._create_on_host(entry.parent, entry.type_id,
                                          entry.device_id)
-                    checkpoint('claim.device_created')
+                    checkpoints.reached('claim.device_created')
                     with self.ledger.transaction():
                         self.ledger.update(entry.device_id,
                                            state=ledger_mod.ACTIVE)
-                    checkpoint('claim.device_recorded')
+                    checkpoints.reached('claim.device_recorded')
                     self.mdevctl.write(entry)
             except exception.DeviceError as exc:
                 self._undo(consumer, {e.device_id for e in new})
@@ -377,13 +371,13 @@ class Allocator:
     def _remove(self, entry: ledger_mod.Entry) -> None:
         with self.ledger.transaction():
             self.ledger.update(entry.device_id, state=ledger_mod.REMOVING)
-        checkpoint('remove.intent_written')
+        checkpoints.reached('remove.intent_written')
         self._remove_from_host(entry.device_id)
-        checkpoint('remove.device_removed')
+        checkpoints.reached('remove.device_removed')
         self.mdevctl.forget(entry)
         with self.ledger.transaction():
             self.ledger.delete(entry.device_id)
-        checkpoint('remove.device_recorded')
+        checkpoints.reached('remove.device_recorded')
 
     # -- reconcile ---------------------------------------------------------
     def reconcile(self, live_consumers: set[str] | None = None,

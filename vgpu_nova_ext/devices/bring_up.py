@@ -29,6 +29,7 @@ import dataclasses
 import time
 
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import checkpoints
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import address
@@ -100,6 +101,7 @@ def enable(backend, gpu: str, timeout: float,
             backend.mig_command(gpu, 'sriov_manage')
             vfs = _wait_for_vfs(backend, gpu, timeout)
             if vfs:
+                checkpoints.reached('bring_up.vfs_enabled')
                 return vfs
             last = 'no VF showed within %.0f s' % timeout
         except exception.DeviceError as exc:

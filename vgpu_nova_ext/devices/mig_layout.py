@@ -32,6 +32,7 @@ import dataclasses
 from oslo_log import log as logging
 
 from vgpu_nova_ext.conf import devices as devices_conf
+from vgpu_nova_ext.devices import checkpoints
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import address as addr
@@ -228,14 +229,17 @@ def carve(backend, gpu_plan: GpuPlan, ledger=None) -> None:
     """
     if ledger is not None:
         ledger.begin_mig_layout(gpu_plan.gpu, gpu_plan.words)
+        checkpoints.reached('mig.intent_written')
     LOG.info('MIG: carving %s on GPU %s for %s', gpu_plan.words,
              gpu_plan.gpu, gpu_plan.type_id)
     backend.mig_command(gpu_plan.gpu, 'mig_mode', '1')
+    checkpoints.reached('mig.mode_set')
     # Wipes whatever GPU instances there were (none in use: checked).
     backend.mig_command(gpu_plan.gpu, 'sriov_manage', '-e')
     for profile, start in gpu_plan.order:
         backend.mig_command(gpu_plan.gpu, 'create_gpu_instance',
                             '%s:%d' % (profile, start))
+        checkpoints.reached('mig.instance_created')
     # Where nvidia-smi placed them (no NVML to place them), the driver
     # chose: the result must be the plan, or nothing is left carved.
     state = _mig_of(backend, gpu_plan.gpu)

@@ -24,6 +24,7 @@ import typing
 
 from oslo_log import log as logging
 
+from vgpu_nova_ext.devices import checkpoints
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mdevctl
 from vgpu_nova_ext import exception
@@ -296,6 +297,7 @@ def _recreate(al, step: OnEntry, now) -> None:
         LOG.error('cannot re-create %s for %s: %s', entry.device_id,
                   entry.consumer, exc)
         return
+    checkpoints.reached('recreate.device_created')
     al.mdevctl.write(entry)
     al.ledger.count_event('devices_recreated')
 
