@@ -38,6 +38,8 @@ class RebootTests:
     servers = 3
     #: What the scheduler needs to find the GPUs' types, if anything.
     extra_spec: dict = {}
+    #: Whether one more server holds two vGPUs (on two GPUs).
+    two_vgpus = False
 
     def setUp(self):
         super().setUp()
@@ -48,9 +50,18 @@ class RebootTests:
         flavor = self._create_flavor(
             memory_mb=256, vcpu=1, disk=1, ephemeral=0,
             extra_spec=dict({'resources:VGPU': '1'}, **self.extra_spec))
-        return [self._create_server(
+        servers = [self._create_server(
             image_uuid=IMAGE, flavor_id=flavor, networks='none',
             expected_state='ACTIVE') for _ in range(self.servers)]
+        if self.two_vgpus:
+            servers.insert(0, self._create_server(
+                image_uuid=IMAGE, flavor_id=self._create_flavor(
+                    memory_mb=256, vcpu=1, disk=1, ephemeral=0,
+                    extra_spec={'resources1:VGPU': '1',
+                                'resources2:VGPU': '1',
+                                'group_policy': 'isolate'}),
+                networks='none', expected_state='ACTIVE'))
+        return servers
 
     def held_by(self, servers) -> dict:
         """Each server's devices, type and allocations."""
@@ -79,7 +90,8 @@ class RebootTests:
         stopped = servers[-1]
         self._stop_server(stopped)
         before = self.held_by(servers)
-        self.assertEqual(self.servers, len(
+        wanted = self.servers + (2 if self.two_vgpus else 0)
+        self.assertEqual(wanted, len(
             {d for devices, _ in before.values() for d, _ in devices}))
         self.reboot_host()
         for server in servers[:-1]:
@@ -92,7 +104,7 @@ class RebootTests:
         # Nothing leaked, nothing doubled, nobody else's.
         held = [e for e in self.compute.driver._vgpu_ext().ledger.all()
                 if e.consumer]
-        self.assertEqual(self.servers, len(held))
+        self.assertEqual(wanted, len(held))
         self.assertEqual({e.device_id for e in held}, {
             d.device_id for d in self.host_devices(self.compute)
             if d.device_id in {e.device_id for e in held}})
@@ -101,6 +113,14 @@ class RebootTests:
     def audit(self) -> list[findings.Finding]:
         self.computes['host1'] = self.compute
         return test_driver.LiveMigrationBase.audit(self, 'host1')
+
+
+class TestMdevHost(RebootTests, test_driver.DriverTestBase):
+    """V100: mdevs on the GPUs; one server holds two vGPUs."""
+
+    profile = 'v100x8'
+    enabled_types = 'nvidia-197'
+    two_vgpus = True
 
 
 class TestMdevOnSriovGpus(RebootTests, test_driver.DriverTestBase):
