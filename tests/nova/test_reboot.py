@@ -155,6 +155,35 @@ class TestMigBackedVendorVfio(RebootTests, test_driver.DriverTestBase):
         self.compute = self.start_vgpu_compute('host1')
 
 
+class TestMigBackedHopper(RebootTests, test_driver.DriverTestBase):
+    """H200 MIG-backed vGPUs: a reboot turns MIG mode off too."""
+
+    profile = 'h200-vfio'
+    enabled_types = 'nvidia-1414'
+
+    def setUp(self):
+        test_driver.DriverTestBase.setUp(self)
+        self.device_addresses('nvidia-1414', '0000:19:00.0')
+        devices_conf.register_type_opts(test_driver.nova_conf.CONF,
+                                        'nvidia-1414')
+        self.flags(mig_gpu_instances='1g.18gb:7', group='mdev_nvidia-1414')
+        self.flags(resume_guests_state_on_host_boot=True)
+        self.compute = self.start_vgpu_compute('host1')
+
+    def test_mig_mode_set_again(self):
+        self.boot()
+        ext = self.compute.driver._vgpu_ext()
+        ext.backend.reboot()
+        (gpu,) = [g for g in ext.backend.scan().gpus
+                  if g.address == '0000:19:00.0']
+        self.assertFalse(gpu.mig.enabled)
+        self.compute = self.restart_compute_service('host1')
+        (gpu,) = [g for g in self.compute.driver._vgpu_ext().backend.scan()
+                  .gpus if g.address == '0000:19:00.0']
+        self.assertEqual((True, {'1g.18gb': 7}),
+                         (gpu.mig.enabled, gpu.mig.layout()))
+
+
 class TestAGpuThatDoesNotComeBack(test_driver.DriverTestBase):
     """One GPU's VFs cannot be enabled: the others are served."""
 
