@@ -60,7 +60,8 @@ def _host_findings(args, plan) -> list:
         ledger_dir if os.path.lexists(ledger_dir) else state)
     return found + host_checks.privsep_findings(
         conf.vgpu_nova_ext.host_backend,
-        mig=bool(plan.mig.gpus))
+        # The MIG context also runs sriov-manage after a reboot.
+        mig=bool(plan.mig.gpus) or any(g.sriov for g in plan.snapshot.gpus))
 
 
 def run(args) -> int:

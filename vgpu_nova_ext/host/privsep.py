@@ -24,7 +24,8 @@ need nothing but permission to write (and create mdevctl files in)
 root-owned places, which is what it grants; no device control
 (``CAP_SYS_ADMIN``), no ownership changes (``CAP_CHOWN``, ``CAP_FOWNER``),
 no network. ``vgpu_mig_pctxt`` adds ``CAP_SYS_ADMIN`` for nvidia-smi and
-sriov-manage, and starts only on hosts that declare a MIG layout.
+sriov-manage, and starts only where one runs: on hosts that declare a MIG
+layout, and where an SR-IOV GPU needs its VFs after a reboot.
 
 Entry points take typed values (a device UUID, a PCI address, a type) and
 never a path: the daemon writes under the ``[vgpu_nova_ext] sysfs_root``
@@ -97,8 +98,8 @@ def remove_mdevctl(parent: str, device_uuid: str) -> None:
     writes.remove_mdevctl(_mdevctl_path(), parent, device_uuid)
 
 
-#: MIG steps run nvidia-smi and sriov-manage, which need device control:
-#: a context of their own, used only on hosts that declare a MIG layout.
+#: MIG steps and the bring-up's VFs run nvidia-smi and sriov-manage, which
+#: need device control: a context of their own, started on first use.
 MIG_CFG_SECTION = 'vgpu_nova_ext_mig_privileged'
 vgpu_mig_pctxt = priv_context.PrivContext(
     'vgpu_nova_ext',
