@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 
+import fixtures
+
 from tests.unit import base
 from tests.unit import test_sysfs
 from vgpu_nova_ext.cmd import cli
@@ -417,6 +419,25 @@ class TestDevicesAndReconcile(CLITestCase):
         self.assertEqual((0, ''), (code, ''.join(
             line for line in out.splitlines(True)
             if line.startswith('did'))))
+
+    def test_bring_up_names_a_gpu_that_does_not_come_back(self):
+        self.common = ('--simulate', 'a100-sriov', '--host', 'cn1',
+                       '--state-path', self.state)
+        with self.allocator() as al:
+            al.backend.reboot()
+            faults = os.path.join(al.backend.root, '.faults',
+                                  'sriov_manage')
+        os.makedirs(faults)
+        with open(os.path.join(faults, '0000:41:00.0'), 'w') as f:
+            f.write('always')
+        self.useFixture(fixtures.MockPatch(
+            'vgpu_nova_ext.devices.bring_up.BACKOFF', (0.0,)))
+        code, out, _ = self.run_cli(*self.common, 'bring-up')
+        self.assertEqual(1, code)
+        self.assertEqual(3, out.count('did   enable-vfs'))
+        self.assertNotIn('enable-vfs     0000:41:00.0', out)
+        self.assertIn('leave gpu.bring_up_failed host GPU 0000:41:00.0', out)
+        self.assertIn('2 tries of sriov-manage -e', out)
 
     def test_remove_foreign_takes_only_the_host_s_devices(self):
         foreign = '1f0e4a3c-2b5d-4c6e-8f70-9a1b2c3d4e5f'

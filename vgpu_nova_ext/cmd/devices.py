@@ -123,10 +123,12 @@ def run_reconcile(args) -> int:
         if args.bring_up:
             steps, left = al.bring_up(plan.device_config,
                                       dry_run=args.dry_run)
+            failed = {p.where for p in left}
             for step in steps:
-                print('%-5s %-14s %s: %s' % (
-                    'would' if args.dry_run else 'did', 'enable-vfs',
-                    step.gpu, step.why))
+                if 'host GPU %s' % step.gpu not in failed:
+                    print('%-5s %-14s %s: %s' % (
+                        'would' if args.dry_run else 'did', 'enable-vfs',
+                        step.gpu, step.why))
             for problem in left:
                 print('%-5s %-14s %s' % ('leave', problem.code, problem))
         carving = al.carve_mig_layouts(plan.device_config,

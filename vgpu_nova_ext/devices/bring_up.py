@@ -127,7 +127,7 @@ def _wait_for_vfs(backend, gpu: str, timeout: float) -> int:
             return found.sriov_num_vfs
         if time.monotonic() >= deadline:
             return 0
-        time.sleep(0.05)
+        time.sleep(0.1)     # a scan of the host each time: not too often
 
 
 def run(backend, steps: list[Enable], timeout: float,

@@ -69,9 +69,11 @@ class Extension:
         if not CONF.vgpu_nova_ext.bring_up_at_start:
             return
         steps, left = self.allocator.bring_up(self.config)
+        failed = {p.where for p in left}
         for step in steps:
-            LOG.info('vGPU bring-up: GPU %s had no virtual function (%s); '
-                     'enabled', step.gpu, step.why)
+            if 'host GPU %s' % step.gpu not in failed:
+                LOG.info('vGPU bring-up: GPU %s had no virtual function '
+                         '(%s); enabled', step.gpu, step.why)
         for problem in left:
             LOG.error('vGPU bring-up: %s', problem)
 
