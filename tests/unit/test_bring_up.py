@@ -155,12 +155,12 @@ class TestAfterAReboot(testtools.TestCase):
 
 
 def _gpu(slot: int, vendor: str = '0x10de', total: int = 16,
-         enabled: int = 0):
+         enabled: int = 0, driver: str | None = 'nvidia'):
     address = '0000:%02x:00.0' % slot
     return model.PhysicalGPU(
         name='pci_0000_%02x_00_0' % slot, address=address,
         vendor_id=vendor, device_id='0x2236', parents=(),
-        sriov_total_vfs=total, sriov_num_vfs=enabled)
+        sriov_total_vfs=total, sriov_num_vfs=enabled, driver=driver)
 
 
 class TestWhichGpus(testtools.TestCase):
@@ -199,6 +199,11 @@ class TestWhichGpus(testtools.TestCase):
             (_gpu(0x26, total=0), [listed], (), None),
             (_gpu(0x26), [listed], ('0000:26:00.0',), None),
             (_gpu(0x27), [], (), None),
+            # Passed through whole (vfio-pci), even where nova.conf or the
+            # ledger names it; no driver read: as NVIDIA's.
+            (_gpu(0x26, driver='vfio-pci'), [listed, default], (), None),
+            (_gpu(0x41, driver='vfio-pci'), [listed], (), None),
+            (_gpu(0x26, driver=None), [listed], (), 'nova.conf lists'),
         )
         for gpu, types, mig_gpus, why in cases:
             got = self.plan([gpu], types, mig_gpus)

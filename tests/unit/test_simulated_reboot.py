@@ -67,6 +67,8 @@ class TestReboot(testtools.TestCase):
         self.assertTrue(os.path.isdir(mdevctl))
         for spec in profile.gpus:
             gpu = next(g for g in after.gpus if g.name == spec.name)
+            # Still under NVIDIA's driver (a GPU passed through is not).
+            self.assertEqual(None if gpu.virtual else 'nvidia', gpu.driver)
             if spec.model.sharing == specs.SRIOV:
                 # No VF until sriov-manage -e; the GPU shows, idle.
                 self.assertEqual((0, spec.model.sriov_vfs, ()), (

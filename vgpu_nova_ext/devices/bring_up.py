@@ -40,6 +40,9 @@ from vgpu_nova_ext.host import model
 #: each try's own wait for the VFs (``device_timeout``).
 BACKOFF = (1.0, 2.0, 4.0, 8.0)
 
+#: The kernel driver of a GPU under NVIDIA's vGPU manager.
+NVIDIA_DRIVER = 'nvidia'
+
 
 @dataclasses.dataclass(frozen=True)
 class Enable:
@@ -58,7 +61,8 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
     nova.conf lists by address, and, when a type has no
     ``device_addresses`` (the default for every GPU, as in Nova), every
     NVIDIA GPU with SR-IOV. Not those with a MIG layout (``mig_gpus``):
-    MIG mode comes first there, and the carving enables their VFs.
+    MIG mode comes first there, and the carving enables their VFs; nor
+    those bound to another driver than NVIDIA's (a GPU passed through).
     """
     known = {e.gpu for e in ledger.all()} | {
         gpu for gpu, _ in ledger.type_names()}
@@ -73,6 +77,10 @@ def plan(config: devices_conf.DeviceConfig, snapshot: model.HostSnapshot,
     for gpu in snapshot.gpus:
         if gpu.virtual or not gpu.sriov or gpu.sriov_num_vfs \
                 or gpu.address in mig_gpus:
+            continue
+        if gpu.driver not in (None, NVIDIA_DRIVER):
+            # Bound to another driver (vfio-pci: passed through whole to
+            # a guest): not the vGPU manager's, sriov-manage is not for it.
             continue
         if gpu.name in known:
             why = 'the ledger holds its devices or types'

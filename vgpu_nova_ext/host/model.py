@@ -90,6 +90,9 @@ class PhysicalGPU:
     MIG-capable GPU, or not known."""
     gpu_instance_profiles: tuple[mig_mod.GIProfile, ...] = ()
     """The GPU instance profiles a MIG-capable GPU offers."""
+    driver: str | None = None
+    """The kernel driver bound to it (``nvidia``; ``vfio-pci`` for a GPU
+    passed through whole); None: none, or not read."""
 
     @property
     def sriov(self) -> bool:

@@ -328,7 +328,16 @@ class SysfsReader:
             sriov_total_vfs=self._read_int(
                 os.path.join(gpu_dir, 'sriov_totalvfs'), False) or 0,
             sriov_num_vfs=self._read_int(
-                os.path.join(gpu_dir, 'sriov_numvfs'), False) or 0)
+                os.path.join(gpu_dir, 'sriov_numvfs'), False) or 0,
+            driver=self._driver(gpu_dir))
+
+    @staticmethod
+    def _driver(device_dir: str) -> str | None:
+        try:
+            return os.path.basename(os.readlink(
+                os.path.join(device_dir, 'driver')))
+        except OSError:
+            return None
 
     def _idle_gpus(self, known: set[str]) -> list[model.PhysicalGPU]:
         """NVIDIA display controllers that offer no mdev types now.
