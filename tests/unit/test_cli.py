@@ -18,6 +18,7 @@ import sys
 
 import fixtures
 
+from tests import logs as test_logs
 from tests.unit import base
 from tests.unit import test_sysfs
 from vgpu_nova_ext.cmd import cli
@@ -28,6 +29,10 @@ PROVIDER_KEYS = {'name', 'uuid', 'parent', 'device_address', 'mdev_type',
 
 
 class CLITestCase(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(test_logs.CommandLogging())
 
     def run_cli(self, *argv):
         out, err = io.StringIO(), io.StringIO()

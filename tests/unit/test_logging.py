@@ -11,7 +11,6 @@
 #    under the License.
 """The commands log through oslo.log, as OpenStack services do."""
 
-import logging
 import os
 
 from tests.unit import test_cli
@@ -23,14 +22,6 @@ MIG_CONF = ('[devices]\nenabled_mdev_types = nvidia-1414\n'
 
 
 class TestCommandLogs(test_cli.CLITestCase):
-
-    def setUp(self):
-        super().setUp()
-        # oslo.log replaces the root logger's handlers; put them back.
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        self.addCleanup(setattr, root, 'handlers', handlers)
-        self.addCleanup(root.setLevel, level)
 
     def nova_conf(self, text):
         path = os.path.join(self.root, 'nova.conf')

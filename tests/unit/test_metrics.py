@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 
+import fixtures
 import prometheus_client
 from prometheus_client import parser
 
@@ -209,11 +210,16 @@ class TestMetricsCommand(test_cli.CLITestCase):
             '--simulate', 'v100x8', '--host', 'cn1', '--state-path', state,
             'metrics'])
         server = self.serve(lambda: metrics_cmd.read_view(args))
+        log = self.useFixture(fixtures.FakeLogger(name='vgpu_nova_ext'))
         url = 'http://127.0.0.1:%d/metrics' % server.server_port
         with urllib.request.urlopen(url, timeout=30) as answer:
             self.assertEqual(200, answer.status)
             found = families(answer.read().decode())
         self.assertEqual({'vgpu_nova_ext_up': [({}, 0.0)]}, found)
+        # Down for the ledger's counter, named, not for anything else.
+        self.assertIn('cannot read the host', log.output)
+        self.assertIn('lots', log.output)
+        self.assertNotIn('Traceback', log.output)
 
     def test_served_over_http_on_loopback(self):
         reads = []
