@@ -39,7 +39,7 @@ LAYERS = (
     ('licensing',),
     ('metrics', 'listen'),
     ('nova',),
-    ('cmd',),
+    ('cmd', 'wsgi'),
 )
 MAX_LINES = 450
 MAX_DRIVER_LINES = 300
