@@ -47,8 +47,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NOVA_USER = 'nova'
 #: The licensing token the guests get (a made-up one, never logged).
 TOKEN = 'eyJhbGciOiJSUzI1NiJ9.ZTJlLXRva2Vu.ZTJlLXNpZ25hdHVyZQ'
-DATABASES = ('keystone', 'placement', 'glance', 'nova_api', 'nova_cell0',
-             'nova_cell1')
+DATABASES = ('keystone', 'placement', 'glance', 'neutron', 'nova_api',
+             'nova_cell0', 'nova_cell1')
 
 
 class Cloud:
@@ -94,6 +94,7 @@ class Cloud:
         self._catalog()
         self._placement()
         self._glance()
+        self._neutron()
         self._nova()
         self._vendordata()
         for host in self.layout.computes:
@@ -233,7 +234,7 @@ class Cloud:
         # keystone-manage bootstrap made the admin, member, reader and
         # service roles.
         os_('project', 'create', '--domain', 'Default', 'service')
-        for user in ('nova', 'placement', 'glance'):
+        for user in ('nova', 'placement', 'glance', 'neutron'):
             os_('user', 'create', '--domain', 'Default', '--password',
                 config.PASSWORD, user)
             for role in ('admin', 'service'):
@@ -250,7 +251,9 @@ class Cloud:
                  ports.nova_api),
                 ('placement', 'placement', 'http://127.0.0.1:%d' %
                  ports.placement),
-                ('image', 'glance', 'http://127.0.0.1:%d' % ports.glance)):
+                ('image', 'glance', 'http://127.0.0.1:%d' % ports.glance),
+                ('network', 'neutron', 'http://127.0.0.1:%d' %
+                 ports.neutron)):
             service = os_('service', 'create', '--name', name, kind)
             for interface in ('public', 'internal', 'admin'):
                 os_('endpoint', 'create', '--region', config.REGION,
@@ -275,6 +278,22 @@ class Cloud:
         self._uwsgi('glance', self.layout.ports.glance,
                     'glance.wsgi.api:application',
                     {'OS_GLANCE_CONFIG_DIR': self.layout.conf('glance')})
+
+    def _neutron(self) -> None:
+        conf = config.write(self.layout.conf('neutron', 'neutron.conf'),
+                            config.neutron(self.layout))
+        processes.run([self.layout.bin('neutron-db-manage'), '--config-file',
+                       conf, 'upgrade', 'heads'], timeout=900,
+                      log=self._log('neutron-db-manage'))
+        self._uwsgi('neutron', self.layout.ports.neutron,
+                    'neutron.wsgi.api:application',
+                    {'OS_NEUTRON_CONFIG_DIR': self.layout.conf('neutron'),
+                     'OS_NEUTRON_CONFIG_FILES': 'neutron.conf'})
+        # Neutron 29 answers a port listing with a 500 ("Port has no
+        # attribute port_forwardings") until an earlier query has had
+        # SQLAlchemy configure its mappers (the back-reference is made
+        # then): as a deployment's agents would, ask it something first.
+        self.openstack('network', 'list')
 
     def _nova(self) -> None:
         self.nova_conf = config.write(
@@ -395,6 +414,12 @@ class Cloud:
             gpus = {h for h in want if any(
                 n.startswith(h + '_pci_') for n in providers)}
             if up >= want and gpus >= want:
+                # Map the new hosts to cell1, as devstack does after
+                # starting its computes.
+                processes.run([self.layout.bin('nova-manage'),
+                               '--config-file', self.nova_conf, 'cell_v2',
+                               'discover_hosts', '--verbose'],
+                              log=self._log('nova-manage'))
                 return
             for host in want:
                 if not self.supervisor.alive('nova-compute-' + host):

@@ -43,6 +43,7 @@ class Ports:
     metadata: int
     vendordata: int
     memcached: int
+    neutron: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +151,29 @@ def glance(layout: Layout) -> dict:
     }
 
 
+def neutron(layout: Layout) -> dict:
+    """Neutron's API only: Nova asks it for ports and security groups
+    (servers booted with ``--nic none``; no agent, no data plane)."""
+    return {
+        'DEFAULT': {'use_stderr': True, 'core_plugin': 'ml2',
+                    # Neutron 29's port listing reads the port-forwarding
+                    # model's back-reference on Port: that plugin must be
+                    # loaded (devstack's default set has it).
+                    'service_plugins': 'router,port_forwarding',
+                    'auth_strategy': 'keystone',
+                    'transport_url': layout.transport_url,
+                    'notify_nova_on_port_status_changes': False,
+                    'notify_nova_on_port_data_changes': False,
+                    'api_paste_config': os.path.join(
+                        layout.venv, 'etc', 'neutron', 'api-paste.ini')},
+        'database': {'connection': layout.db_url('neutron')},
+        'keystone_authtoken': authtoken(layout, 'neutron'),
+        'oslo_concurrency': {'lock_path': layout.path('locks', 'neutron')},
+        'ml2': {'type_drivers': 'flat', 'tenant_network_types': '',
+                'mechanism_drivers': '', 'extension_drivers': ''},
+    }
+
+
 def nova_common(layout: Layout) -> dict:
     """What every Nova service's nova.conf holds."""
     return {
@@ -163,15 +187,15 @@ def nova_common(layout: Layout) -> dict:
         'service_user': dict(service_auth(layout, 'nova'),
                              send_service_user_token=True),
         'glance': {'region_name': REGION},
-        'scheduler': {'discover_hosts_in_cells_interval': 2},
         'wsgi': {'api_paste_config': os.path.join(
             layout.venv, 'etc', 'nova', 'api-paste.ini')},
         'oslo_concurrency': {'lock_path': layout.path('locks', 'nova')},
-        'neutron': {'service_metadata_proxy': True,
-                    'metadata_proxy_shared_secret': METADATA_SECRET},
+        'neutron': dict(service_auth(layout, 'neutron'),
+                        service_metadata_proxy=True,
+                        metadata_proxy_shared_secret=METADATA_SECRET),
         'api': {
             'vendordata_providers': 'StaticJSON,DynamicJSON',
-            'vendordata_dynamic_targets': 'nvidia@http://127.0.0.1:%d/' % (
+            'vendordata_dynamic_targets': 'cloud-init@http://127.0.0.1:%d/' % (
                 layout.ports.vendordata),
             'vendordata_dynamic_read_timeout': 10,
         },
@@ -200,6 +224,12 @@ def compute(layout: Layout, host: str) -> dict:
         'compute_driver': 'vgpu_nova_ext_driver.LibvirtVGPUDriver',
         'instances_path': layout.path('instances'),
         'state_path': layout.path(host, 'nova'),
+        # The periodic task (update_available_resource) every 10 s, so
+        # that the cloud converges within the test's waits.
+        'update_resources_interval': 10,
+        # nova-compute killed and started again finds no domain in its
+        # new fake libvirt, as after a host reboot: it starts them again.
+        'resume_guests_state_on_host_boot': True,
     })
     sections['oslo_concurrency'] = {
         'lock_path': layout.path(host, 'nova', 'locks')}

@@ -52,9 +52,18 @@ def _fake_hypervisor(hostname: str) -> None:
     use(nova_fixtures.CGroupsFixture())
     use(nova_fixtures.LibvirtFixture())
     use(nova_fixtures.OSBrickFixture())
+    from nova.virt.libvirt import utils as libvirt_utils
+
+    def create_image(driver, context, instance, *args, **kwargs):
+        # No disk is made; the instance's directory is, as the real one
+        # makes it, for the config drive Nova builds there.
+        os.makedirs(libvirt_utils.get_instance_path(instance),
+                    exist_ok=True)
+        return False, False
+
+    use(fixtures.MonkeyPatch(
+        'nova.virt.libvirt.LibvirtDriver._create_image', create_image))
     for target, kwargs in (
-            ('nova.virt.libvirt.LibvirtDriver._create_image',
-             {'return_value': (False, False)}),
             ('nova.virt.libvirt.LibvirtDriver._get_local_gb_info',
              {'return_value': {'total': 128, 'used': 44, 'free': 84}}),
             ('nova.virt.libvirt.driver.libvirt_utils.is_valid_hostname',
