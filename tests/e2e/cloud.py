@@ -26,8 +26,9 @@ reach it; with ``--keep`` it stays up until interrupted.
 """
 
 import argparse
-import dataclasses
+import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import pwd
@@ -69,9 +70,10 @@ class Cloud:
                              os.path.basename(self.base)),
             venv=sys.prefix, ports=ports)
         os.makedirs(self.layout.path('logs'), exist_ok=True)
-        self.supervisor = processes.Supervisor(self.layout.path('logs'),
-                                              self.base)
+        self.supervisor = processes.Supervisor(
+            self.layout.path('logs'), self.base)
         self._created_user = False
+        self._down = False
         self._sudoers = '/etc/sudoers.d/vgpu-nova-ext-e2e-%s' % (
             os.path.basename(self.base).replace('.', '_'))
 
@@ -81,6 +83,10 @@ class Cloud:
 
     # -- up ---------------------------------------------------------------
     def up(self) -> None:
+        # Whatever ends the run (a failure, SIGTERM from timeout, ^C), no
+        # process and nothing it added stays behind.
+        atexit.register(self.down, keep_files=True)
+        signal.signal(signal.SIGTERM, _interrupt)
         self._account()
         self._check_reachable()
         self._mariadb()
@@ -304,7 +310,8 @@ class Cloud:
                   self.nova_conf]
         log = self._log('nova-manage')
         processes.run(manage + ['api_db', 'sync'], timeout=600, log=log)
-        processes.run(manage + ['cell_v2', 'map_cell0', '--database_connection',
+        processes.run(manage + ['cell_v2', 'map_cell0',
+                                '--database_connection',
                                 self.layout.db_url('nova_cell0')], log=log)
         processes.run(manage + ['db', 'sync'], timeout=900, log=log)
         processes.run(manage + ['cell_v2', 'create_cell', '--name', 'cell1',
@@ -397,6 +404,10 @@ class Cloud:
             'nova-compute-' + host,
             (layout.bin('python'), launcher, '--config-file', conf),
             env={'VGPU_E2E_HOST': host,
+                 # A service's PATH, not root's (pyenv's shims under /root).
+                 'PATH': '%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:'
+                         '/usr/bin:/sbin:/bin' % os.path.dirname(
+                             layout.bin('python')),
                  'OS_NOVA_DISABLE_EVENTLET_PATCHING': threading,
                  'HOME': layout.path(host, 'nova')},
             user=NOVA_USER, cwd=layout.path(host, 'nova')))
@@ -436,6 +447,9 @@ class Cloud:
     # -- down -------------------------------------------------------------
     def down(self, keep_files: bool = False) -> None:
         """Every process stopped, the account, sudoers and /etc removed."""
+        if self._down:
+            return
+        self._down = True
         self.supervisor.stop_all()
         # A privsep daemon whose nova-compute was killed, anything left.
         subprocess.run(['pkill', '-KILL', '-f', self.base], check=False)
@@ -448,6 +462,10 @@ class Cloud:
             processes.run(['userdel', NOVA_USER], check=False)
         if not keep_files:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt('signal %d' % signum)
 
 
 def main(argv=None) -> int:

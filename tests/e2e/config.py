@@ -152,8 +152,10 @@ def glance(layout: Layout) -> dict:
 
 
 def neutron(layout: Layout) -> dict:
-    """Neutron's API only: Nova asks it for ports and security groups
-    (servers booted with ``--nic none``; no agent, no data plane)."""
+    """Neutron's API only, which Nova asks for ports and security groups.
+
+    Servers boot with ``--nic none``: no agent, no data plane.
+    """
     return {
         'DEFAULT': {'use_stderr': True, 'core_plugin': 'ml2',
                     # Neutron 29's port listing reads the port-forwarding
@@ -230,6 +232,9 @@ def compute(layout: Layout, host: str) -> dict:
         # nova-compute killed and started again finds no domain in its
         # new fake libvirt, as after a host reboot: it starts them again.
         'resume_guests_state_on_host_boot': True,
+        # Raw disks: a resize would convert them with qemu-img, which the
+        # fake hypervisor's empty disks do not need (nor this machine has).
+        'use_cow_images': False,
     })
     sections['oslo_concurrency'] = {
         'lock_path': layout.path(host, 'nova', 'locks')}

@@ -55,10 +55,12 @@ def _fake_hypervisor(hostname: str) -> None:
     from nova.virt.libvirt import utils as libvirt_utils
 
     def create_image(driver, context, instance, *args, **kwargs):
-        # No disk is made; the instance's directory is, as the real one
-        # makes it, for the config drive Nova builds there.
-        os.makedirs(libvirt_utils.get_instance_path(instance),
-                    exist_ok=True)
+        # The instance's directory, as the real one makes it, for the
+        # config drive Nova builds there; an empty root disk in it, which
+        # a resize measures and moves (the fake image backend makes none).
+        path = libvirt_utils.get_instance_path(instance)
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, 'disk'), 'ab').close()
         return False, False
 
     use(fixtures.MonkeyPatch(

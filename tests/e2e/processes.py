@@ -212,8 +212,8 @@ def run(argv: typing.Sequence[str], *, timeout: float = 120,
         extra_groups=[] if user else None, stdin=subprocess.DEVNULL)
     if log is not None:
         with open(log, 'a') as f:
-            f.write('\n$ %s\n%s%s' % (' '.join(argv), result.stdout,
-                                       result.stderr))
+            f.write('\n$ %s\n%s%s' % (
+                ' '.join(argv), result.stdout, result.stderr))
     if check and result.returncode != 0:
         raise ServiceError('%s exited with %d: %s' % (
             ' '.join(argv[:3]), result.returncode,

@@ -84,8 +84,8 @@ class CloudTestCase(unittest.TestCase):
     def report(cls):
         """The tail of every service's log, on failure."""
         for name in sorted(os.listdir(cls.cloud.log_dir)):
-            print('\n---- %s (tail) ----\n%s' % (name, cls.cloud.supervisor
-                                              .tail(name[:-4], 30)))
+            tail = cls.cloud.supervisor.tail(name[:-4], 30)
+            print('\n---- %s (tail) ----\n%s' % (name, tail))
 
     def __init_subclass__(cls, **kwargs):
         # A failed step keeps the cloud's files and prints every log's
@@ -124,8 +124,10 @@ class CloudTestCase(unittest.TestCase):
         return servers
 
     def server_id(self, name):
-        """The tenant's server of that name (admin sees every project's
-        only by ID)."""
+        """The ID of the tenant's server of that name.
+
+        The admin finds another project's server by its ID only.
+        """
         found = self.tenant('server', 'list', '--name', '^%s$' % name)
         return found[0]['ID'] if found else None
 
@@ -178,8 +180,10 @@ class CloudTestCase(unittest.TestCase):
         return usage
 
     def vgpu_nova_ext(self, host, *args, parse_json=True, check=True):
-        """This project's command, as nova on ``host`` (operators' sudo
-        -u nova), with that host's nova.conf."""
+        """This project's command on ``host``, with its nova.conf.
+
+        As nova, as operators run it (``sudo -u nova``).
+        """
         result = subprocess.run(
             [self.cloud.layout.bin('vgpu-nova-ext'), '--config-file',
              self.cloud.layout.conf(host, 'nova.conf'), '--host', host]
