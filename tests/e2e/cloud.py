@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 
+from tests.e2e import backing
 from tests.e2e import config
 from tests.e2e import processes
 from tests.e2e import sim_kernel
@@ -89,13 +90,7 @@ class Cloud:
         signal.signal(signal.SIGTERM, _interrupt)
         self._account()
         self._check_reachable()
-        self._mariadb()
-        self._rabbitmq()
-        # keystonemiddleware's token cache, as deployments have it.
-        self.supervisor.start(processes.Spec(
-            'memcached', ('memcached', '-l', '127.0.0.1', '-U', '0', '-p',
-                          str(self.layout.ports.memcached), '-u', 'nobody',
-                          '-m', '64'), port=self.layout.ports.memcached))
+        backing.start(self.supervisor, self.layout, DATABASES)
         self._keystone()
         self._catalog()
         self._placement()
@@ -132,63 +127,6 @@ class Cloud:
                 'and its Python must not live under /root; run the e2e from '
                 'tox -e e2e, which makes it from Debian\'s python3' % (
                     python, result.stderr.strip()[-300:]))
-
-    def _mariadb(self) -> None:
-        data = self.layout.path('mysql')
-        processes.run(['mariadb-install-db', '--no-defaults',
-                       '--datadir=' + data, '--user=root',
-                       '--auth-root-authentication-method=normal',
-                       '--skip-test-db'], log=self._log('mariadb-install'))
-        self.mysql_socket = self.layout.path('mysql.sock')
-        self.supervisor.start(processes.Spec(
-            'mariadb', ('mariadbd', '--no-defaults', '--datadir=' + data,
-                        '--socket=' + self.mysql_socket,
-                        '--port=%d' % self.layout.ports.db,
-                        '--bind-address=127.0.0.1', '--user=root',
-                        '--skip-name-resolve',
-                        '--innodb-buffer-pool-size=64M',
-                        '--innodb-flush-log-at-trx-commit=0',
-                        '--max-connections=500'),
-            port=self.layout.ports.db))
-        statements = ["CREATE USER 'os'@'127.0.0.1' IDENTIFIED BY '%s'" %
-                      config.PASSWORD]
-        for name in DATABASES:
-            statements.append('CREATE DATABASE %s CHARACTER SET utf8' % name)
-            statements.append("GRANT ALL ON %s.* TO 'os'@'127.0.0.1'" % name)
-        processes.run(['mariadb', '--no-defaults', '-S', self.mysql_socket,
-                       '-uroot', '-e', '; '.join(statements)])
-
-    def _rabbitmq(self) -> None:
-        home = self.layout.path('rabbitmq')
-        os.makedirs(home, exist_ok=True)
-        with open(os.path.join(home, 'enabled_plugins'), 'w') as f:
-            f.write('[].\n')
-        ports = self.layout.ports
-        # Every listener on loopback: AMQP, Erlang distribution, epmd.
-        env = {
-            'HOME': home, 'RABBITMQ_NODENAME': 'e2e@localhost',
-            'RABBITMQ_NODE_IP_ADDRESS': '127.0.0.1',
-            'RABBITMQ_NODE_PORT': str(ports.amqp),
-            'RABBITMQ_DIST_PORT': str(ports.amqp_dist),
-            'RABBITMQ_MNESIA_BASE': os.path.join(home, 'mnesia'),
-            'RABBITMQ_LOG_BASE': os.path.join(home, 'log'),
-            'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(
-                home, 'enabled_plugins'),
-            'RABBITMQ_PID_FILE': os.path.join(home, 'pid'),
-            'RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS':
-                '-kernel inet_dist_use_interface {127,0,0,1}',
-            'ERL_EPMD_ADDRESS': '127.0.0.1',
-            'ERL_EPMD_PORT': str(ports.epmd),
-        }
-        # epmd in the foreground, supervised: the one RabbitMQ starts
-        # itself daemonizes and would outlive the cloud.
-        self.supervisor.start(processes.Spec(
-            'epmd', ('epmd', '-address', '127.0.0.1', '-port',
-                     str(ports.epmd)), port=ports.epmd))
-        self.supervisor.start(processes.Spec(
-            'rabbitmq', ('/usr/lib/rabbitmq/bin/rabbitmq-server',), env=env,
-            port=ports.amqp, ready_timeout=120))
-        self._epmd_env = env
 
     def _uwsgi(self, name: str, port: int, module: str, env: dict) -> None:
         self.supervisor.start(processes.Spec(

@@ -141,15 +141,9 @@ class Supervisor:
                                        self.log_path(name)))
             time.sleep(0.2)
 
-    def pid(self, name: str) -> int:
-        return self._running[name].process.pid
-
     def alive(self, name: str) -> bool:
         running = self._running.get(name)
         return running is not None and running.process.poll() is None
-
-    def names(self) -> list[str]:
-        return list(self._running)
 
     def stop(self, name: str, grace: float = 20.0) -> None:
         """SIGTERM to its process group; SIGKILL past ``grace`` seconds."""
