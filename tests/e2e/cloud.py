@@ -51,16 +51,34 @@ NOVA_USER = 'nova'
 TOKEN = 'eyJhbGciOiJSUzI1NiJ9.ZTJlLXRva2Vu.ZTJlLXNpZ25hdHVyZQ'
 DATABASES = ('keystone', 'placement', 'glance', 'neutron', 'nova_api',
              'nova_cell0', 'nova_cell1')
+#: What the cloud runs of the machine's own: Debian's packages
+#: (mariadb-server, rabbitmq-server, memcached, sudo, genisoimage), which
+#: .ci/run installs.
+PROGRAMS = ('mariadbd', 'mariadb-install-db', 'mariadb', 'epmd',
+            '/usr/lib/rabbitmq/bin/rabbitmq-server', 'memcached', 'sudo',
+            'useradd', 'genisoimage', 'isoinfo')
+
+
+def missing_prerequisites() -> list[str]:
+    """Why this machine cannot run the cloud; empty when it can."""
+    missing = [p for p in PROGRAMS if not shutil.which(p)]
+    reasons = ['not on this machine: %s (apt-get install mariadb-server '
+               'rabbitmq-server memcached sudo genisoimage)' % ', '.join(
+                   missing)] if missing else []
+    if os.geteuid() != 0:
+        reasons.append('not root: the cloud adds the nova account, a '
+                       'sudoers file and /etc/vgpu-nova-ext-e2e/')
+    return reasons
 
 
 class Cloud:
     """Brings the cloud up, drives its services, and takes it down."""
 
     def __init__(self, base: str | None = None) -> None:
-        if os.geteuid() != 0:
-            raise processes.ServiceError(
-                'the e2e cloud needs root: it adds the nova account, a '
-                'sudoers file and /etc/vgpu-nova-ext-e2e/')
+        missing = missing_prerequisites()
+        if missing:
+            raise processes.ServiceError('the e2e cloud cannot run here: '
+                                         + '; '.join(missing))
         self.base = base or tempfile.mkdtemp(prefix='vgpu-nova-ext-e2e-')
         os.chmod(self.base, 0o755)
         ports = config.Ports(*(processes.free_port() for _ in range(
@@ -342,6 +360,7 @@ class Cloud:
             'nova-compute-' + host,
             (layout.bin('python'), launcher, '--config-file', conf),
             env={'VGPU_E2E_HOST': host,
+                 'VGPU_E2E_DOMAINS': self.domains_file(host),
                  # A service's PATH, not root's (pyenv's shims under /root).
                  'PATH': '%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:'
                          '/usr/bin:/sbin:/bin' % os.path.dirname(
@@ -349,6 +368,10 @@ class Cloud:
                  'OS_NOVA_DISABLE_EVENTLET_PATCHING': threading,
                  'HOME': layout.path(host, 'nova')},
             user=NOVA_USER, cwd=layout.path(host, 'nova')))
+
+    def domains_file(self, host: str) -> str:
+        """Where the host's fake hypervisor lists its domains."""
+        return self.layout.path(host, 'nova', 'domains.json')
 
     def wait_for_computes(self, timeout: float = 180) -> None:
         """Both compute services up and their GPU providers in Placement."""

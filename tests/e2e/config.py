@@ -169,11 +169,26 @@ def neutron(layout: Layout) -> dict:
                     'api_paste_config': os.path.join(
                         layout.venv, 'etc', 'neutron', 'api-paste.ini')},
         'database': {'connection': layout.db_url('neutron')},
+        'oslo_messaging_rabbit': rabbit(),
         'keystone_authtoken': authtoken(layout, 'neutron'),
         'oslo_concurrency': {'lock_path': layout.path('locks', 'neutron')},
         'ml2': {'type_drivers': 'flat', 'tenant_network_types': '',
                 'mechanism_drivers': '', 'extension_drivers': ''},
     }
+
+
+def rabbit() -> dict:
+    """oslo.messaging's RabbitMQ options, as deployments set them.
+
+    Quorum queues (kolla-ansible's om_enable_rabbitmq_quorum_queues,
+    the default since 2024.1; openstack-ansible's oslomsg_rabbit_quorum_
+    queues): the services' queues outlive a broker restart, so a cast
+    sent before a consumer is back waits for it. With classic transient
+    queues (oslo.messaging's default) RabbitMQ drops a message routed to
+    a queue not declared again yet: a boot right after the restart stayed
+    in BUILD forever, nova-api's cast to the conductor gone.
+    """
+    return {'rabbit_quorum_queue': True}
 
 
 def nova_common(layout: Layout) -> dict:
@@ -184,6 +199,7 @@ def nova_common(layout: Layout) -> dict:
                     'rootwrap_config': layout.conf('rootwrap.conf')},
         'api_database': {'connection': layout.db_url('nova_api')},
         'database': {'connection': layout.db_url('nova_cell1')},
+        'oslo_messaging_rabbit': rabbit(),
         'keystone_authtoken': authtoken(layout, 'nova'),
         'placement': service_auth(layout, 'placement'),
         'service_user': dict(service_auth(layout, 'nova'),

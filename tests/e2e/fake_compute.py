@@ -11,8 +11,9 @@
 #    under the License.
 """nova-compute, unchanged, on Nova's fake libvirt: a process of its own.
 
-Usage (as nova-compute): ``VGPU_E2E_HOST=cn1 python fake_compute.py
---config-file ...`` (the host name the fake hypervisor reports).
+Usage (as nova-compute): ``VGPU_E2E_HOST=cn1 VGPU_E2E_DOMAINS=<file>
+python fake_compute.py --config-file ...`` (the host name the fake
+hypervisor reports; where it lists its domains).
 
 This machine's kernel has no VFIO or mdev support, so a real libvirt
 cannot start a guest with a vGPU here (the devstack job with the mtty
@@ -31,8 +32,10 @@ nova account reads only the services' virtualenv and the cloud's files.
 """
 
 import io
+import json
 import os
 import sys
+import threading
 from unittest import mock
 
 
@@ -83,8 +86,43 @@ def _fake_hypervisor(hostname: str) -> None:
                                        cpu_cores=4, cpu_threads=2,
                                        kB_mem=32 * 1024 * 1024),
         hostname=hostname)
+    _publish_domains(connection, os.environ['VGPU_E2E_DOMAINS'])
     mock.patch('nova.virt.libvirt.host.Host.get_connection',
                return_value=connection).start()
+
+
+def _publish_domains(connection, path: str) -> None:
+    """The fake hypervisor's domains in ``path``, after every change.
+
+    They live in this process only; the test reads them here, as it
+    would ask a real host's libvirt (virsh list, dumpxml): {instance
+    UUID: {"running": bool, "mdevs": [mdev UUID, ...]}}. Every define,
+    start, stop and undefine of the fake emits a lifecycle event.
+    """
+    lock = threading.Lock()
+    emit = connection._emit_lifecycle
+
+    def write():
+        domains = {}
+        for dom in list(connection._vms.values()):
+            hostdevs = dom._def['devices'].get('hostdevs', [])
+            domains[dom.UUIDString()] = {
+                'running': bool(dom.isActive()),
+                'mdevs': sorted(h['address_uuid'] for h in hostdevs
+                                if h['type'] == 'mdev')}
+        with open(path + '.new', 'w') as f:
+            json.dump(domains, f)
+        os.replace(path + '.new', path)
+
+    def emit_and_publish(*args, **kwargs):
+        try:
+            return emit(*args, **kwargs)
+        finally:
+            with lock:
+                write()
+
+    connection._emit_lifecycle = emit_and_publish
+    write()
 
 
 def main() -> None:
