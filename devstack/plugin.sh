@@ -14,6 +14,7 @@ elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
     echo_summary "Starting vgpu-nova-ext"
     start_vgpu_nova_ext
     create_vgpu_nova_ext_flavors
+    wait_for_vgpu_nova_ext_inventory
 fi
 
 if [[ "$1" == "unstack" ]]; then

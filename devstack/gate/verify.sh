@@ -11,10 +11,15 @@ DEVSTACK_VENV=${DEVSTACK_VENV:-/opt/stack/data/venv}
 if [[ -d "$DEVSTACK_VENV/bin" ]]; then
     PATH=$DEVSTACK_VENV/bin:$PATH
 fi
-FLAVOR=${VGPU_NOVA_EXT_FLAVOR:-vgpu.small}
-IMAGE=${IMAGE:-$(openstack image list -f value -c Name | grep -m1 cirros)}
+# The cloud first: every openstack call below needs its credentials.
+# openrc reads unset variables (not under set -u) and sets OS_PASSWORD
+# (not under xtrace, which would print it in the job's log).
+set +ux
 # shellcheck source=/dev/null
 source "$DEVSTACK_DIR/openrc" admin admin
+set -ux
+FLAVOR=${VGPU_NOVA_EXT_FLAVOR:-vgpu.small}
+IMAGE=${IMAGE:-$(openstack image list -f value -c Name | grep -m1 cirros)}
 STATE=${VGPU_NOVA_EXT_STATE_PATH:-/opt/stack/data/vgpu-nova-ext}
 HOST=$(hostname)
 MDEV_DEVICES=${MDEV_DEVICES:-/sys/bus/mdev/devices}

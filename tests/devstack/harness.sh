@@ -15,6 +15,8 @@ export VGPU_NOVA_EXT_DIR=$TOP
 # What devstack's lib/keystone sets for the service users.
 export KEYSTONE_SERVICE_URI=http://127.0.0.1/identity SERVICE_PASSWORD=secret
 export SERVICE_DOMAIN_NAME=Default SERVICE_PROJECT_NAME=service
+# What stack.sh has exported before the extra phase (devstack's admin).
+export OS_CLOUD=devstack-admin
 STACK_USER=$(id -un)
 ACTIONS=$WORK/actions.log
 mkdir -p "$NOVA_CONF_DIR" "$DATA_DIR"
@@ -34,7 +36,20 @@ function get_python_exec_prefix { echo /usr/local/bin; }
 function get_rootwrap_location { echo "/usr/local/bin/$1-rootwrap"; }
 function setup_develop { record setup_develop "$@"; }
 function install_package { record install_package "$@"; }
-function is_service_enabled { return 0; }
+# As devstack's: ENABLED_SERVICES (a single node's by default) decides
+# what runs and what is configured.
+ENABLED_SERVICES=${HARNESS_ENABLED_SERVICES:-key,g-api,placement-api,n-api,n-api-meta,n-cond,n-sch,n-cpu}
+function is_service_enabled {
+    local service
+    for service in "$@"; do
+        [[ ",$ENABLED_SERVICES," == *",$service,"* ]] && return 0
+    done
+    return 1
+}
+function enable_service {
+    is_service_enabled "$1" || ENABLED_SERVICES+=",$1"
+    record enable_service "$1"
+}
 function iniset { python3 "$HERE/ini.py" set "$@"; record iniset "$@"; }
 function inidelete { python3 "$HERE/ini.py" delete "$@"; record inidelete "$@"; }
 function echo_summary { :; }
@@ -58,9 +73,30 @@ function sudo {
         "$@"
     fi
 }
-function openstack { record openstack "$@"; }
-function run_process { record run_process "$@"; }
-function stop_process { record stop_process "$@"; }
+function openstack {
+    # As the real client: nothing without a cloud selected (devstack's
+    # stack.sh has sourced openrc's credentials before the extra phase).
+    if [[ -z "${OS_CLOUD:-}${OS_AUTH_URL:-}" ]]; then
+        echo "Missing value auth-url required for auth plugin password" >&2
+        return 1
+    fi
+    record openstack "$@"
+    # The GPU providers, once nova-compute has reported them.
+    if [[ "$*" == *"resource provider list"* && \
+          "${HARNESS_NO_VGPU:-0}" != 1 ]]; then
+        echo 5a0c3f4e-2b1d-4e6f-9a8b-7c6d5e4f3a2b
+    fi
+}
+# As devstack's: a service that is not enabled is neither started nor
+# stopped.
+function run_process {
+    is_service_enabled "$1" || return 0
+    record run_process "$@"
+}
+function stop_process {
+    is_service_enabled "$1" || return 0
+    record stop_process "$@"
+}
 
 # shellcheck source=devstack/settings
 source "$TOP/devstack/settings"

@@ -83,8 +83,14 @@ class TestPlugin(timeout.TestCase):
         actions = self.actions()
         self.assertIn('setup_develop %s' % TOP, actions)
         self.assertIn('plugin_requires vgpu-nova-ext nova', actions)
+        # devstack's run_process starts only an enabled service: the
+        # plugin enables it beside the metadata API.
+        self.assertIn('enable_service vgpu-nova-ext-vendordata', actions)
         self.assertTrue(any(a.startswith('run_process vgpu-nova-ext-'
                                          'vendordata') for a in actions))
+        # The first boot finds a GPU provider: the extra phase waited.
+        self.assertTrue(any('resource provider list --resource VGPU=1' in a
+                            for a in actions))
         flavors = [a for a in actions
                    if a.startswith('openstack flavor create')]
         self.assertEqual(2, len(flavors))
@@ -158,10 +164,63 @@ class TestPlugin(timeout.TestCase):
             'openstack flavor delete')]))
 
     def test_mtty_not_loaded_stops_with_a_clear_message(self):
-        proc = self.run_phases('post-config', ok=False,
-                               env={'HARNESS_MTTY_LOADED': '0'})
+        # Not at post-config: on stable branches Nova's plugin builds the
+        # module in its extra phase, after ours.
+        env = {'HARNESS_MTTY_LOADED': '0'}
+        self.run_phases('install', 'post-config', 'start-compute', env=env)
+        proc = self.run_phases('extra', ok=False, env=env)
         self.assertNotEqual(0, proc.returncode)
         self.assertIn('NOVA_COMPILE_MDEV_SAMPLES=True', proc.stderr)
+
+    def test_no_vgpu_provider_stops_with_a_clear_message(self):
+        proc = self.run_phases(
+            'install', 'post-config', 'start-compute', 'extra', ok=False,
+            env={'HARNESS_NO_VGPU': '1',
+                 'VGPU_NOVA_EXT_INVENTORY_TIMEOUT': '0'})
+        self.assertNotEqual(0, proc.returncode)
+        self.assertIn('no resource provider with VGPU', proc.stderr)
+        self.assertIn('vgpu-nova-ext check', proc.stderr)
+
+    def test_compute_only_node(self):
+        """A subnode: the driver and licensing, no vendordata, no flavors."""
+        self.run_phases('install', 'post-config', 'start-compute', 'extra',
+                        env={'HARNESS_ENABLED_SERVICES': 'n-cpu'})
+        conf = self.conf()
+        self.assertEqual('vgpu_nova_ext_driver.LibvirtVGPUDriver',
+                         conf['DEFAULT']['compute_driver'])
+        self.assertEqual('True', conf['vgpu_licensing']['enabled'])
+        self.assertFalse(conf.has_section('vendordata_dynamic_auth'))
+        self.assertFalse(conf.has_option('api', 'vendordata_providers'))
+        actions = self.actions()
+        for verb in ('enable_service', 'run_process', 'openstack flavor'):
+            self.assertFalse([a for a in actions if a.startswith(verb)],
+                             verb)
+
+    def test_controller_without_compute(self):
+        """No nova-compute here: Nova's driver is left alone."""
+        self.run_phases('install', 'post-config', 'extra', env={
+            'HARNESS_ENABLED_SERVICES':
+                'key,placement-api,n-api,n-api-meta,n-cond,n-sch'})
+        conf = self.conf('nova.conf')
+        self.assertFalse(conf.has_option('DEFAULT', 'compute_driver'))
+        self.assertFalse(conf.has_section('vgpu_nova_ext_privileged'))
+        self.assertEqual('cloud-init@http://127.0.0.1:9876/',
+                         conf['api']['vendordata_dynamic_targets'])
+        actions = self.actions()
+        self.assertTrue(any(a.startswith('run_process vgpu-nova-ext-'
+                                         'vendordata') for a in actions))
+        self.assertEqual(2, len([a for a in actions if a.startswith(
+            'openstack flavor create')]))
+        self.assertFalse([a for a in actions
+                          if 'resource provider list' in a])
+
+    def test_vendordata_off(self):
+        self.run_phases('install', 'post-config', 'start-compute', 'extra',
+                        env={'VGPU_NOVA_EXT_VENDORDATA': 'False'})
+        self.assertFalse(self.conf().has_option('api',
+                                                'vendordata_providers'))
+        self.assertFalse([a for a in self.actions()
+                          if 'vgpu-nova-ext-vendordata' in a])
 
     def test_nvidia_mode(self):
         env = {'VGPU_NOVA_EXT_MODE': 'nvidia',

@@ -31,6 +31,7 @@ VERIFY = os.path.join(TOP, 'devstack', 'gate', 'verify.sh')
 FAKE = os.path.join(HERE, 'fake_node', 'fake.py')
 COMMANDS = ('openstack', 'sudo', 'virsh', 'isoinfo', 'hostname',
             'vgpu-nova-ext')
+PASSWORD = 'devstack-admin-secret'
 
 
 class TestGateCheck(timeout.TestCase):
@@ -44,10 +45,19 @@ class TestGateCheck(timeout.TestCase):
             os.mkdir(path)
         for name in COMMANDS:
             os.symlink(FAKE, os.path.join(bin_dir, name))
-        open(os.path.join(devstack, 'openrc'), 'w').close()
+        # As devstack's: it selects the cloud (the fake openstack refuses
+        # any call without it, as the real one does) and reads variables
+        # it may not have.
+        with open(os.path.join(devstack, 'openrc'), 'w') as f:
+            f.write('[ -n "$UNSET_IN_OPENRC" ] || true\n'
+                    'export OS_AUTH_URL=http://127.0.0.1/identity '
+                    'OS_USERNAME=$1 OS_PROJECT_NAME=$2 '
+                    'OS_PASSWORD=%s\n' % PASSWORD)
         with open(os.path.join(work, 'world.json'), 'w') as f:
             json.dump(world, f)
-        env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ['PATH'],
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith('OS_')}
+        env.update(PATH=bin_dir + os.pathsep + os.environ['PATH'],
                    FAKE_WORLD=work, DEVSTACK_DIR=devstack, MDEV_DEVICES=mdevs,
                    DEVSTACK_VENV=os.path.join(work, 'no-venv'))
         return subprocess.run(['bash', VERIFY], env=env, capture_output=True,
@@ -62,6 +72,9 @@ class TestGateCheck(timeout.TestCase):
     def test_healthy_node_passes(self):
         proc = self.run_check()
         self.assertEqual(0, proc.returncode, proc.stderr)
+        # The check traces its commands (set -x) but not openrc's.
+        self.assertIn('+ openstack server create', proc.stderr)
+        self.assertNotIn(PASSWORD, proc.stdout + proc.stderr)
 
     def test_server_not_active(self):
         self.assertFails(self.run_check(status='ERROR'))

@@ -36,6 +36,12 @@ def main(name: str, args: list[str]) -> int:
     line = ' '.join(args)
     if name == 'sudo':
         os.execvp(args[0], args)
+    if name == 'openstack' and not (os.environ.get('OS_AUTH_URL') or
+                                    os.environ.get('OS_CLOUD')):
+        # The real client, with no cloud selected (no openrc sourced).
+        print('Missing value auth-url required for auth plugin password',
+              file=sys.stderr)
+        return 1
     if name == 'hostname':
         print('node1')
     elif name == 'openstack' and line.startswith('image list'):
