@@ -54,7 +54,7 @@ def _host_findings(args, plan) -> list:
     conf = common.CONF
     # The ledger's own directory, <state_path>/<host>; its parent where
     # nova-compute has not made it yet.
-    state = args.state_path or conf.vgpu_nova_ext.state_path
+    state = plan.state_root
     ledger_dir = factory.host_state_path(conf, plan.host, state)
     found = host_checks.state_dir_findings(
         ledger_dir if os.path.lexists(ledger_dir) else state)
@@ -74,7 +74,7 @@ def run(args) -> int:
     # nova-compute refuses to start on a ledger it cannot read.
     ledger = [findings.Finding(
         findings.STATE_LEDGER, findings.ERROR, '[vgpu_nova_ext] state_path',
-        factory.host_state_path(common.CONF, plan.host, args.state_path),
+        factory.host_state_path(common.CONF, plan.host, plan.state_root),
         str(plan.ledger_error),
         'as the message says, before nova-compute starts')] \
         if plan.ledger_error is not None else []

@@ -23,6 +23,7 @@ from oslo_config import cfg
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import loader
+from vgpu_nova_ext.conf import state as conf_state
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mig_layout
@@ -81,6 +82,9 @@ class Plan:
     """The declared MIG layouts against the host as it was read."""
     ledger: ledger_mod.ReadOnlyLedger
     """This host's ledger as read for the plan (empty if unreadable)."""
+    state_root: str
+    """The directory of every node's ledger: --state-path, else
+    ``[vgpu_nova_ext] state_path``, else under Nova's state_path."""
     ledger_error: exception.LedgerError | None = None
     """Why the ledger could not be read, if it could not."""
 
@@ -145,7 +149,8 @@ def build_plan(args) -> Plan:
         device_config = devices_conf.read(shared)
         read = loader.parsed_files(shared)
     host = args.host or default_host()
-    state = factory.host_state_path(CONF, host, args.state_path)
+    state_root = args.state_path or conf_state.root(CONF, shared)
+    state = factory.host_state_path(CONF, host, state_root)
     scratch = None
     kept = os.path.join(state, factory.SIMULATED_HOST_DIR)
     if profile is not None and args.state_path and os.path.isdir(kept):
@@ -197,7 +202,7 @@ def build_plan(args) -> Plan:
         config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=host_plan.assignment, tree=host_plan.tree,
         targets=host_plan.targets, mig=mig_plan,
-        ledger=ledger, ledger_error=ledger_error)
+        ledger=ledger, ledger_error=ledger_error, state_root=state_root)
 
 
 def read_ledger(args, plan: Plan) -> ledger_mod.ReadOnlyLedger:
@@ -228,7 +233,7 @@ def allocator(args, plan: Plan):
     profile = simulated.load_profile(args.simulate) if args.simulate \
         else None
     with factory.open_host(
-            CONF, plan.host, state_path=args.state_path,
+            CONF, plan.host, state_path=plan.state_root,
             targets=plan.targets,
             keep_simulated_host=bool(args.state_path),
             **_backend_args(args, profile)) as devices:

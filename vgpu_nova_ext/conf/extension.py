@@ -47,12 +47,18 @@ extension_opts = [
              '``--simulate`` overrides it. Ignored by other backends.'),
     cfg.StrOpt(
         'state_path',
-        default='/var/lib/vgpu-nova-ext',
+        sample_default='<[DEFAULT] state_path>/vgpu-nova-ext',
         help='Directory of the device ledger (which device belongs to '
              'which instance) and of the lock that serialises device '
-             'changes on this host. Must survive reboots and be writable by '
-             'nova-compute only; it is created with mode 0700. The command '
-             'line\'s ``--state-path`` overrides it.'),
+             'changes on this host. Must survive reboots, upgrades and the '
+             're-creation of a container, and be writable by nova-compute '
+             'only; it is created with mode 0700. Unset: '
+             '``vgpu-nova-ext`` under Nova\'s ``[DEFAULT] state_path`` '
+             '(kolla-ansible\'s and openstack-ansible\'s '
+             '``/var/lib/nova``), or ``/var/lib/vgpu-nova-ext`` where that '
+             'directory already exists (the old default; a warning says '
+             'how to move it) or Nova\'s state_path is not set. The '
+             'command line\'s ``--state-path`` overrides it.'),
     cfg.StrOpt(
         'free_device_policy',
         default='remove',

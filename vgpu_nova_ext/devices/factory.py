@@ -20,6 +20,7 @@ import os
 
 from oslo_config import cfg
 
+from vgpu_nova_ext.conf import state as conf_state
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import exception
@@ -42,7 +43,8 @@ def host_state_path(conf: cfg.ConfigOpts, host: str,
             'host name %r cannot name a state directory: it must not be '
             'empty, "." or "..", nor hold "/"; give the compute node\'s '
             'name as Nova reports it (--host)' % host)
-    return os.path.join(state_path or conf.vgpu_nova_ext.state_path, host)
+    # Inside nova-compute, ``conf`` is Nova's and holds its state_path.
+    return os.path.join(state_path or conf_state.root(conf, conf), host)
 
 
 class HostDevices:
