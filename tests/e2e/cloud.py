@@ -304,11 +304,10 @@ class Cloud:
                      config.rootwrap(self.layout), mode=0o644)
         filters = self.layout.conf('rootwrap.d')
         os.makedirs(filters, exist_ok=True)
+        # Nova's filters only: oslo.rootwrap admits privsep-helper, which
+        # starts this project's daemons too, whatever the filters say.
         shutil.copy(os.path.join(self.layout.venv, 'etc', 'nova',
                                  'rootwrap.d', 'compute.filters'), filters)
-        shutil.copy(os.path.join(self.layout.venv, 'etc', 'nova',
-                                 'rootwrap.d', 'vgpu-nova-ext.filters'),
-                    filters)
         fd = os.open(self._sudoers, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                      0o440)
         with os.fdopen(fd, 'w') as f:

@@ -22,6 +22,7 @@ from tests import logs as test_logs
 from tests.unit import base
 from tests.unit import test_sysfs
 from vgpu_nova_ext.cmd import cli
+from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import simulated
 
 PROVIDER_KEYS = {'name', 'uuid', 'parent', 'device_address', 'mdev_type',
@@ -33,6 +34,9 @@ class CLITestCase(base.TestCase):
     def setUp(self):
         super().setUp()
         self.useFixture(test_logs.CommandLogging())
+        # A command sets oslo.privsep's root helper for the process: back
+        # to oslo.privsep's own after each test.
+        self.addCleanup(privsep.use_root_helper, ['sudo'])
 
     def run_cli(self, *argv):
         out, err = io.StringIO(), io.StringIO()

@@ -23,6 +23,7 @@ from oslo_config import cfg
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.conf import loader
+from vgpu_nova_ext.conf import rootwrap as conf_rootwrap
 from vgpu_nova_ext.conf import state as conf_state
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import ledger as ledger_mod
@@ -31,6 +32,7 @@ from vgpu_nova_ext.devices import planning
 from vgpu_nova_ext.devices import targets as targets_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext import mapping
@@ -148,6 +150,8 @@ def build_plan(args) -> Plan:
         shared = conf_pkg.load(files, args.config_dir or ())
         device_config = devices_conf.read(shared)
         read = loader.parsed_files(shared)
+    # The privsep daemons start as nova-compute starts them.
+    privsep.use_root_helper(conf_rootwrap.root_helper(shared))
     host = args.host or default_host()
     state_root = args.state_path or conf_state.root(CONF, shared)
     state = factory.host_state_path(CONF, host, state_root)

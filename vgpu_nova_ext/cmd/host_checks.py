@@ -22,7 +22,6 @@ import select
 import signal
 import stat
 
-from oslo_config import cfg
 
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import findings
@@ -114,14 +113,14 @@ def privsep_findings(backend: str, mig: bool = False,
         problems.append(findings.Finding(
             findings.PRIVSEP_START, findings.ERROR,
             '[%s] helper_command' % section,
-            cfg.CONF[section].helper_command or
-            'sudo privsep-helper (default)',
+            privsep.helper_command(section),
             'the privsep daemon that makes %s cannot start (%s)' % (
                 what, error),
-            'allow this user to run privsep-helper as root without a '
-            'password: install etc/nova/rootwrap.d/vgpu-nova-ext.filters '
-            'and set helper_command to Nova\'s rootwrap, or add a sudoers '
-            'line (see the operator guide)'))
+            'let this user run Nova\'s root helper as root without a '
+            'password, as every deployment does for nova-compute: '
+            '"<user> ALL = (root) NOPASSWD: <path of nova-rootwrap> '
+            '<rootwrap_config> *" in /etc/sudoers.d (see the operator '
+            'guide)'))
     return problems
 
 

@@ -32,6 +32,7 @@ from vgpu_nova_ext.conf import licensing
 from vgpu_nova_ext.conf import loader
 from vgpu_nova_ext.conf import logs
 from vgpu_nova_ext.conf import placement
+from vgpu_nova_ext.conf import rootwrap
 from vgpu_nova_ext.conf import state
 from vgpu_nova_ext.conf import vendordata
 from vgpu_nova_ext import exception
@@ -91,6 +92,7 @@ def shared_conf() -> cfg.ConfigOpts:
     devices.register_opts(conf)
     placement.register_opts(conf)
     conf.register_opt(state.NOVA_STATE_PATH)
+    rootwrap.register_opts(conf)
     return conf
 
 

@@ -16,8 +16,11 @@ devices writes root-owned sysfs attributes (``create`` and ``remove``
 0200, a VF's ``nvidia/current_vgpu_type`` 0644) and mdevctl's files. As
 Nova (``nova.privsep``) and os-vif do, those writes run in a privsep
 daemon of this project's own context, started on first use through the
-``[vgpu_nova_ext_privileged] helper_command`` (default: ``sudo
-privsep-helper`` with the service's configuration files).
+``[vgpu_nova_ext_privileged] helper_command``, by default as every privsep
+daemon of nova-compute starts: ``sudo nova-rootwrap <rootwrap_config>
+privsep-helper`` with the service's configuration files (Nova's root
+helper, :mod:`vgpu_nova_ext.conf.rootwrap`; oslo.rootwrap admits
+``privsep-helper`` whatever its filters say).
 
 Capabilities: ``vgpu_pctxt`` keeps ``CAP_DAC_OVERRIDE`` only. The writes
 need nothing but permission to write (and create mdevctl files in)
@@ -56,7 +59,7 @@ vgpu_pctxt = priv_context.PrivContext(
 
 # -- In the daemon: the roots are its own --------------------------------
 # The daemon reads nova-compute's configuration files itself (the helper's
-# --config-file, which rootwrap's filter holds to /etc), or inherits the
+# --config-file, those of the service that started it), or inherits the
 # configuration it was forked with; its callers name devices, never paths.
 def _configured() -> tuple[str, str | None]:
     """``[vgpu_nova_ext] sysfs_root`` and ``mdevctl_path``, as configured."""
@@ -166,6 +169,29 @@ class DaemonWriter:
         remove_mdevctl(parent, device_uuid)
 
 
+#: What prefixes privsep-helper for a context with no helper_command
+#: (oslo.privsep's own default until :func:`use_root_helper`).
+_root_helper = ['sudo']
+
+
+def use_root_helper(root_helper: list[str]) -> None:
+    """Start the daemons as nova-compute does (``conf.rootwrap``).
+
+    oslo.privsep's own default, ``sudo privsep-helper``, needs a sudoers
+    rule no deployment installs; a context's ``helper_command`` still
+    wins.
+    """
+    global _root_helper
+    _root_helper = list(root_helper)
+    priv_context.init(root_helper=list(root_helper))
+
+
+def helper_command(section: str) -> str:
+    """How the daemon of ``section`` starts, for people to read."""
+    return cfg.CONF[section].helper_command or '%s privsep-helper' % (
+        ' '.join(_root_helper))
+
+
 def writer(privileged: bool = True) -> 'DaemonWriter | types.ModuleType':
     """Where host writes go: the daemon or ``writes``, in place.
 
@@ -185,10 +211,12 @@ def list_opts():
         help='The oslo.privsep daemon that makes vgpu-nova-ext\'s host '
              'writes (mdev create and remove, a VF\'s current_vgpu_type, '
              'mdevctl files) for an unprivileged nova-compute. '
-             '``helper_command`` says how it starts: with Nova\'s rootwrap, '
-             '``sudo nova-rootwrap /etc/nova/rootwrap.conf privsep-helper '
-             '--config-file /etc/nova/nova.conf`` and the rootwrap filter '
-             'this package ships (etc/nova/rootwrap.d).')
+             'Unset, ``helper_command`` is Nova\'s root helper, as for '
+             'every privsep daemon of nova-compute (and of this package\'s '
+             'commands): ``sudo nova-rootwrap <[DEFAULT] rootwrap_config> '
+             'privsep-helper --config-file <the service\'s files> ...``, '
+             'which the sudoers rule every deployment installs for Nova '
+             'allows.')
     mig_group = cfg.OptGroup(
         MIG_CFG_SECTION, title='vgpu-nova-ext MIG privsep daemon',
         help='The oslo.privsep daemon that runs nvidia-smi and sriov-manage '

@@ -9,8 +9,11 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""Where the ledgers live when [vgpu_nova_ext] state_path is unset.
+"""What this package takes from Nova's own options.
 
+Where the ledgers live when [vgpu_nova_ext] state_path is unset (Nova's
+[DEFAULT] state_path), and how the privsep daemons start (Nova's root
+helper: [DEFAULT] rootwrap_config, [workarounds] disable_rootwrap).
 Through the command line, which reads nova.conf as nova-compute does, and
 through the function nova-compute's driver calls with Nova's own CONF.
 The old default (/var/lib/vgpu-nova-ext) is a module constant pointed at
@@ -27,6 +30,7 @@ from oslo_config import cfg
 from tests.unit import test_cli
 from vgpu_nova_ext.conf import state
 from vgpu_nova_ext.devices import factory
+from vgpu_nova_ext.host import privsep
 
 
 DEVICES = '[devices]\nenabled_mdev_types = nvidia-18\n'
@@ -136,3 +140,35 @@ class TestInsideNovaCompute(StateTestCase):
         self.assertEqual(os.path.join(self.legacy, 'cn1'),
                          factory.host_state_path(self.nova_conf(''), 'cn1'))
         self.assertEqual(state.LEGACY, self.legacy)
+
+
+class TestRootHelper(test_cli.CLITestCase):
+    """The commands start their privsep daemons as nova-compute does."""
+
+    def helpers(self, conf_text):
+        from vgpu_nova_ext.cmd import cli
+        from vgpu_nova_ext.cmd import common as cmd_common
+        conf = self.write_config(DEVICES + conf_text)
+        cmd_common.build_plan(cli.build_parser().parse_args(
+            ['--simulate', 'm60', '--host', 'cn1', '--state-path', self.root,
+             '--config-file', conf, 'devices']))
+        return [privsep.helper_command(section) for section in (
+            privsep.CFG_SECTION, privsep.MIG_CFG_SECTION)]
+
+    def test_novas_root_helper(self):
+        self.assertEqual(
+            ['sudo nova-rootwrap /etc/nova/rootwrap.conf privsep-helper'] * 2,
+            self.helpers(''))
+        self.assertEqual(
+            ['sudo nova-rootwrap /srv/nova/rootwrap.conf privsep-helper'] * 2,
+            self.helpers('[DEFAULT]\nrootwrap_config = '
+                         '/srv/nova/rootwrap.conf\n'))
+        self.assertEqual(['sudo privsep-helper'] * 2, self.helpers(
+            '[workarounds]\ndisable_rootwrap = true\n'))
+
+    def test_own_helper_command_wins(self):
+        self.assertEqual(
+            ['/usr/local/bin/my-helper',
+             'sudo nova-rootwrap /etc/nova/rootwrap.conf privsep-helper'],
+            self.helpers('[vgpu_nova_ext_privileged]\n'
+                         'helper_command = /usr/local/bin/my-helper\n'))
