@@ -23,6 +23,19 @@ IMAGE=${IMAGE:-$(openstack image list -f value -c Name | grep -m1 cirros)}
 STATE=${VGPU_NOVA_EXT_STATE_PATH:-/opt/stack/data/vgpu-nova-ext}
 HOST=$(hostname)
 MDEV_DEVICES=${MDEV_DEVICES:-/sys/bus/mdev/devices}
+NOVA_CONF=${NOVA_CONF:-/etc/nova/nova.conf}
+NOVA_CPU_CONF=${NOVA_CPU_CONF:-/etc/nova/nova-cpu.conf}
+# nova-api-meta, which Neutron's metadata proxy calls for the guests.
+METADATA_URL=${VGPU_NOVA_EXT_METADATA_URL:-http://127.0.0.1:8775}
+
+# ini FILE SECTION OPTION: a value of a nova.conf (empty if unset).
+function ini {
+    python3 -c 'import configparser, sys
+p = configparser.RawConfigParser()
+p.read(sys.argv[1])
+print(p.get(sys.argv[2], sys.argv[3], fallback=""))' "$@"
+}
+BACKEND=$(ini "$NOVA_CPU_CONF" vgpu_nova_ext host_backend)
 
 openstack server create --flavor "$FLAVOR" --image "$IMAGE" \
     --network private --config-drive True --wait vgpu-check
@@ -62,6 +75,46 @@ sudo isoinfo -R -i "$drive" -x /openstack/latest/meta_data.json \
     | python3 -c 'import json, sys; m = json.load(sys.stdin); \
 paths = {f["path"] for f in m.get("files", [])}; \
 assert "/etc/nvidia/gridd.conf" in paths, paths'
+
+# The licensing through the metadata API, as the guest's cloud-init reads
+# it: nova-api-meta asks the vendordata service, which answers with the
+# cloud-config that writes the token. The request is signed as Neutron's
+# metadata proxy signs it; neither the secret nor the signature is traced.
+project=$(openstack server show vgpu-check -f value -c project_id)
+set +x
+signature=$(SERVER=$server python3 -c 'import configparser, hashlib, hmac, os
+p = configparser.RawConfigParser()
+p.read(os.environ["NOVA_CONF"])
+secret = p.get("neutron", "metadata_proxy_shared_secret")
+print(hmac.new(secret.encode(), os.environ["SERVER"].encode(),
+               hashlib.sha256).hexdigest())')
+vendor=$(curl -sf --max-time 60 -H "X-Instance-ID: $server" \
+    -H "X-Tenant-ID: $project" -H "X-Instance-ID-Signature: $signature" \
+    -H "X-Forwarded-For: 10.0.0.2" \
+    "$METADATA_URL/openstack/latest/vendor_data2.json")
+set -x
+if [[ "$vendor" != *client_configuration_token.tok* ]]; then
+    echo "the guest's vendor_data2.json has no licensing cloud-config:" \
+        "see the vgpu-nova-ext-vendordata service's log" >&2
+    exit 1
+fi
+
+# Placement, the ledger and the domains agree.
+vgpu-nova-ext --config-file "$NOVA_CPU_CONF" --state-path "$STATE" \
+    --host "$HOST" audit --ownership
+
+# With the sysfs backend, nova-compute made the device through its privsep
+# daemon, started through nova-rootwrap and running as root.
+if [[ "$BACKEND" == sysfs ]]; then
+    daemons=$(ps -eo user:32,args | \
+        awk '/privsep-helper/ && /vgpu_nova_ext.host.privsep.vgpu_pctxt/ \
+             && !/awk/ {print $1}' | sort -u)
+    if [[ "$daemons" != root ]]; then
+        echo "no privsep daemon of vgpu-nova-ext running as root" \
+            "(found: ${daemons:-none})" >&2
+        exit 1
+    fi
+fi
 
 openstack server delete --wait vgpu-check
 devices=$(vgpu-nova-ext --config-file /etc/nova/nova-cpu.conf \

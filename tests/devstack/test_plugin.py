@@ -264,6 +264,13 @@ class TestZuul(timeout.TestCase):
         post_run = job['post-run']
         self.assertTrue(os.path.exists(os.path.join(TOP, post_run)))
         (project,) = [i['project'] for i in config if 'project' in i]
-        self.assertIn('vgpu-nova-ext-devstack-mtty',
-                      [j if isinstance(j, str) else next(iter(j))
-                       for j in project['check']['jobs']])
+        for pipeline in ('check', 'gate'):
+            names = [j if isinstance(j, str) else next(iter(j))
+                     for j in project[pipeline]['jobs']]
+            self.assertIn('vgpu-nova-ext-devstack-mtty', names)
+            self.assertIn('vgpu-nova-ext-devstack-mtty-sysfs', names)
+        # The variant: every device write through privsep and rootwrap.
+        sysfs = jobs['vgpu-nova-ext-devstack-mtty-sysfs']
+        self.assertEqual('vgpu-nova-ext-devstack-mtty', sysfs['parent'])
+        self.assertEqual('sysfs', sysfs['vars']['devstack_localrc'][
+            'VGPU_NOVA_EXT_HOST_BACKEND'])

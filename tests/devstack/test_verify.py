@@ -30,13 +30,14 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 VERIFY = os.path.join(TOP, 'devstack', 'gate', 'verify.sh')
 FAKE = os.path.join(HERE, 'fake_node', 'fake.py')
 COMMANDS = ('openstack', 'sudo', 'virsh', 'isoinfo', 'hostname',
-            'vgpu-nova-ext')
+            'vgpu-nova-ext', 'curl', 'ps')
 PASSWORD = 'devstack-admin-secret'
+METADATA_SECRET = 'devstack-metadata-secret'
 
 
 class TestGateCheck(timeout.TestCase):
 
-    def run_check(self, **world):
+    def run_check(self, backend='libvirt', **world):
         work = self.useFixture(fixtures.TempDir()).path
         bin_dir = os.path.join(work, 'bin')
         devstack = os.path.join(work, 'devstack')
@@ -55,11 +56,18 @@ class TestGateCheck(timeout.TestCase):
                     'OS_PASSWORD=%s\n' % PASSWORD)
         with open(os.path.join(work, 'world.json'), 'w') as f:
             json.dump(world, f)
+        with open(os.path.join(work, 'nova.conf'), 'w') as f:
+            f.write('[neutron]\nmetadata_proxy_shared_secret = %s\n'
+                    % METADATA_SECRET)
+        with open(os.path.join(work, 'nova-cpu.conf'), 'w') as f:
+            f.write('[vgpu_nova_ext]\nhost_backend = %s\n' % backend)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith('OS_')}
         env.update(PATH=bin_dir + os.pathsep + os.environ['PATH'],
                    FAKE_WORLD=work, DEVSTACK_DIR=devstack, MDEV_DEVICES=mdevs,
-                   DEVSTACK_VENV=os.path.join(work, 'no-venv'))
+                   DEVSTACK_VENV=os.path.join(work, 'no-venv'),
+                   NOVA_CONF=os.path.join(work, 'nova.conf'),
+                   NOVA_CPU_CONF=os.path.join(work, 'nova-cpu.conf'))
         return subprocess.run(['bash', VERIFY], env=env, capture_output=True,
                               text=True, timeout=60)
 
@@ -72,9 +80,30 @@ class TestGateCheck(timeout.TestCase):
     def test_healthy_node_passes(self):
         proc = self.run_check()
         self.assertEqual(0, proc.returncode, proc.stderr)
-        # The check traces its commands (set -x) but not openrc's.
+        # The check traces its commands (set -x) but not openrc's, nor
+        # the metadata secret.
         self.assertIn('+ openstack server create', proc.stderr)
         self.assertNotIn(PASSWORD, proc.stdout + proc.stderr)
+        self.assertNotIn(METADATA_SECRET, proc.stdout + proc.stderr)
+
+    def test_sysfs_backend_healthy_node_passes(self):
+        proc = self.run_check(backend='sysfs')
+        self.assertEqual(0, proc.returncode, proc.stderr)
+
+    def test_no_licensing_in_the_vendor_data(self):
+        self.assertFails(self.run_check(vendordata=False),
+                         'no licensing cloud-config')
+
+    def test_ownership_audit_fails(self):
+        self.assertFails(self.run_check(audit=False), 'owner.not_in_domain')
+
+    def test_sysfs_backend_without_its_privsep_daemon(self):
+        self.assertFails(self.run_check(backend='sysfs', daemon=False),
+                         'no privsep daemon of vgpu-nova-ext running as root')
+        # The libvirt backend makes mtty devices through libvirt: no daemon
+        # is expected there.
+        proc = self.run_check(daemon=False)
+        self.assertEqual(0, proc.returncode, proc.stderr)
 
     def test_server_not_active(self):
         self.assertFails(self.run_check(status='ERROR'))

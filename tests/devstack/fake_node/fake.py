@@ -12,12 +12,16 @@
 #    under the License.
 """A stacked devstack node, as the gate check sees it through its commands.
 
-Installed under the names openstack, sudo, virsh, isoinfo, hostname and
-vgpu-nova-ext; answers from the world in $FAKE_WORLD/world.json (what is
-right or broken on this node) and keeps the server's life in that
-directory. Any command the check was not expected to run fails.
+Installed under the names openstack, sudo, virsh, isoinfo, hostname,
+vgpu-nova-ext, curl and ps; answers from the world in
+$FAKE_WORLD/world.json (what is right or broken on this node) and keeps
+the server's life in that directory. Any command the check was not
+expected to run fails.
 """
 
+import configparser
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -26,6 +30,29 @@ SERVER = '5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a'
 DEVICE = 'b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d'
 ROOT = '0a9b8c7d-6e5f-4a3b-9c1d-2e3f4a5b6c7d'
 GPU = '7f6e5d4c-3b2a-4f1e-8d9c-0b1a2c3d4e5f'
+PROJECT = '3c2b1a0f9e8d4c7b6a5f4e3d2c1b0a9f'
+VENDOR_DATA = {'cloud-init': '#cloud-config\nwrite_files:\n- path: '
+               '/etc/nvidia/ClientConfigToken/'
+               'client_configuration_token.tok\n'}
+
+
+def _metadata(world: dict, args: list[str]) -> int:
+    """nova-api-meta: answers a request signed as Neutron's proxy signs."""
+    headers = dict(args[i + 1].split(': ', 1) for i, a in enumerate(args)
+                   if a == '-H')
+    parser = configparser.RawConfigParser()
+    parser.read(os.environ['NOVA_CONF'])
+    secret = parser.get('neutron', 'metadata_proxy_shared_secret')
+    signed = hmac.new(secret.encode(),
+                      headers.get('X-Instance-ID', '').encode(),
+                      hashlib.sha256).hexdigest()
+    if args[-1] != 'http://127.0.0.1:8775/openstack/latest/' \
+            'vendor_data2.json' or headers.get('X-Tenant-ID') != PROJECT \
+            or headers.get('X-Instance-ID') != SERVER \
+            or headers.get('X-Instance-ID-Signature') != signed:
+        return 22   # curl -f: HTTP 403
+    print(json.dumps(VENDOR_DATA if world.get('vendordata', True) else {}))
+    return 0
 
 
 def main(name: str, args: list[str]) -> int:
@@ -50,6 +77,7 @@ def main(name: str, args: list[str]) -> int:
         open(device_file, 'w').close()
     elif name == 'openstack' and line.startswith('server show vgpu-check'):
         print({'id': SERVER, 'status': world.get('status', 'ACTIVE'),
+               'project_id': PROJECT,
                'OS-EXT-SRV-ATTR:instance_name': 'instance-00000001'}[
             args[-1]])
     elif name == 'openstack' and line.startswith(
@@ -92,6 +120,21 @@ def main(name: str, args: list[str]) -> int:
         print(json.dumps({'host': 'node1', 'devices': [
             {'device': DEVICE, 'owner': SERVER, 'gpu': 'mtty_mtty',
              'type': 'mtty-1'}] if held else []}))
+    elif name == 'curl':
+        return _metadata(world, args)
+    elif name == 'vgpu-nova-ext' and args[-2:] == ['audit', '--ownership']:
+        if not world.get('audit', True):
+            print('owner.not_in_domain: device %s' % DEVICE, file=sys.stderr)
+            return 1
+    elif name == 'ps' and line == '-eo user:32,args':
+        print('USER ARGS')
+        if world.get('daemon', True):
+            print('root /usr/bin/python3 /usr/local/bin/privsep-helper '
+                  '--config-file /etc/nova/nova-cpu.conf --privsep_context '
+                  'vgpu_nova_ext.host.privsep.vgpu_pctxt --privsep_sock_path '
+                  '/tmp/tmpab12/privsep.sock')
+        print('stack /usr/bin/python3 /usr/local/bin/nova-compute '
+              '--config-file /etc/nova/nova-cpu.conf')
     else:
         print('fake node: unexpected command: %s %s' % (name, line),
               file=sys.stderr)
