@@ -315,11 +315,18 @@ class Cloud:
         processes.run(['visudo', '-c', '-f', self._sudoers])
 
     def _vendordata(self) -> None:
+        """The service as the shipped uWSGI ini runs it (from the wheel)."""
         conf = config.write(self.layout.conf('vendordata', 'nova.conf'),
                             config.vendordata(self.layout))
-        self._uwsgi('vendordata', self.layout.ports.vendordata,
-                    'vgpu_nova_ext.wsgi.vendordata:application',
-                    {'VGPU_NOVA_EXT_CONFIG_FILES': conf})
+        port = self.layout.ports.vendordata
+        ini = os.path.join(self.layout.venv, 'etc', 'vgpu-nova-ext',
+                           'vgpu-nova-ext-vendordata.ini')
+        self.supervisor.start(processes.Spec(
+            'vendordata', (self.layout.bin('uwsgi'), '--ini', ini,
+                           '--virtualenv', self.layout.venv),
+            env={'VGPU_NOVA_EXT_VENDORDATA_BIND': '127.0.0.1:%d' % port,
+                 'VGPU_NOVA_EXT_CONFIG_FILES': conf},
+            port=port, http=True))
 
     def _compute(self, host: str) -> None:
         layout = self.layout

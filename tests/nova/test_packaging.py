@@ -31,6 +31,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 # The Nova release of this environment (one per supported release).
 NOVA = 'nova==%s' % metadata.version('nova')
+SAMPLES = ('vgpu-nova-ext-vendordata.ini', 'vgpu-nova-ext-vendordata.service',
+           'vgpu-nova-ext-bring-up.service', 'vgpu-nova-ext-vendordata.conf')
 PROBE = ('import importlib.util, nova, nova.virt; '
          'spec = importlib.util.find_spec("nova.virt.vgpu_nova_ext_driver"); '
          'print(nova.__file__); print(spec.origin if spec else None)')
@@ -81,9 +83,17 @@ class TestInstallUninstall(timeout.TestCase):
         self.assertEqual(os.path.join(site, 'virt',
                                       'vgpu_nova_ext_driver.py'), shim)
         self.assertEqual(before, [_digest(p) for p in inits])
+        # The hosts' samples, where Nova's wheel puts its own etc/.
+        samples = os.path.join(env, 'etc', 'vgpu-nova-ext')
+        self.assertEqual(sorted(SAMPLES), sorted(os.listdir(samples)))
+        for name in SAMPLES:
+            with open(os.path.join(samples, name)) as f:
+                self.assertIn('vgpu-nova-ext', f.read(), name)
 
         self.run_cmd(python, '-m', 'pip', 'uninstall', '-q', '-y',
                      'vgpu-nova-ext')
+        self.assertFalse([n for n in SAMPLES if os.path.exists(
+            os.path.join(samples, n))])
         nova_file, shim = self.run_cmd(python, '-c', PROBE).split()
         self.assertEqual(inits[0], nova_file)
         self.assertEqual('None', shim)
