@@ -22,7 +22,6 @@ import select
 import signal
 import stat
 
-
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import privsep

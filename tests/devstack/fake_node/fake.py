@@ -41,7 +41,7 @@ def _metadata(world: dict, args: list[str]) -> int:
     headers = dict(args[i + 1].split(': ', 1) for i, a in enumerate(args)
                    if a == '-H')
     parser = configparser.RawConfigParser()
-    parser.read(os.environ['NOVA_CONF'])
+    parser.read(os.environ['FAKE_NOVA_CONF'])
     secret = parser.get('neutron', 'metadata_proxy_shared_secret')
     signed = hmac.new(secret.encode(),
                       headers.get('X-Instance-ID', '').encode(),
@@ -51,7 +51,7 @@ def _metadata(world: dict, args: list[str]) -> int:
             or headers.get('X-Instance-ID') != SERVER \
             or headers.get('X-Instance-ID-Signature') != signed:
         return 22   # curl -f: HTTP 403
-    print(json.dumps(VENDOR_DATA if world.get('vendordata', True) else {}))
+    print(json.dumps(VENDOR_DATA if world.get('licensed', True) else {}))
     return 0
 
 
