@@ -35,6 +35,7 @@ function trueorfalse {
 function get_python_exec_prefix { echo /usr/local/bin; }
 function get_rootwrap_location { echo "/usr/local/bin/$1-rootwrap"; }
 function setup_develop { record setup_develop "$@"; }
+function pip_install_gr { record pip_install_gr "$@"; }
 function install_package { record install_package "$@"; }
 # As devstack's: ENABLED_SERVICES (a single node's by default) decides
 # what runs and what is configured.

@@ -80,6 +80,7 @@ class TestPlugin(timeout.TestCase):
                                        auth['project_name']))
         actions = self.actions()
         self.assertIn('setup_develop %s' % TOP, actions)
+        self.assertIn('pip_install_gr osc-placement', actions)
         self.assertIn('plugin_requires vgpu-nova-ext nova', actions)
         # devstack's run_process starts only an enabled service: the
         # plugin enables it beside the metadata API.
