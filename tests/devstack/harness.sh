@@ -21,7 +21,8 @@ STACK_USER=$(id -un)
 ACTIONS=$WORK/actions.log
 mkdir -p "$NOVA_CONF_DIR" "$DATA_DIR"
 
-function record { echo "$*" >> "$ACTIONS"; }
+# shellcheck source=tests/devstack/outside.sh
+source "$HERE/outside.sh"
 function define_plugin { record define_plugin "$@"; }
 function plugin_requires { record plugin_requires "$@"; }
 function trueorfalse {
@@ -33,9 +34,6 @@ function trueorfalse {
     esac
 }
 function get_python_exec_prefix { echo /usr/local/bin; }
-function get_rootwrap_location { echo "/usr/local/bin/$1-rootwrap"; }
-function setup_develop { record setup_develop "$@"; }
-function pip_install_gr { record pip_install_gr "$@"; }
 function install_package { record install_package "$@"; }
 # As devstack's: ENABLED_SERVICES (a single node's by default) decides
 # what runs and what is configured.
@@ -55,39 +53,6 @@ function iniset { python3 "$HERE/ini.py" set "$@"; record iniset "$@"; }
 function inidelete { python3 "$HERE/ini.py" delete "$@"; record inidelete "$@"; }
 function echo_summary { :; }
 function die { shift; record die "$@"; echo "die: $*" >&2; exit 1; }
-function lsmod {
-    if [[ "${HARNESS_MTTY_LOADED:-1}" == 1 ]]; then
-        echo "mtty 16384 0"
-    fi
-    echo "kvm 1163264 1"
-}
-function sudo {
-    # Drop the ownership options of install; run the rest as is.
-    if [[ "$1" == install ]]; then
-        shift
-        local args=()
-        while [[ $# -gt 0 ]]; do
-            case "$1" in -o|-g) shift 2 ;; *) args+=("$1"); shift ;; esac
-        done
-        install "${args[@]}"
-    else
-        "$@"
-    fi
-}
-function openstack {
-    # As the real client: nothing without a cloud selected (devstack's
-    # stack.sh has sourced openrc's credentials before the extra phase).
-    if [[ -z "${OS_CLOUD:-}${OS_AUTH_URL:-}" ]]; then
-        echo "Missing value auth-url required for auth plugin password" >&2
-        return 1
-    fi
-    record openstack "$@"
-    # The GPU providers, once nova-compute has reported them.
-    if [[ "$*" == *"resource provider list"* && \
-          "${HARNESS_NO_VGPU:-0}" != 1 ]]; then
-        echo 5a0c3f4e-2b1d-4e6f-9a8b-7c6d5e4f3a2b
-    fi
-}
 # As devstack's: a service that is not enabled is neither started nor
 # stopped.
 function run_process {

@@ -26,20 +26,30 @@ from vgpu_nova_ext.host import privsep
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 HARNESS = os.path.join(HERE, 'harness.sh')
+REAL_DEVSTACK = os.path.join(HERE, 'real_devstack.sh')
 SCRIPTS = ['devstack/plugin.sh', 'devstack/settings',
            'devstack/lib/vgpu-nova-ext', 'devstack/gate/verify.sh',
-           'tests/devstack/harness.sh']
+           'tests/devstack/harness.sh', 'tests/devstack/outside.sh',
+           'tests/devstack/real_devstack.sh']
 
 
 class TestPlugin(timeout.TestCase):
+    """The phases with devstack's helpers stubbed (harness.sh).
+
+    As CI runs them; TestPluginOnDevstack runs the same on a checkout.
+    """
 
     def setUp(self):
         super().setUp()
         self.work = self.useFixture(fixtures.TempDir()).path
+        self.checkout = TOP
+
+    def command(self):
+        return ['bash', HARNESS, self.work]
 
     def run_phases(self, *phases, env=None, ok=True):
         proc = subprocess.run(
-            ['bash', HARNESS, self.work, *phases], capture_output=True,
+            self.command() + list(phases), capture_output=True,
             text=True, timeout=120, env=dict(os.environ, **(env or {})))
         if ok:
             self.assertEqual(0, proc.returncode, proc.stderr)
@@ -79,7 +89,7 @@ class TestPlugin(timeout.TestCase):
                                        auth['username'],
                                        auth['project_name']))
         actions = self.actions()
-        self.assertIn('setup_develop %s' % TOP, actions)
+        self.assertIn('setup_develop %s' % self.checkout, actions)
         self.assertIn('pip_install_gr osc-placement', actions)
         self.assertIn('plugin_requires vgpu-nova-ext nova', actions)
         # devstack's run_process starts only an enabled service: the
@@ -228,6 +238,31 @@ class TestPlugin(timeout.TestCase):
         proc = self.run_phases('post-config', ok=False, env=dict(
             env, VGPU_NOVA_EXT_DEVICE_ADDRESSES='nvidia-99=0000:84:00.0'))
         self.assertIn('names nvidia-99, which is not in', proc.stderr)
+
+
+class TestPluginOnDevstack(TestPlugin):
+    """Every phase test on devstack's own functions (DEVSTACK_DIR).
+
+    DEVSTACK_DIR is a devstack checkout (master or a stable branch): its
+    stackrc, functions-common, lib/keystone and lib/nova, and its own
+    plugin loading run the plugin (tests/devstack/real_devstack.sh); only
+    sudo, systemd, the kernel's modules, package installs and the cloud
+    are stubbed. CI reaches no git host, so it skips these.
+    """
+
+    def setUp(self):
+        self.devstack = os.environ.get('DEVSTACK_DIR')
+        if not self.devstack:
+            self.skipTest('DEVSTACK_DIR (a devstack checkout) is not set')
+        if not os.path.isfile(os.path.join(self.devstack, 'functions')):
+            self.fail('DEVSTACK_DIR=%s holds no devstack checkout (no '
+                      'functions file)' % self.devstack)
+        super().setUp()
+        # devstack clones the plugin into $DEST, where the script links it.
+        self.checkout = os.path.join(self.work, 'dest', 'vgpu-nova-ext')
+
+    def command(self):
+        return ['bash', REAL_DEVSTACK, self.devstack, self.work]
 
 
 class TestScripts(timeout.TestCase):
