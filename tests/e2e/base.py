@@ -160,11 +160,16 @@ class CloudTestCase(unittest.TestCase):
     def host_of(server):
         return server['OS-EXT-SRV-ATTR:host']
 
-    def servers_on(self, host, flavor='vgpu'):
-        """Every project's servers of ``flavor`` on ``host`` (IDs)."""
-        return [row['ID'] for row in self.admin(
+    def servers_on(self, host, flavors=('vgpu',)):
+        """Every project's servers of ``flavors`` on ``host`` (IDs).
+
+        In the order of ``flavors``.
+        """
+        rows = [row for row in self.admin(
             'server', 'list', '--all-projects', '--host', host)
-            if row['Flavor'] == flavor]
+            if row['Flavor'] in flavors]
+        rows.sort(key=lambda row: flavors.index(row['Flavor']))
+        return [row['ID'] for row in rows]
 
     # -- Placement ----------------------------------------------------------
     def gpu_usage(self):

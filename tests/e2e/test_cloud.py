@@ -151,12 +151,19 @@ class TestVGPUCloud(base.CloudTestCase):
     def test_04_resize_confirm_and_revert(self):
         target = self.free_host()
         source = next(h for h in self.cloud.layout.computes if h != target)
-        resized, moved = self.resize(self.servers_on(source)[0], 'confirm')
+        # A server with one vGPU: a 16Q one where there is one (the two
+        # two-vGPU servers may hold all 16Q slots of a host), else the
+        # host's 32Q one; vgpu-big asks for any type, so it takes the one
+        # free slot.
+        single = ('vgpu', 'vgpu-whole')
+        resized, moved = self.resize(self.servers_on(source, single)[0],
+                                     'confirm')
         self.assertEqual(target, self.host_of(resized))
         self.assertEqual(target, self.host_of(moved))
         self.assertDevicesOn(moved, target)
         # And back the other way, reverted: the server stays where it was.
-        resized, reverted = self.resize(self.servers_on(target)[0], 'revert')
+        resized, reverted = self.resize(self.servers_on(target, single)[0],
+                                        'revert')
         self.assertEqual(source, self.host_of(resized))
         self.assertEqual(target, self.host_of(reverted))
         self.assertDevicesOn(reverted, target)
