@@ -305,6 +305,23 @@ class TestZuul(timeout.TestCase):
                      for j in project[pipeline]['jobs']]
             self.assertIn('vgpu-nova-ext-devstack-mtty', names)
             self.assertIn('vgpu-nova-ext-devstack-mtty-sysfs', names)
+            self.assertIn('vgpu-nova-ext-tox-release', names)
+        # The release: tested in check and gate, published from a tag.
+        release = jobs['vgpu-nova-ext-tox-release']
+        self.assertEqual('openstack-tox', release['parent'])
+        self.assertEqual('release', release['vars']['tox_envlist'])
+        self.assertIn('publish-to-pypi', project['templates'])
+        tox = configparser.ConfigParser(interpolation=None)
+        tox.read(os.path.join(TOP, 'tox.ini'))
+        self.assertIn('testenv:release', tox)
+        # Zuul's tox jobs install bindep.txt's test profile: libvirt's
+        # headers, which the release builds libvirt-python against.
+        with open(os.path.join(TOP, 'bindep.txt')) as f:
+            bindep = [line.split() for line in f
+                      if line.strip() and not line.startswith('#')]
+        for package in ('libvirt-dev', 'pkg-config', 'gcc'):
+            (entry,) = [e for e in bindep if e[0] == package]
+            self.assertIn('test', ' '.join(entry[1:]), package)
         # The variant: every device write through privsep and rootwrap.
         sysfs = jobs['vgpu-nova-ext-devstack-mtty-sysfs']
         self.assertEqual('vgpu-nova-ext-devstack-mtty', sysfs['parent'])

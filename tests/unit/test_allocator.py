@@ -512,6 +512,23 @@ class TestLedgerFile(timeout.TestCase):
         self.assertEqual(0o700, os.stat(state).st_mode & 0o777)
         self.assertEqual(0, os.stat(led.path).st_mode & 0o077)
 
+    def test_state_root_made_private_too(self):
+        # <state_path>/<host>: state_path, made on the way, is 0700 as
+        # well, whatever the umask; an existing parent keeps its mode.
+        path = self.useFixture(base.fixtures.TempDir()).path
+        os.chmod(path, 0o755)
+        host_dir = os.path.join(path, 'vgpu-nova-ext', 'cn1')
+        old_umask = os.umask(0o022)
+        try:
+            led = ledger.Ledger(host_dir)
+        finally:
+            os.umask(old_umask)
+        self.addCleanup(led.close)
+        for directory in (host_dir, os.path.dirname(host_dir)):
+            self.assertEqual(0o700, os.stat(directory).st_mode & 0o777,
+                             directory)
+        self.assertEqual(0o755, os.stat(path).st_mode & 0o777)
+
     def test_unwritable_state_path(self):
         exc = self.assertRaises(exception.LedgerError, ledger.Ledger,
                                 '/proc/vgpu-nova-ext')

@@ -1,0 +1,19 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The command-line tools (console scripts)."""
+
+import warnings
+
+# oslo.privsep imports eventlet, whose import warns (eight lines on stderr,
+# every command) that eventlet is deprecated: these commands never run on
+# eventlet, and an operator can do nothing about it. Only that warning.
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')

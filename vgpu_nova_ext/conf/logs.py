@@ -67,8 +67,12 @@ def apply(conf: cfg.ConfigOpts) -> None:
     if _product is None:
         return
     # Always named, so that a second set-up in one process resets it.
-    levels = list(_BASE_LEVELS) + ['vgpu_nova_ext=%s' % (
-        'WARNING' if _quiet and not conf.debug else 'NOTSET')]
+    # oslo.service says at INFO which of its backends it loaded, once a
+    # command imports Nova's libvirt driver (os-brick imports it): nothing
+    # for these commands' readers.
+    levels = list(_BASE_LEVELS) + ['oslo_service.backend=WARNING'] + [
+        'vgpu_nova_ext=%s' % ('WARNING' if _quiet and not conf.debug
+                              else 'NOTSET')]
     oslo_logging.set_defaults(default_log_levels=levels)
     try:
         oslo_logging.setup(conf, _product)

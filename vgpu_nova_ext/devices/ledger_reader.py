@@ -26,13 +26,36 @@ from vgpu_nova_ext.devices import ledger_schema
 from vgpu_nova_ext import exception
 
 
+def _make_private_dirs(path: str) -> None:
+    """Create ``path`` and each missing parent with mode 0700.
+
+    os.makedirs gives the parents it creates the umask's mode (0755
+    usually): ``<state_path>`` itself, made on the way to
+    ``<state_path>/<host>``, would show every user the hosts' names.
+    """
+    missing = []
+    head = path
+    while head and not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            # Made meanwhile by another process; checked below as it is.
+            pass
+
+
 def check_state_dir(path: str) -> None:
     """Make sure the state directory is this service user's to write.
 
     :raises LedgerError: naming the directory, what is wrong and the fix.
     """
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        _make_private_dirs(path)
         info = os.stat(path)
     except OSError as exc:
         raise exception.LedgerError(
