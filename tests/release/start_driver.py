@@ -34,8 +34,8 @@ import sys
 import nova.cmd.compute  # noqa: F401  (first: the release's monkey patching)
 
 from nova.compute import provider_tree
-from nova import config
 import nova.conf
+from nova import config
 from nova import objects
 from nova import version as nova_version
 from nova.virt import driver as virt_driver

@@ -140,8 +140,10 @@ class Artifacts:
                 'user.email=release@example.org')
 
     def _commit_working_tree(self) -> None:
-        """The checkout's changes, committed in the clone: what is tested
-        is the tree as it is, not only its last commit."""
+        """The checkout's changes, committed in the clone.
+
+        What is tested is the tree as it is, not only its last commit.
+        """
         diff = subprocess.run(['git', 'diff', 'HEAD', '--binary'],
                               cwd=TOP, capture_output=True, check=True,
                               timeout=120).stdout
