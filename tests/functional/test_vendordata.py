@@ -121,6 +121,35 @@ class TestVendordataService(base.TestCase):
         self.assertIsInstance(vendor_data2['cloud-init'], str)
         self.assertNoToken()
 
+    def test_gpu_operator_worker_gets_the_secret_manifest(self):
+        # The tenant booted it with --property vgpu_nova_ext:gpu_operator=
+        # <namespace>; Nova sends the instance's metadata.
+        body = self.nova_body(self.vgpu)
+        body['metadata'] = {'vgpu_nova_ext:gpu_operator': 'gpu-ops'}
+        status, answer = self.post(body)
+        self.assertEqual(200, status)
+        written = {f['path']: f for f in
+                   yaml.safe_load(answer)['write_files']}
+        manifest = written['/etc/nvidia/gpu-operator/licensing-config.yaml']
+        self.assertEqual('0600', manifest['permissions'])
+        secret = yaml.safe_load(base64.b64decode(manifest['content']))
+        self.assertEqual(('Secret', 'gpu-ops'), (
+            secret['kind'], secret['metadata']['namespace']))
+        self.assertEqual(TOKEN, base64.b64decode(
+            secret['data']['client_configuration_token.tok']).rstrip())
+        self.assertIn(b'FeatureType=2', base64.b64decode(
+            secret['data']['gridd.conf']))
+        # A value no namespace can have: the rest, and a log line.
+        body['metadata'] = {'vgpu_nova_ext:gpu_operator': {'x': 'y'}}
+        status, answer = self.post(body)
+        self.assertEqual(200, status)
+        paths = [f['path'] for f in yaml.safe_load(answer)['write_files']]
+        self.assertIn('/etc/nvidia/gridd.conf', paths)
+        self.assertNotIn('/etc/nvidia/gpu-operator/licensing-config.yaml',
+                         paths)
+        self.assertIn('vgpu_nova_ext:gpu_operator', self.logs.output)
+        self.assertNoToken()
+
     def test_instance_without_vgpu_gets_nothing(self):
         self.assertEqual((200, {}), self.post(self.nova_body(self.plain)))
         self.assertEqual((200, {}), self.post(self.nova_body(

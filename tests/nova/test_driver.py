@@ -17,6 +17,7 @@ driver is vgpu-nova-ext's, loaded through its nova.virt shim, with the
 simulated host backend behind it.
 """
 
+import base64
 from importlib import resources
 import json
 import os
@@ -234,11 +235,13 @@ class TestLicensing(DriverTestBase):
         self.vgpu = self._create_flavor(extra_spec={'resources:VGPU': '1'})
         self.plain = self._create_flavor(name='plain')
 
-    def config_drive(self, flavor):
+    def config_drive(self, flavor, metadata=None):
         """{path in the guest: content} of the server's config drive."""
         body = self._build_server(image_uuid=IMAGE, flavor_id=flavor,
                                   networks='none')
         body['config_drive'] = True
+        if metadata:
+            body['metadata'] = metadata
         server = self._wait_for_state_change(
             self.api.post_server({'server': body}), 'ACTIVE')
         iso = os.path.join(self.instances, server['id'], 'disk.config')
@@ -266,6 +269,26 @@ class TestLicensing(DriverTestBase):
 
     def test_server_without_vgpu_gets_none(self):
         self.assertEqual({}, self.config_drive(self.plain))
+
+    def test_gpu_operator_worker_gets_the_secret_manifest(self):
+        # The tenant's server metadata (openstack server create --property)
+        # asks for NVIDIA's GPU Operator licensing Secret.
+        files = self.config_drive(
+            self.vgpu, metadata={'vgpu_nova_ext:gpu_operator': 'gpu-ops'})
+        secret = yaml.safe_load(
+            files['/etc/nvidia/gpu-operator/licensing-config.yaml'])
+        self.assertEqual(('Secret', 'licensing-config', 'gpu-ops'), (
+            secret['kind'], secret['metadata']['name'],
+            secret['metadata']['namespace']))
+        self.assertEqual(
+            {'gridd.conf': files['/etc/nvidia/gridd.conf'],
+             'client_configuration_token.tok': TOKEN},
+            {k: base64.b64decode(v) for k, v in secret['data'].items()})
+        self.assertNotIn(base64.b64encode(TOKEN).decode(),
+                         self.stdlog.logger.output)
+        # The same metadata on a server without a vGPU: nothing.
+        self.assertEqual({}, self.config_drive(
+            self.plain, metadata={'vgpu_nova_ext:gpu_operator': 'true'}))
 
 
 class TwoTypesTestBase(DriverTestBase):

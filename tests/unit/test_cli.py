@@ -9,6 +9,7 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
+import base64
 import contextlib
 import io
 import json
@@ -17,6 +18,7 @@ import subprocess
 import sys
 
 import fixtures
+import yaml
 
 from tests import logs as test_logs
 from tests.unit import base
@@ -519,6 +521,50 @@ class TestLicenseCommands(CLITestCase):
                                     'windows')
         self.assertIn('GridLicensing', out)
         self.assertNotIn('c2VjcmV0LXRva2Vu', out)
+
+    def test_render_for_the_gpu_operator(self):
+        # The tenant's metadata asks for the GPU Operator's Secret: shown
+        # with the token's fingerprint, never the token.
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--config-file', self.config(), 'license',
+            'render', '--mdev-type', 'nvidia-18', '--metadata',
+            'vgpu_nova_ext:gpu_operator=vgpu-ops')
+        self.assertEqual(0, code, err)
+        shown = out.split('--- /etc/nvidia/gpu-operator/licensing-config.'
+                          'yaml (mode 0600)\n', 1)[1].split('\n---', 1)[0]
+        manifest = yaml.safe_load(shown)
+        self.assertEqual(('Secret', 'licensing-config', 'vgpu-ops'), (
+            manifest['kind'], manifest['metadata']['name'],
+            manifest['metadata']['namespace']))
+        self.assertIn('FeatureType=1', base64.b64decode(
+            manifest['data']['gridd.conf']).decode())
+        self.assertRegex(manifest['data']['client_configuration_token.tok'],
+                         r'^<the client configuration token, sha256:')
+        self.assertIn('driver.licensingConfig.secretName=licensing-config',
+                      shown)
+        self.assertIn('driver.licensingConfig.nlsEnabled=true', shown)
+        self.assertNotIn('c2VjcmV0LXRva2Vu', out + err)
+        self.assertNotIn(base64.b64encode(b'eyJhbGciOiJSUzI1NiJ9').decode(),
+                         out + err)
+        # Without the metadata, no manifest; a wrong namespace is named
+        # on stderr, and the rest is still shown.
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--config-file', self.config(), 'license',
+            'render', '--mdev-type', 'nvidia-18')
+        self.assertNotIn('gpu-operator', out)
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--config-file', self.config(), 'license',
+            'render', '--mdev-type', 'nvidia-18', '--metadata',
+            'vgpu_nova_ext:gpu_operator=Bad_NS')
+        self.assertEqual(0, code, err)
+        self.assertIn("vgpu_nova_ext:gpu_operator = 'Bad_NS'", err)
+        self.assertNotIn('gpu-operator/licensing-config', out)
+        self.assertIn('/etc/nvidia/gridd.conf', out)
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--config-file', self.config(), 'license',
+            'render', '--mdev-type', 'nvidia-18', '--metadata', 'novalue')
+        self.assertEqual(2, code)
+        self.assertIn('KEY=VALUE', err)
 
     def test_bad_licensing_config(self):
         conf = self.config(extra='server_address = not a host')

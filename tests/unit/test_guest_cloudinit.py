@@ -18,16 +18,19 @@ Debian's cloud-init package reads and applies it on a scratch root
 (tests/guest/cloudinit_guest.py, run by the system's python3).
 """
 
+import base64
 import json
 import os
 import subprocess
 import uuid
 
 import fixtures
+import yaml
 
 from tests import timeout
 from tests.unit import test_licensing
 from vgpu_nova_ext.licensing import render
+from vgpu_nova_ext.vendors import nvidia_gpu_operator as gpu_operator
 from vgpu_nova_ext.vendors import nvidia_licensing
 
 SYSTEM_PYTHON = '/usr/bin/python3'
@@ -122,3 +125,24 @@ class TestFirstBoot(timeout.TestCase):
         self.assertEqual(nvidia_licensing.TOKEN_MODE,
                          guest['files'][TOKEN_PATH]['mode'])
         self.assertIn('nvidia-gridd', guest['runcmd'])
+
+    def test_gpu_operator_manifest(self):
+        # A Kubernetes worker VM asking for the GPU Operator's Secret: the
+        # manifest root's only, its data the guest's own two files.
+        answer = render.cloud_config(
+            self.settings, 'nvidia-18',
+            metadata={gpu_operator.METADATA_KEY: 'true'})
+        drive = self.drive(vendordata={'cloud-init': answer})
+        guest = self.boot(drive)
+        self.assertEqual(0o600, guest['files'][
+            gpu_operator.MANIFEST_PATH]['mode'])
+        root = os.path.join(self.tmp, 'root')
+        with open(os.path.join(root, gpu_operator.MANIFEST_PATH.lstrip(
+                '/')), 'rb') as f:
+            secret = yaml.safe_load(f)
+        with open(os.path.join(root, GRIDD.lstrip('/')), 'rb') as f:
+            gridd = f.read()
+        self.assertEqual(
+            {'gridd.conf': gridd,
+             'client_configuration_token.tok': test_licensing.TOKEN},
+            {k: base64.b64decode(v) for k, v in secret['data'].items()})

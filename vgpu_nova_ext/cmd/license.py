@@ -14,6 +14,8 @@
 The token is shown as its fingerprint, never as itself.
 """
 
+import argparse
+
 from vgpu_nova_ext.cmd import common
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.licensing import render as licensing_render
@@ -40,13 +42,29 @@ def add_parser(sub) -> None:
     render.add_argument('--os',
                         choices=(vendor_types.LINUX, vendor_types.WINDOWS),
                         default=vendor_types.LINUX)
+    render.add_argument(
+        '--metadata', metavar='KEY=VALUE', action='append', default=[],
+        type=_metadata_item,
+        help='instance metadata the guest is booted with (repeatable), '
+             'e.g. vgpu_nova_ext:gpu_operator=true for a Kubernetes worker '
+             'running NVIDIA\'s GPU Operator')
     render.set_defaults(func=run_render)
+
+
+def _metadata_item(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition('=')
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(
+            '%r: give KEY=VALUE, as openstack server create --property '
+            'takes it' % text)
+    return key, value
 
 
 def _show(guest_file: vendor_types.GuestFile) -> str:
     if isinstance(guest_file.content, vendor_types.Secret):
-        body = '(the client configuration token, %s)' % (
-            guest_file.content.fingerprint)
+        body = (guest_file.content.shown or (
+            '(the client configuration token, %s)' % (
+                guest_file.content.fingerprint))).rstrip()
     else:
         body = guest_file.content.decode().rstrip()
     return '--- %s (mode %04o)\n%s' % (guest_file.path, guest_file.mode,
@@ -99,7 +117,9 @@ def run_render(args) -> int:
             print('instance %s holds no vGPU: it receives nothing'
                   % args.instance)
             return 0
-    found = licensing_render.guest_licensing(settings, type_id, args.os)
+    found = licensing_render.guest_licensing(
+        settings, type_id, args.os, metadata=dict(args.metadata),
+        instance=args.instance)
     print('A %s guest holding %s receives:' % (args.os,
                                                type_id or 'a vGPU'))
     print_guest(found, os_type=args.os)

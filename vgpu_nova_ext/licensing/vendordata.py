@@ -122,7 +122,9 @@ class VendordataApp:
                  'given (token %s)', instance, type_id or 'type unknown',
                  self.settings.token.fingerprint if self.settings.token
                  else 'none')
-        return '200 OK', licensing_render.cloud_config(self.settings, type_id)
+        return '200 OK', licensing_render.cloud_config(
+            self.settings, type_id, metadata=body.get('metadata'),
+            instance=instance)
 
     def vgpu_type(self, instance: str):
         """The vGPU type the instance holds.

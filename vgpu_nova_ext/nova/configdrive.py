@@ -44,8 +44,10 @@ def licensing_files(ext: extension.Extension,
         return []
     settings = licensing.load(CONF, ext.config)
     return [(path, Hidden(data)) for path, data in
-            licensing_render.config_drive_files(settings, types,
-                                                instance.os_type)]
+            licensing_render.config_drive_files(
+                settings, types, instance.os_type,
+                metadata=dict(instance.metadata or {}),
+                instance=instance.uuid)]
 
 
 def with_licensing(ext: extension.Extension, instance, injection_info):

@@ -94,6 +94,18 @@ class VendorPlugin(abc.ABC):
         """
         return vendor_types.GuestLicensing(files=())
 
+    def operator_licensing(self, found, metadata):
+        """A file for a cluster operator in the guest, as it asks.
+
+        :param found: what :meth:`guest_licensing` gave this guest.
+        :param metadata: the instance's metadata (the tenant's: checked,
+            never trusted).
+        :returns: a :class:`~vgpu_nova_ext.vendors.types.GuestFile`, or
+            None where the instance asks for none or the vendor has none.
+        :raises GuestRequestError: the metadata asks for something wrong.
+        """
+        return None
+
 
 class Vendors:
     """The installed vendor plugins, asked in priority order."""

@@ -160,6 +160,14 @@ class NvidiaVendor(base.VendorPlugin):
             return nvidia_licensing.windows(settings, type_id)
         return nvidia_licensing.linux(settings, type_id)
 
+    def operator_licensing(self, found, metadata):
+        # NVIDIA's GPU Operator (Kubernetes workers with a vGPU).
+        from vgpu_nova_ext.vendors import nvidia_gpu_operator
+        namespace = nvidia_gpu_operator.requested_namespace(metadata)
+        if namespace is None:
+            return None
+        return nvidia_gpu_operator.guest_file(found, namespace)
+
 
 def _int(text: str | None) -> int | None:
     try:

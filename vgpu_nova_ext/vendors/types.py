@@ -24,13 +24,24 @@ LINUX = 'linux'
 WINDOWS = 'windows'
 
 
+class GuestRequestError(ValueError):
+    """What an instance asks for (its metadata) cannot be honoured.
+
+    The message names the key, the value and what is allowed; the rest of
+    the guest's licensing is given all the same.
+    """
+
+
 class Secret:
     """A secret value that shows itself only as a fingerprint."""
 
-    __slots__ = ('_value',)
+    __slots__ = ('_value', 'shown')
 
-    def __init__(self, value: bytes) -> None:
+    def __init__(self, value: bytes, shown: str | None = None) -> None:
         self._value = value
+        #: What a command may print instead (the secret parts replaced by
+        #: their fingerprints); None: only the fingerprint.
+        self.shown = shown
 
     def reveal(self) -> bytes:
         return self._value
