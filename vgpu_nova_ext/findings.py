@@ -122,6 +122,7 @@ OWNER_DEVICE_ON_OTHER_GPU = 'owner.device_on_other_gpu'
 OWNER_DEVICE_MISSING = 'owner.device_missing'
 OWNER_GUEST_DEVICE_NOT_ITS_OWN = 'owner.guest_device_not_its_own'
 OWNER_GUEST_DEVICE_UNKNOWN = 'owner.guest_device_unknown'
+OWNER_MANAGER_VGPU_UNKNOWN = 'owner.manager_vgpu_unknown'
 
 
 def codes() -> dict[str, str]:

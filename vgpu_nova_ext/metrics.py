@@ -52,6 +52,18 @@ class DeviceRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class ManagerRow:
+    """A vGPU NVIDIA's manager runs (NVML), and whether it is stale."""
+
+    gpu_address: str
+    vgpu: str
+    type_id: str
+    vm: str
+    device: str
+    stale: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class HostView:
     """What one scrape reports, read when it is taken."""
 
@@ -59,6 +71,8 @@ class HostView:
     providers: tuple[inventory.ProviderSpec, ...]
     devices: tuple[DeviceRow, ...]
     counters: dict[str, int]
+    manager: tuple[ManagerRow, ...] | None = None
+    """NVML's active vGPUs of the host's GPUs; None: NVML not read."""
 
 
 class HostCollector(prom_registry.Collector):
@@ -115,12 +129,55 @@ class HostCollector(prom_registry.Collector):
                              d.instance, d.consumer, d.state,
                              'true' if d.present else 'false'], 1)
         yield info
+        if view.manager is not None:
+            yield from _manager_metrics(view)
         for name, value in sorted(view.counters.items()):
             counter = core.CounterMetricFamily(
                 '%s_%s' % (PREFIX, name), _COUNTER_HELP[name],
                 labels=['host'])
             counter.add_metric([view.host], value)
             yield counter
+
+
+def _manager_metrics(view: HostView):
+    info = core.GaugeMetricFamily(
+        '%s_manager_vgpu_info' % PREFIX,
+        'One series per vGPU NVIDIA\'s vGPU manager runs (NVML\'s active '
+        'vGPUs; 1); stale: neither the host nor the ledger holds it',
+        labels=['host', 'gpu', 'vgpu', 'type', 'vm', 'device', 'stale'])
+    stale = core.GaugeMetricFamily(
+        '%s_manager_vgpus_stale' % PREFIX,
+        'vGPUs NVIDIA\'s manager runs on the GPU that neither the host nor '
+        'the ledger holds (vgpu-nova-ext audit --ownership names them)',
+        labels=['host', 'gpu'])
+    per_gpu: dict[str, int] = {}
+    for row in view.manager:
+        info.add_metric([view.host, row.gpu_address, row.vgpu, row.type_id,
+                         row.vm, row.device,
+                         'true' if row.stale else 'false'], 1)
+        per_gpu[row.gpu_address] = per_gpu.get(row.gpu_address, 0) + int(
+            row.stale)
+    for provider in view.providers:
+        per_gpu.setdefault(provider.device_address, 0)
+    for gpu, count in sorted(per_gpu.items()):
+        stale.add_metric([view.host, gpu], count)
+    yield info
+    yield stale
+
+
+def manager_rows(snapshot: model.HostSnapshot, entries,
+                 links: dict[str, str]) -> tuple[ManagerRow, ...] | None:
+    """NVML's vGPUs of the host's GPUs, each marked stale or not."""
+    from vgpu_nova_ext.placement import ownership
+    if all(g.manager_vgpus is None for g in snapshot.gpus):
+        return None
+    found = ownership.manager_findings(entries, links, snapshot)
+    stale = {f.where for f in found}
+    return tuple(
+        ManagerRow(gpu_address=g.address, vgpu=v.vgpu_uuid,
+                   type_id=v.type_id, vm=v.vm_id or '',
+                   device=v.device_id or '', stale=v.vgpu_uuid in stale)
+        for g in snapshot.gpus for v in g.manager_vgpus or ())
 
 
 _COUNTER_HELP = {

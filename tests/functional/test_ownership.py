@@ -15,13 +15,17 @@ import json
 import os
 import uuid
 
+from prometheus_client import parser as prom_parser
+
 from tests.functional import base
 from tests.unit import test_cli
 from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.devices import allocator as allocator_mod
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext import findings
+from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext.host.simulated import manager
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.placement import ownership
 
@@ -122,6 +126,56 @@ class TestOwnership(base.TestCase, test_cli.CLITestCase):
         self.assertIn('4 finding(s)', out)
         self.assertIn('guests\' domains not read', out)
         self.assertNoTraceback(out)
+
+    def test_stale_vgpu_of_nvidias_manager(self):
+        # A guest running on its device: the manager's vGPU is accounted
+        # for. One the manager still holds on the other GPU, whose mdev is
+        # gone (nvidia-smi vgpu would list it): a finding, and a metric.
+        used = self.claim(u('inst-ok'), GPU84)
+        self.allocate(u('inst-ok'), {self.rp[GPU84]: {'VGPU': 1}})
+        root = self.al.backend.root
+        with open(os.path.join(root, 'sys/bus/mdev/devices', used,
+                               simulated.IN_USE_MARK), 'w') as f:
+            f.write(u('inst-ok'))
+        gone = str(uuid.uuid4())
+        manager.hold(root, '0000:85:00.0', model.ManagerVgpu(
+            'stale-vgpu', gone, 'nvidia-22', u('inst-gone')))
+        code, out, err = self.audit('--format', 'json')
+        self.assertEqual(1, code, err)
+        (found,) = json.loads(out)['findings']
+        self.assertEqual((findings.OWNER_MANAGER_VGPU_UNKNOWN, 'stale-vgpu',
+                          '0000:85:00.0'),
+                         (found['code'], found['where'], found['value']))
+        self.assertIn(gone, found['why'])
+        self.assertIn(u('inst-gone'), found['why'])
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--host', HOST, '--state-path', self.state,
+            '--config-file', self.conf, 'metrics')
+        self.assertEqual(0, code, err)
+        samples = [sample for family in
+                   prom_parser.text_string_to_metric_families(out)
+                   for sample in family.samples]
+        self.assertEqual({'0000:84:00.0': 0, '0000:85:00.0': 1}, {
+            s.labels['gpu']: s.value for s in samples
+            if s.name == 'vgpu_nova_ext_manager_vgpus_stale'})
+        self.assertEqual({(u('inst-ok'), used, 'false'),
+                          (u('inst-gone'), gone, 'true')}, {
+            (s.labels['vm'], s.labels['device'], s.labels['stale'])
+            for s in samples
+            if s.name == 'vgpu_nova_ext_manager_vgpu_info'})
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--host', HOST, '--state-path', self.state,
+            '--config-file', self.conf, 'devices')
+        self.assertEqual(0, code, err)
+        self.assertIn('NVIDIA\'s vGPU manager (NVML) runs 2 vGPU(s), 1 '
+                      'stale', out)
+        code, out, err = self.run_cli(
+            '--simulate', 'm60', '--host', HOST, '--state-path', self.state,
+            '--config-file', self.conf, 'devices', '--format', 'json')
+        self.assertEqual({('stale-vgpu', True), (manager.vgpu_uuid(used),
+                                                 False)},
+                         {(r['vgpu'], r['stale']) for r in
+                          json.loads(out)['manager_vgpus']})
 
     def test_guests_joined(self):
         # The guests' domains as a libvirt connection lists them (Nova's

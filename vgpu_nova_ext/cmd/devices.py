@@ -11,6 +11,7 @@
 #    under the License.
 """``vgpu-nova-ext devices`` and ``vgpu-nova-ext reconcile``."""
 
+import dataclasses
 import json
 import sys
 
@@ -84,10 +85,16 @@ def rows(snapshot, entries) -> list[dict]:
 
 def run_devices(args) -> int:
     plan = common.build_plan(args)
-    found = rows(plan.snapshot, common.read_ledger(args, plan).all())
+    ledger = common.read_ledger(args, plan)
+    entries = ledger.all()
+    found = rows(plan.snapshot, entries)
+    manager = metrics.manager_rows(plan.snapshot, entries, ledger.links())
     if args.format == 'json':
-        json.dump({'host': plan.host, 'devices': found}, sys.stdout,
-                  indent=2)
+        json.dump({'host': plan.host, 'devices': found,
+                   # NVML's active vGPUs; null where NVML was not read.
+                   'manager_vgpus': None if manager is None else [
+                       dataclasses.asdict(r) for r in manager]},
+                  sys.stdout, indent=2)
         print()
         return 0
     print('Host %s: %d device(s)' % (plan.host, len(found)))
@@ -100,6 +107,17 @@ def run_devices(args) -> int:
               r['ledger'] or '-', r['host']] + (
                   [str(r['gpu_instance']) if r['gpu_instance'] is not None
                    else '-'] if mig else []) for r in found]))
+    if manager:
+        stale = sum(r.stale for r in manager)
+        print()
+        print('NVIDIA\'s vGPU manager (NVML) runs %d vGPU(s), %d stale%s'
+              % (len(manager), stale, ' (vgpu-nova-ext audit --ownership '
+                 'says what to do)' if stale else ''))
+        print(common.format_table(
+            ['VGPU', 'GPU', 'TYPE', 'VM', 'DEVICE', 'STALE'],
+            [[r.vgpu, r.gpu_address, r.type_id, r.vm or '-',
+              r.device or '-', 'yes' if r.stale else 'no']
+             for r in manager]))
     return 0
 
 

@@ -49,10 +49,12 @@ def read_view(args) -> metrics.HostView:
     """One scrape: the host as planned and its ledger, read-only."""
     plan = common.build_plan(args)
     ledger = common.read_ledger(args, plan)
-    rows = metrics.device_rows(plan.snapshot, ledger.all(),
-                               ledger.instance_of)
-    return metrics.HostView(host=plan.host, providers=plan.providers,
-                            devices=rows, counters=ledger.counters())
+    entries = ledger.all()
+    rows = metrics.device_rows(plan.snapshot, entries, ledger.instance_of)
+    return metrics.HostView(
+        host=plan.host, providers=plan.providers, devices=rows,
+        counters=ledger.counters(),
+        manager=metrics.manager_rows(plan.snapshot, entries, ledger.links()))
 
 
 def parse_listen(text: str) -> tuple[str, int]:

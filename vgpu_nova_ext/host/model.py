@@ -65,6 +65,24 @@ class ParentDevice:
 
 
 @dataclasses.dataclass(frozen=True)
+class ManagerVgpu:
+    """A vGPU NVIDIA's vGPU manager runs on a GPU (NVML's active vGPUs).
+
+    The manager's own view: it can hold a vGPU the kernel no longer shows
+    (a stale vGPU after its mdev was removed, a leftover
+    ``nvidia-vgpu-mgr``), which ``nvidia-smi vgpu`` lists.
+    """
+
+    vgpu_uuid: str
+    """NVML's vGPU instance UUID."""
+    device_id: str | None
+    """The mdev UUID it serves; None where NVML gives none (vendor-VFIO)."""
+    type_id: str
+    vm_id: str | None
+    """The VM NVML names (KVM: the domain's UUID, Nova's instance)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class PhysicalGPU:
     """One physical GPU (or virtual mdev-capable device) of the host.
 
@@ -93,6 +111,9 @@ class PhysicalGPU:
     driver: str | None = None
     """The kernel driver bound to it (``nvidia``; ``vfio-pci`` for a GPU
     passed through whole); None: none, or not read."""
+    manager_vgpus: tuple[ManagerVgpu, ...] | None = None
+    """The vGPUs NVIDIA's manager runs on it, where NVML says; None: not
+    known (no NVML)."""
 
     @property
     def sriov(self) -> bool:

@@ -46,6 +46,8 @@ class GpuFacts:
     """MIG mode and GPU instances; None: not MIG-capable or not known."""
     gpu_instance_profiles: tuple['mig_mod.GIProfile', ...] = ()
     """The GPU's GPU instance profiles (MIG-capable GPUs)."""
+    manager_vgpus: tuple[model.ManagerVgpu, ...] | None = None
+    """The vGPUs NVIDIA's manager runs on the GPU; None: not known."""
 
 
 class FactsSource:
@@ -92,7 +94,39 @@ class Nvml(FactsSource):
             return None
         return GpuFacts(mixed_size=mixed, type_names=tuple(names),
                         max_per_vm=tuple(per_vm), mig=state,
-                        gpu_instance_profiles=profiles)
+                        gpu_instance_profiles=profiles,
+                        manager_vgpus=self._manager_vgpus(gpu, handle))
+
+    def _manager_vgpus(self, gpu, handle):
+        """NVML's active vGPUs of the GPU; None where NVML cannot say."""
+        nvml = self._nvml
+
+        def text(value) -> str | None:
+            if value is None:
+                return None
+            if isinstance(value, bytes):
+                value = value.decode('utf-8', 'replace')
+            return str(value).strip() or None
+
+        try:
+            found = []
+            for vgpu in nvml.nvmlDeviceGetActiveVgpus(handle):
+                try:
+                    mdev = text(nvml.nvmlVgpuInstanceGetMdevUUID(vgpu))
+                except nvml.NVMLError:
+                    mdev = None     # vendor-VFIO: no mdev to name
+                vm_id, _ = nvml.nvmlVgpuInstanceGetVmID(vgpu)
+                found.append(model.ManagerVgpu(
+                    vgpu_uuid=text(nvml.nvmlVgpuInstanceGetUUID(vgpu)) or '',
+                    device_id=mdev.lower() if mdev else None,
+                    type_id=vfio.type_id(int(
+                        nvml.nvmlVgpuInstanceGetType(vgpu))),
+                    vm_id=(text(vm_id) or '').lower() or None))
+        except nvml.NVMLError as exc:
+            LOG.debug('NVML cannot list the vGPUs of GPU %s: %s',
+                      gpu.address, exc)
+            return None
+        return tuple(sorted(found, key=lambda v: v.vgpu_uuid))
 
     def _mig(self, handle):
         """The GPU instance profiles and MIG state (none: not MIG-capable)."""
@@ -202,7 +236,8 @@ def apply(snapshot: model.HostSnapshot,
             told(t) for t in parent.types)) for parent in gpu.parents)
         gpus.append(dataclasses.replace(
             gpu, parents=parents, mixed_size=facts.mixed_size,
-            mig=facts.mig, gpu_instance_profiles=facts.gpu_instance_profiles))
+            mig=facts.mig, gpu_instance_profiles=facts.gpu_instance_profiles,
+            manager_vgpus=facts.manager_vgpus))
     if not changed:
         return snapshot
     return dataclasses.replace(snapshot, gpus=tuple(gpus))

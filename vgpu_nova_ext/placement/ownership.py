@@ -131,7 +131,46 @@ def join(allocations: list[Allocation], entries: list[ledger_mod.Entry],
                         % (device_id, entry.consumer or 'nobody (free)'),
                         'hard reboot the instance: its domain is rebuilt '
                         'with the devices the ledger gives it'))
+    findings.extend(manager_findings(entries, links, snapshot))
     return findings
+
+
+def manager_findings(entries: list[ledger_mod.Entry], links: dict[str, str],
+                     snapshot: model.HostSnapshot) -> list[Finding]:
+    """vGPUs NVIDIA's manager runs that no device accounts for.
+
+    NVML's view (where it was read): a vGPU whose mdev is neither on the
+    host nor in the ledger, or, where NVML names no mdev (vendor-VFIO),
+    whose VM holds no device of the ledger on that GPU.
+    """
+    on_host = {d.device_id for d in snapshot.mediated_devices}
+    known = {e.device_id for e in entries}
+    holders = {(e.gpu, links.get(e.consumer, e.consumer))
+               for e in entries if e.consumer is not None}
+    out = []
+    for gpu in snapshot.gpus:
+        for vgpu in gpu.manager_vgpus or ():
+            if vgpu.device_id is not None:
+                if vgpu.device_id in on_host or vgpu.device_id in known:
+                    continue
+                what = 'mdev %s' % vgpu.device_id
+            else:
+                if vgpu.vm_id and (gpu.name, vgpu.vm_id) in holders:
+                    continue
+                what = 'no device this host knows of'
+            out.append(_finding(
+                codes.OWNER_MANAGER_VGPU_UNKNOWN, vgpu.vgpu_uuid,
+                gpu.address,
+                'NVIDIA\'s vGPU manager runs vGPU %s (%s, VM %s) on GPU %s '
+                'for %s, which neither the host nor the ledger holds: a '
+                'stale vGPU' % (vgpu.vgpu_uuid, vgpu.type_id,
+                                vgpu.vm_id or 'unknown', gpu.address, what),
+                'nvidia-smi vgpu -q -i %s shows it and its VM; if that VM '
+                'is no guest of this host any more, end the process that '
+                'still holds it (the guest\'s QEMU, or its nvidia-vgpu-mgr '
+                'if that outlived it): the manager frees the vGPU with it'
+                % gpu.address))
+    return out
 
 
 def read_allocations(client, host: str,

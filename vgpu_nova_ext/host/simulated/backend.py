@@ -20,6 +20,7 @@ from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host.simulated import kernel
 from vgpu_nova_ext.host.simulated import kernel_writes
+from vgpu_nova_ext.host.simulated import manager
 from vgpu_nova_ext.host.simulated import mig_state
 from vgpu_nova_ext.host.simulated import parse
 from vgpu_nova_ext.host.simulated import specs
@@ -91,25 +92,33 @@ class SimulatedNvml(nvml.FactsSource):
     """The NVML of a simulated host.
 
     Each vendor-VFIO GPU's mode, and each type's most per VM where the
-    profile gives it. Names are left to sysfs and the ledger, so that a
+    profile gives it; every NVIDIA GPU's vGPUs as its manager runs them
+    (:mod:`.manager`). Names are left to sysfs and the ledger, so that a
     simulated GPU shows what a host without nvidia-ml-py shows.
     """
 
     def __init__(self, profile: specs.Profile, root: str) -> None:
         self._gpus = {g.address: g for g in profile.gpus if g.model.vfio}
         self._store = mig_state.MigStore(root)
+        self._root = root
 
     def describe(self) -> str:
         return 'simulated NVML'
 
     def facts(self, gpu: model.PhysicalGPU) -> nvml.GpuFacts | None:
+        vgpus = manager.manager_vgpus(self._root, gpu)
         spec = self._gpus.get(gpu.address)
         if spec is None:
-            return None
+            # What the host read of it stays as it is.
+            return None if vgpus is None else nvml.GpuFacts(
+                mixed_size=gpu.mixed_size, mig=gpu.mig,
+                gpu_instance_profiles=gpu.gpu_instance_profiles,
+                manager_vgpus=vgpus)
         return nvml.GpuFacts(
             mixed_size=spec.mixed_size, max_per_vm=tuple(
                 (t.id, t.max_per_vm) for t in spec.model.types
                 if t.max_per_vm is not None),
             mig=(self._store.state(gpu.address)
                  if spec.model.mig_profiles else None),
-            gpu_instance_profiles=spec.model.mig_profiles)
+            gpu_instance_profiles=spec.model.mig_profiles,
+            manager_vgpus=vgpus)

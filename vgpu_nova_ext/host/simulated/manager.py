@@ -1,0 +1,102 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The simulated vGPU manager's own view: NVML's active vGPUs.
+
+NVIDIA's manager runs a vGPU while a guest uses its device (the simulated
+kernel's in-use mark, whose content is the guest's UUID), and can hold
+one the kernel no longer shows: :func:`hold` leaves such a stale vGPU on a
+GPU, as a removed mdev or a leftover ``nvidia-vgpu-mgr`` would.
+"""
+
+import json
+import os
+import uuid
+
+from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host.simulated import kernel
+from vgpu_nova_ext.host.simulated import tree
+from vgpu_nova_ext.host import vfio
+
+#: The vGPUs the manager holds beyond the in-use devices, per GPU address.
+STORE = os.path.join('.nvml', 'manager_vgpus.json')
+NVIDIA_VENDOR = '0x10de'
+_NAMESPACE = uuid.UUID('6d1c7f3e-2b0a-4f5e-9a41-5f0e8c6b7a21')
+
+
+def vgpu_uuid(device_id: str) -> str:
+    """The simulated vGPU instance UUID of a device (stable)."""
+    return str(uuid.uuid5(_NAMESPACE, device_id))
+
+
+def _vm(mark: str) -> str | None:
+    try:
+        with open(mark) as f:
+            text = f.read().strip()
+        return str(uuid.UUID(text))
+    except (OSError, ValueError):
+        return None
+
+
+def _held(root: str) -> dict:
+    try:
+        with open(os.path.join(root, STORE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def hold(root: str, gpu_address: str, vgpu: model.ManagerVgpu) -> None:
+    """Leave a vGPU the manager holds on a GPU without a device."""
+    held = _held(root)
+    held.setdefault(gpu_address, []).append({
+        'vgpu_uuid': vgpu.vgpu_uuid, 'device_id': vgpu.device_id,
+        'type_id': vgpu.type_id, 'vm_id': vgpu.vm_id})
+    os.makedirs(os.path.dirname(os.path.join(root, STORE)), exist_ok=True)
+    tree.replace_file(os.path.join(root, STORE), json.dumps(held), 0o644)
+
+
+def manager_vgpus(root: str, gpu: model.PhysicalGPU
+                  ) -> tuple[model.ManagerVgpu, ...] | None:
+    """What NVML would list on ``gpu``; None off NVIDIA's GPUs."""
+    if gpu.vendor_id != NVIDIA_VENDOR or gpu.virtual:
+        return None
+    sys_dir = os.path.join(root, 'sys')
+    parents = {p.address for p in gpu.parents} | {gpu.address}
+    found = []
+    devices = os.path.join(sys_dir, 'bus', 'mdev', 'devices')
+    for device_id in sorted(os.listdir(devices)) \
+            if os.path.isdir(devices) else ():
+        mdev = os.path.realpath(os.path.join(devices, device_id))
+        mark = os.path.join(mdev, kernel.IN_USE_MARK)
+        if os.path.basename(os.path.dirname(mdev)) not in parents or \
+                not os.path.exists(mark):
+            continue
+        found.append(model.ManagerVgpu(
+            vgpu_uuid=vgpu_uuid(device_id), device_id=device_id,
+            type_id=os.path.basename(os.path.realpath(
+                os.path.join(mdev, 'mdev_type'))),
+            vm_id=_vm(mark)))
+    for parent in sorted(parents):
+        nvidia = os.path.join(sys_dir, 'bus', 'pci', 'devices', parent,
+                              vfio.NVIDIA_DIR)
+        mark = os.path.join(nvidia, kernel.IN_USE_MARK)
+        if not os.path.exists(mark):
+            continue
+        with open(os.path.join(nvidia, vfio.CURRENT)) as f:
+            current = int(f.read().strip() or 0)
+        if current:
+            found.append(model.ManagerVgpu(
+                vgpu_uuid=vgpu_uuid(parent), device_id=None,
+                type_id=vfio.type_id(current), vm_id=_vm(mark)))
+    for held in _held(root).get(gpu.address, ()):
+        found.append(model.ManagerVgpu(**held))
+    return tuple(sorted(found, key=lambda v: v.vgpu_uuid))
