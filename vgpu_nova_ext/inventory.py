@@ -24,6 +24,7 @@ import uuid as uuidlib
 
 import os_traits
 
+from vgpu_nova_ext.host import model
 from vgpu_nova_ext import mapping
 
 # Fixed namespace of this project's uuid5 provider UUIDs: a provider created
@@ -90,6 +91,32 @@ def type_traits(type_id: str, short_name: str) -> tuple[str, ...]:
     """``CUSTOM_VGPU_NVIDIA_35`` and ``CUSTOM_VGPU_M60_2Q``."""
     return tuple(sorted({id_trait(type_id),
                          os_traits.normalize_name(TRAIT_PREFIX + short_name)}))
+
+
+#: Traits of what NVIDIA's live migration needs the same on both hosts
+#: (FIELD-NOTES: the vGPU manager version and the ECC setting), where NVML
+#: says: CUSTOM_VGPU_MANAGER_550_90_07, CUSTOM_VGPU_ECC_ON or _OFF.
+MANAGER_TRAIT_PREFIX = MANAGED_TRAIT_PREFIX + 'MANAGER_'
+ECC_ON = MANAGED_TRAIT_PREFIX + 'ECC_ON'
+ECC_OFF = MANAGED_TRAIT_PREFIX + 'ECC_OFF'
+
+
+def host_traits(gpu: model.PhysicalGPU) -> tuple[str, ...]:
+    """The GPU's manager version and ECC traits, where NVML says them."""
+    out = []
+    if gpu.manager_version:
+        out.append(os_traits.normalize_name(
+            TRAIT_PREFIX + 'MANAGER_' + gpu.manager_version))
+    if gpu.ecc is not None:
+        out.append(ECC_ON if gpu.ecc else ECC_OFF)
+    return tuple(out)
+
+
+def manager_version_of(trait: str) -> str | None:
+    """``CUSTOM_VGPU_MANAGER_550_90_07`` -> ``550.90.07``."""
+    if not trait.startswith(MANAGER_TRAIT_PREFIX):
+        return None
+    return trait[len(MANAGER_TRAIT_PREFIX):].replace('_', '.')
 
 
 def is_managed_trait(trait: str) -> bool:
@@ -167,7 +194,8 @@ def provider_tree(host: str, assignment: mapping.Assignment,
                 reserved=reserved, max_unit=min(gpu.max_unit, total)),
             used=max(gpu.used, in_use),
             traits=((os_traits.OWNER_NOVA,) if owner_trait else ()) +
-            type_traits(gpu.type_id, gpu.type_info.short_name)))
+            type_traits(gpu.type_id, gpu.type_info.short_name) +
+            host_traits(gpu.gpu)))
     return DesiredTree(host=host, providers=tuple(providers),
                        problems=tuple(problems))
 

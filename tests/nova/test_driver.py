@@ -50,6 +50,7 @@ from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import simulated
+from vgpu_nova_ext.host.simulated import manager as simulated_manager
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat
 from vgpu_nova_ext.nova import driver as vgpu_driver
@@ -1418,7 +1419,7 @@ class TestLiveMigrationVfioFails(VfioMigration, TestLiveMigrationFails):
     pass
 
 
-class VfioRefusedBase(VfioMigration, LiveMigrationBase):
+class RefusedBase(LiveMigrationBase):
     """The pre-checks refuse: nothing moves, nothing is claimed."""
 
     def assertRefused(self, *fragments):
@@ -1440,6 +1441,81 @@ class VfioRefusedBase(VfioMigration, LiveMigrationBase):
         self.assertEqual({}, self.ledger(self.dest))
         self.assertEqual(self.baseline['dest'], self.device_ids(self.dest))
         self.assertFalse(self.migrate_stub_ran)
+
+
+class VfioRefusedBase(VfioMigration, RefusedBase):
+    pass
+
+
+class ManagerFacts:
+    """Each host's NVML says its vGPU manager version and ECC modes."""
+
+    facts = {'src': ('550.90.07', True), 'dest': ('550.90.07', True)}
+
+    def configure(self):
+        super().configure()
+        for host, (version, ecc) in self.facts.items():
+            # The simulated host nova-compute keeps beside its ledger,
+            # before it starts (its NVML reads these).
+            root = os.path.join(self.state, host, 'simulated-host')
+            addresses = [g.address for g in simulated.load_profile(
+                self.profile).gpus]
+            simulated_manager.set_host(root, version, {
+                address: ecc for address in addresses})
+
+    def traits(self, host):
+        return {t for rp in self.placement.get(
+            '/resource_providers', version='1.14').body['resource_providers']
+            if rp['name'].startswith(host + '_pci_')
+            for t in self.placement.get(
+                '/resource_providers/%s/traits' % rp['uuid'],
+                version='1.6').body['traits']}
+
+
+class TestLiveMigrationSameManager(ManagerFacts, LiveMigrationBase):
+
+    def test_same_version_and_ecc_migrates(self):
+        for host in ('src', 'dest'):
+            self.assertLessEqual({'CUSTOM_VGPU_MANAGER_550_90_07',
+                                  'CUSTOM_VGPU_ECC_ON'}, self.traits(host))
+        self.server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor, networks='none',
+            host='src', expected_state='ACTIVE')
+        self._live_migrate(self.server, 'completed')
+        self.assertEqual('dest', self.api.get_server(
+            self.server['id'])['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual([self.server['id']],
+                         list(self.ledger(self.dest).values()))
+
+
+class TestLiveMigrationOtherManager(ManagerFacts, RefusedBase):
+
+    facts = {'src': ('550.90.07', True), 'dest': ('570.133.10', True)}
+
+    def test_refused_naming_both_versions(self):
+        self.assertRefused(
+            'same vGPU manager version and ECC setting',
+            'vGPU manager version 550.90.07 on the source host (src), '
+            '570.133.10 on this host (dest)',
+            'CUSTOM_VGPU_MANAGER_550_90_07')
+
+
+class TestLiveMigrationOtherEcc(ManagerFacts, RefusedBase):
+
+    facts = {'src': ('550.90.07', True), 'dest': ('550.90.07', False)}
+
+    def test_refused_naming_both_settings(self):
+        self.assertRefused('ECC setting on on the source host (src), off '
+                           'on this host (dest)')
+
+
+class TestLiveMigrationVfioOtherManager(ManagerFacts, VfioRefusedBase):
+
+    facts = {'src': ('580.82.07', True), 'dest': ('580.95.05', True)}
+
+    def test_refused_naming_both_versions(self):
+        self.assertRefused('vGPU manager version 580.82.07 on the source '
+                           'host (src), 580.95.05 on this host (dest)')
 
 
 class TestLiveMigrationVfioOldDestination(VfioRefusedBase):

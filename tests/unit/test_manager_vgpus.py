@@ -29,6 +29,7 @@ from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host.simulated import manager
+from vgpu_nova_ext import inventory
 from vgpu_nova_ext import metrics
 from vgpu_nova_ext.placement import ownership
 
@@ -237,3 +238,53 @@ class TestNvmlReader(timeout.TestCase):
         pynvml.nvmlDeviceGetActiveVgpus = fails
         self.assertIsNone(nvml.Nvml(pynvml)._manager_vgpus(
             self.GPU, handle=object()))
+
+
+class TestManagerVersionAndEcc(SimulatedHostCase):
+    """What live migration must find the same on both hosts, as traits."""
+
+    def test_unset_means_unknown(self):
+        gpu = self.backend.scan().gpus[0]
+        self.assertEqual((None, None), (gpu.manager_version, gpu.ecc))
+        self.assertEqual((), inventory.host_traits(gpu))
+
+    def test_set_and_traits(self):
+        gpus = self.backend.scan().gpus
+        manager.set_host(self.root, '550.90.07', {gpus[0].address: True,
+                                                  gpus[1].address: False})
+        first, second = self.backend.scan().gpus
+        self.assertEqual(('550.90.07', True),
+                         (first.manager_version, first.ecc))
+        self.assertEqual(('CUSTOM_VGPU_MANAGER_550_90_07',
+                          'CUSTOM_VGPU_ECC_ON'), inventory.host_traits(first))
+        self.assertEqual(('CUSTOM_VGPU_MANAGER_550_90_07',
+                          'CUSTOM_VGPU_ECC_OFF'),
+                         inventory.host_traits(second))
+        for trait in inventory.host_traits(first):
+            # This project's traits: added and removed by it alone.
+            self.assertTrue(inventory.is_managed_trait(trait))
+        self.assertEqual('550.90.07', inventory.manager_version_of(
+            'CUSTOM_VGPU_MANAGER_550_90_07'))
+        self.assertIsNone(inventory.manager_version_of('CUSTOM_VGPU_ECC_ON'))
+
+
+class TestNvmlVersionAndEcc(timeout.TestCase):
+
+    def test_read(self):
+        pynvml = _stand_in_pynvml([], {}, {}, {})
+        pynvml.nvmlSystemGetDriverVersion = lambda: b'570.133.10'
+        pynvml.nvmlDeviceGetEccMode = lambda handle: (1, 0)
+        source = nvml.Nvml(pynvml)
+        self.assertEqual('570.133.10', source._driver_version())
+        self.assertTrue(source._ecc(object()))
+
+    def test_a_board_without_ecc(self):
+        pynvml = _stand_in_pynvml([], {}, {}, {})
+
+        def not_supported(*args):
+            raise _NvmlError('NVML_ERROR_NOT_SUPPORTED')
+        pynvml.nvmlSystemGetDriverVersion = not_supported
+        pynvml.nvmlDeviceGetEccMode = not_supported
+        source = nvml.Nvml(pynvml)
+        self.assertIsNone(source._driver_version())
+        self.assertIsNone(source._ecc(object()))

@@ -114,6 +114,11 @@ class PhysicalGPU:
     manager_vgpus: tuple[ManagerVgpu, ...] | None = None
     """The vGPUs NVIDIA's manager runs on it, where NVML says; None: not
     known (no NVML)."""
+    manager_version: str | None = None
+    """NVIDIA's vGPU manager (host driver) version, where NVML says."""
+    ecc: bool | None = None
+    """ECC mode (current), where NVML says; None: not known, or a board
+    without ECC."""
 
     @property
     def sriov(self) -> bool:

@@ -48,6 +48,10 @@ class GpuFacts:
     """The GPU's GPU instance profiles (MIG-capable GPUs)."""
     manager_vgpus: tuple[model.ManagerVgpu, ...] | None = None
     """The vGPUs NVIDIA's manager runs on the GPU; None: not known."""
+    manager_version: str | None = None
+    """The host driver's (vGPU manager's) version; None: not known."""
+    ecc: bool | None = None
+    """ECC mode now; None: not known or not supported."""
 
 
 class FactsSource:
@@ -95,7 +99,27 @@ class Nvml(FactsSource):
         return GpuFacts(mixed_size=mixed, type_names=tuple(names),
                         max_per_vm=tuple(per_vm), mig=state,
                         gpu_instance_profiles=profiles,
-                        manager_vgpus=self._manager_vgpus(gpu, handle))
+                        manager_vgpus=self._manager_vgpus(gpu, handle),
+                        manager_version=self._driver_version(),
+                        ecc=self._ecc(handle))
+
+    def _driver_version(self) -> str | None:
+        nvml = self._nvml
+        try:
+            version = nvml.nvmlSystemGetDriverVersion()
+        except nvml.NVMLError:
+            return None
+        if isinstance(version, bytes):
+            version = version.decode('ascii', 'replace')
+        return str(version).strip() or None
+
+    def _ecc(self, handle) -> bool | None:
+        nvml = self._nvml
+        try:
+            current, _pending = nvml.nvmlDeviceGetEccMode(handle)
+        except nvml.NVMLError:
+            return None     # NVML_ERROR_NOT_SUPPORTED: a board without ECC
+        return bool(current)
 
     def _manager_vgpus(self, gpu, handle):
         """NVML's active vGPUs of the GPU; None where NVML cannot say."""
@@ -237,7 +261,8 @@ def apply(snapshot: model.HostSnapshot,
         gpus.append(dataclasses.replace(
             gpu, parents=parents, mixed_size=facts.mixed_size,
             mig=facts.mig, gpu_instance_profiles=facts.gpu_instance_profiles,
-            manager_vgpus=facts.manager_vgpus))
+            manager_vgpus=facts.manager_vgpus,
+            manager_version=facts.manager_version, ecc=facts.ecc))
     if not changed:
         return snapshot
     return dataclasses.replace(snapshot, gpus=tuple(gpus))

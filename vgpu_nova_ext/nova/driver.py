@@ -216,6 +216,9 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             return super().check_source_migrate_data_at_dest(
                 ctxt, instance, migrate_data, migration, limits, allocs)
 
+        live.check_same_manager(self._vgpu_ext(), ctxt, instance,
+                                migration, allocs)
+
         def claim():
             with self._consumer(instance.uuid):
                 return self._allocate_mdevs(allocs)

@@ -29,6 +29,7 @@ from oslo_log import log as logging
 
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import extension
 from vgpu_nova_ext.nova import hooks
 
@@ -112,6 +113,76 @@ def map_at_destination(ext: extension.Extension, host, instance,
     pci_map.update({s: d for s, d in target.items() if s in vfs})
     migrate_data.pci_dev_map_src_dst = pci_map
     return migrate_data
+
+
+def check_same_manager(ext: extension.Extension, ctxt, instance,
+                       migration, allocs: dict) -> None:
+    """NVIDIA's rule, on the destination before anything is claimed.
+
+    NVIDIA supports a vGPU's live migration only between hosts with the
+    same vGPU manager version and the same ECC setting (FIELD-NOTES; its
+    vGPU user guide). Each GPU provider carries them as traits where NVML
+    says them (:func:`~vgpu_nova_ext.inventory.host_traits`): the source's
+    GPUs are those of the migration's allocations (Nova's conductor gave
+    it the source's), this host's those of ``allocs``. Where either side
+    does not say (no NVML), nothing can be compared and nothing is refused.
+    """
+    if migration is None:
+        return
+    from nova.scheduler.client import report
+    client = report.report_client_singleton()
+    try:
+        source = _gpu_facts(client, ctxt, client.get_allocs_for_consumer(
+            ctxt, migration.uuid).get('allocations', {}))
+        here = _gpu_facts(client, ctxt, allocs or {})
+    except Exception as exc:
+        # Placement answers the conductor that called here: a failure now
+        # is a passing one, and the migration itself would meet it.
+        LOG.warning('live migration: the vGPU manager versions of the '
+                    'source and this host could not be read from '
+                    'Placement (%s); not compared', exc, instance=instance)
+        return
+    problems = []
+    for what, src, dst in (('vGPU manager version', source[0], here[0]),
+                           ('ECC setting', source[1], here[1])):
+        if src and dst and src != dst:
+            problems.append('%s %s on the source host (%s), %s on this '
+                            'host (%s)' % (what, ', '.join(sorted(src)),
+                                           migration.source_compute,
+                                           ', '.join(sorted(dst)),
+                                           ext.nodename))
+    if problems:
+        raise nova_exception.MigrationPreCheckError(
+            reason='instance %s holds vGPUs, which NVIDIA live migrates only '
+                   'between hosts with the same vGPU manager version and '
+                   'ECC setting: %s; choose a destination that matches (a '
+                   'flavor or the scheduler can require its traits, e.g. '
+                   '%s), or use a cold migration (openstack server '
+                   'migrate)' % (instance.uuid, '; '.join(problems),
+                                 ', '.join(sorted(source[2])) or
+                                 'CUSTOM_VGPU_MANAGER_<version>'))
+
+
+def _gpu_facts(client, ctxt, allocations: dict):
+    """The manager versions, ECC modes and their traits of GPU providers.
+
+    Of the GPU providers among ``allocations``: ({versions}, {'on' or
+    'off'}, {the traits}).
+    """
+    versions, ecc, traits = set(), set(), set()
+    for rp_uuid in sorted(allocations):
+        found = client.get_provider_traits(ctxt, rp_uuid).traits
+        if not any(inventory.is_managed_trait(t) for t in found):
+            continue    # not a GPU provider of this project's
+        for trait in found:
+            version = inventory.manager_version_of(trait)
+            if version is not None:
+                versions.add(version)
+                traits.add(trait)
+            elif trait in (inventory.ECC_ON, inventory.ECC_OFF):
+                ecc.add('on' if trait == inventory.ECC_ON else 'off')
+                traits.add(trait)
+    return versions, ecc, traits
 
 
 def migration_of(migrate_data):

@@ -107,13 +107,16 @@ class SimulatedNvml(nvml.FactsSource):
 
     def facts(self, gpu: model.PhysicalGPU) -> nvml.GpuFacts | None:
         vgpus = manager.manager_vgpus(self._root, gpu)
+        if vgpus is None:
+            return None     # not NVIDIA's: NVML knows nothing of it
+        version, ecc = manager.host_facts(self._root, gpu.address)
         spec = self._gpus.get(gpu.address)
         if spec is None:
             # What the host read of it stays as it is.
-            return None if vgpus is None else nvml.GpuFacts(
+            return nvml.GpuFacts(
                 mixed_size=gpu.mixed_size, mig=gpu.mig,
                 gpu_instance_profiles=gpu.gpu_instance_profiles,
-                manager_vgpus=vgpus)
+                manager_vgpus=vgpus, manager_version=version, ecc=ecc)
         return nvml.GpuFacts(
             mixed_size=spec.mixed_size, max_per_vm=tuple(
                 (t.id, t.max_per_vm) for t in spec.model.types
@@ -121,4 +124,4 @@ class SimulatedNvml(nvml.FactsSource):
             mig=(self._store.state(gpu.address)
                  if spec.model.mig_profiles else None),
             gpu_instance_profiles=spec.model.mig_profiles,
-            manager_vgpus=vgpus)
+            manager_vgpus=vgpus, manager_version=version, ecc=ecc)

@@ -28,6 +28,8 @@ from vgpu_nova_ext.host import vfio
 
 #: The vGPUs the manager holds beyond the in-use devices, per GPU address.
 STORE = os.path.join('.nvml', 'manager_vgpus.json')
+#: The host's driver version and each GPU's ECC mode, where set.
+HOST_STORE = os.path.join('.nvml', 'host.json')
 NVIDIA_VENDOR = '0x10de'
 _NAMESPACE = uuid.UUID('6d1c7f3e-2b0a-4f5e-9a41-5f0e8c6b7a21')
 
@@ -46,12 +48,39 @@ def _vm(mark: str) -> str | None:
         return None
 
 
-def _held(root: str) -> dict:
+def _load(root: str, name: str) -> dict:
     try:
-        with open(os.path.join(root, STORE)) as f:
+        with open(os.path.join(root, name)) as f:
             return json.load(f)
     except FileNotFoundError:
         return {}
+
+
+def _save(root: str, name: str, content: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+    tree.replace_file(os.path.join(root, name), json.dumps(content), 0o644)
+
+
+def _held(root: str) -> dict:
+    return _load(root, STORE)
+
+
+def set_host(root: str, driver_version: str | None = None,
+             ecc: dict[str, bool] | None = None) -> None:
+    """The host's vGPU manager version and its GPUs' ECC modes.
+
+    As NVML would give them; unset, NVML says nothing of them.
+    """
+    _save(root, HOST_STORE, {'driver_version': driver_version,
+                             'ecc': dict(ecc or {})})
+
+
+def host_facts(root: str, gpu_address: str) -> tuple[str | None,
+                                                     bool | None]:
+    """(driver version, ECC mode) of a GPU, as :func:`set_host` set."""
+    facts = _load(root, HOST_STORE)
+    return facts.get('driver_version'), facts.get('ecc', {}).get(
+        gpu_address)
 
 
 def hold(root: str, gpu_address: str, vgpu: model.ManagerVgpu) -> None:
@@ -60,8 +89,7 @@ def hold(root: str, gpu_address: str, vgpu: model.ManagerVgpu) -> None:
     held.setdefault(gpu_address, []).append({
         'vgpu_uuid': vgpu.vgpu_uuid, 'device_id': vgpu.device_id,
         'type_id': vgpu.type_id, 'vm_id': vgpu.vm_id})
-    os.makedirs(os.path.dirname(os.path.join(root, STORE)), exist_ok=True)
-    tree.replace_file(os.path.join(root, STORE), json.dumps(held), 0o644)
+    _save(root, STORE, held)
 
 
 def manager_vgpus(root: str, gpu: model.PhysicalGPU
