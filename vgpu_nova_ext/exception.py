@@ -36,6 +36,12 @@ class ConfigError(VGPUNovaExtError):
     code = 'vgpu_nova_ext.config'
 
 
+class FlavorSpecError(VGPUNovaExtError):
+    """A flavor's ``vgpu_nova_ext:`` extra spec is unknown or invalid."""
+
+    code = 'vgpu_nova_ext.flavor_spec'
+
+
 class ProfileError(VGPUNovaExtError):
     """A simulated-host profile is missing or malformed."""
 

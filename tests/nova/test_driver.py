@@ -37,6 +37,7 @@ from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional.api import client
 from nova.tests.functional.libvirt import base
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import host as libvirt_host
 import os_resource_classes as orc
 from oslo_utils import uuidutils
 import yaml
@@ -290,6 +291,95 @@ class TestLicensing(DriverTestBase):
         # The same metadata on a server without a vGPU: nothing.
         self.assertEqual({}, self.config_drive(
             self.plain, metadata={'vgpu_nova_ext:gpu_operator': 'true'}))
+
+
+class TestDisplay(DriverTestBase):
+    """vgpu_nova_ext:display: Nova's API validates it, the driver uses it."""
+
+    def setUp(self):
+        super().setUp()
+        # The XML Nova defines each guest with, as libvirt receives it
+        # (Nova's fake libvirt keeps only the parts it models).
+        self.defined = {}
+        write = libvirt_host.Host.write_instance_config
+
+        def recorded(host, xml):
+            root = lxml_etree.fromstring(xml.encode())
+            self.defined[root.findtext('uuid')] = xml
+            return write(host, xml)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.host.Host.write_instance_config', recorded))
+        self.compute = self.start_vgpu_compute('host1')
+
+    def flavor(self, display):
+        return self._create_flavor(extra_spec={
+            'resources:VGPU': '1', 'vgpu_nova_ext:display': display})
+
+    def hostdev(self, server):
+        xml = self.defined.pop(server['id'])
+        schemas.assert_valid(self, 'domain.rng', xml)
+        (element,) = lxml_etree.fromstring(xml.encode()).iter('hostdev')
+        return element
+
+    def test_nova_api_refuses_what_is_wrong(self):
+        # Nova's own validation of flavor extra specs, with this project's
+        # validators (its nova.api.extra_spec_validators entry point).
+        flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
+        for key, value, said in (
+                ('vgpu_nova_ext:display', 'bogus', 'off, on, ramfb'),
+                ('vgpu_nova_ext:dispaly', 'on', 'vgpu_nova_ext:dispaly')):
+            exc = self.assertRaises(
+                client.OpenStackApiException, self.api.post_extra_spec,
+                flavor, {'extra_specs': {key: value}})
+            self.assertEqual(400, exc.response.status_code)
+            self.assertIn(said, exc.response.text)
+        self.api.post_extra_spec(flavor, {'extra_specs': {
+            'vgpu_nova_ext:display': 'ramfb'}})
+
+    def test_off_by_default(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self._create_flavor(
+                extra_spec={'resources:VGPU': '1'}), networks='none',
+            expected_state='ACTIVE')
+        element = self.hostdev(server)
+        self.assertEqual(('off', None), (element.get('display'),
+                                         element.get('ramfb')))
+
+    def test_on_and_ramfb(self):
+        for display, ramfb in (('on', None), ('ramfb', 'on')):
+            server = self._create_server(
+                image_uuid=IMAGE, flavor_id=self.flavor(display),
+                networks='none', expected_state='ACTIVE')
+            element = self.hostdev(server)
+            self.assertEqual(('on', ramfb), (element.get('display'),
+                                             element.get('ramfb')))
+            # A hard reboot builds the guest again: the display stays.
+            self._reboot_server(server, hard=True)
+            self.assertEqual('on', self.hostdev(server).get('display'))
+            self._delete_server(server)
+
+
+class TestDisplayOnVf(DriverTestBase):
+    """A VF of NVIDIA's vendor VFIO has no display: the build is refused."""
+
+    profile = 'l40s-vfio'
+    enabled_types = 'nvidia-1150'
+
+    def test_refused_with_the_reason(self):
+        self.start_vgpu_compute('host1')
+        flavor = self._create_flavor(extra_spec={
+            'resources:VGPU': '1', 'vgpu_nova_ext:display': 'on'})
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=flavor, networks='none',
+            expected_state='ERROR')
+        fault = self.api.get_server(server['id'])['fault']['message']
+        self.assertIn('vgpu_nova_ext:display', fault)
+        self.assertIn('vendor-specific VFIO', fault)
+        self._delete_server(server)
+        # Its device is freed with it.
+        self.assertEqual({}, {e.device_id: e.consumer for e in
+                              self.computes['host1'].driver._vgpu_ext()
+                              .ledger.all() if e.consumer is not None})
 
 
 class TwoTypesTestBase(DriverTestBase):

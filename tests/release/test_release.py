@@ -253,6 +253,10 @@ class TestArtifacts(ReleaseTestCase):
                          set(entry_points['console_scripts']))
         self.assertIn('vgpu_nova_ext', entry_points['oslo.config.opts'])
         self.assertIn('vgpu_nova_ext', entry_points['oslo.policy.policies'])
+        # nova-api's validation of the vgpu_nova_ext: flavor extra specs.
+        self.assertEqual(
+            'vgpu_nova_ext.nova.extra_specs',
+            entry_points['nova.api.extra_spec_validators']['vgpu_nova_ext'])
 
     def test_wheel_from_the_sdist_is_the_same(self):
         # A distribution's build has no git: the sdist must carry all that

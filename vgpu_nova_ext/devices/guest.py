@@ -18,8 +18,9 @@
   because the VF must stay bound to NVIDIA's variant driver: libvirt must
   not rebind it to vfio-pci.
 
-The display is off unless asked for: a vGPU's display needs a graphics
-device and a consumer of it, which Nova does not configure. Read back,
+The display is off unless the flavor asks for it
+(:mod:`vgpu_nova_ext.nova.extra_specs`): a vGPU's display needs a graphics
+device and a consumer of it (Nova's VNC or SPICE console). Read back,
 :func:`domains` is the one reader of a host's guests and their devices,
 for the driver (through nova-compute's connection) and the ownership audit
 (a read-only one).
@@ -34,9 +35,13 @@ from vgpu_nova_ext.host import model
 LOG = logging.getLogger(__name__)
 
 
-def hostdev(kind: str, device_id: str, display: bool = False
-            ) -> etree.Element:
-    """The ``<hostdev>`` element of one device."""
+def hostdev(kind: str, device_id: str, display: bool = False,
+            ramfb: bool = False) -> etree.Element:
+    """The ``<hostdev>`` element of one device.
+
+    :param display: the mdev drives the guest's console (libvirt's
+        ``display='on'``); ``ramfb``: and a boot console (``ramfb='on'``).
+    """
     element = etree.Element('hostdev', mode='subsystem')
     source = etree.SubElement(element, 'source')
     if kind == model.VF:
@@ -57,12 +62,15 @@ def hostdev(kind: str, device_id: str, display: bool = False
     element.set('managed', 'no')
     element.set('model', 'vfio-pci')
     element.set('display', 'on' if display else 'off')
+    if display and ramfb:
+        element.set('ramfb', 'on')
     etree.SubElement(source, 'address', uuid=device_id)
     return element
 
 
-def hostdev_xml(kind: str, device_id: str, display: bool = False) -> str:
-    return etree.tostring(hostdev(kind, device_id, display),
+def hostdev_xml(kind: str, device_id: str, display: bool = False,
+                ramfb: bool = False) -> str:
+    return etree.tostring(hostdev(kind, device_id, display, ramfb),
                           encoding='unicode')
 
 

@@ -97,6 +97,13 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
             return []
         return hooks.claim(self._vgpu_ext(), *who, allocations)
 
+    def _get_guest_config(self, instance, *args, **kwargs):
+        # Every guest config Nova builds (spawn, hard reboot, resize, ...):
+        # the flavor's vgpu_nova_ext:display on its vGPUs.
+        conf = super()._get_guest_config(instance, *args, **kwargs)
+        hooks.apply_display(self._vgpu_ext(), instance, conf)
+        return conf
+
     def _guest_add_mdevs(self, guest, chosen_mdevs):
         hooks.add_to_guest(self._vgpu_ext(), guest, chosen_mdevs or ())
 

@@ -29,6 +29,7 @@ from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.nova import extension
+from vgpu_nova_ext.nova import extra_specs
 
 LOG = logging.getLogger(__name__)
 
@@ -38,11 +39,50 @@ class Hostdev(vconfig.LibvirtConfigGuestDevice):
 
     def __init__(self, kind: str, device_id: str) -> None:
         super().__init__(root_name='hostdev')
+        self.kind = kind
         self.device_id = device_id
         self._xml = guest_mod.hostdev_xml(kind, device_id)
 
+    def show(self, ramfb: bool = False) -> None:
+        """The device drives the guest's console (and a boot console)."""
+        self._xml = guest_mod.hostdev_xml(self.kind, self.device_id,
+                                          display=True, ramfb=ramfb)
+
     def format_dom(self):
         return lxml_etree.fromstring(self._xml)
+
+
+def apply_display(ext: extension.Extension, instance, guest_conf) -> None:
+    """The flavor's ``vgpu_nova_ext:display`` on the guest's vGPUs.
+
+    :raises BuildAbortException: naming the extra spec and why (a wrong
+        value, a VF, a type without a display): no other host would do
+        better with the same flavor.
+    """
+    devices = [d for d in guest_conf.devices if isinstance(d, Hostdev)]
+    if not devices:
+        return
+    try:
+        wanted = extra_specs.read(instance.flavor.extra_specs).display
+    except exception.FlavorSpecError as exc:
+        raise nova_exception.BuildAbortException(
+            instance_uuid=instance.uuid, reason=str(exc))
+    if wanted is extra_specs.Display.OFF:
+        return
+    assignment = getattr(ext, 'assignment', None)
+    series = {a.type_id: a.type_info.series
+              for a in (assignment.gpus if assignment else ())}
+    for device in devices:
+        entry = ext.ledger.get(device.device_id)
+        type_id = entry.type_id if entry is not None else None
+        problem = extra_specs.display_problem(device.kind, type_id,
+                                              series.get(type_id))
+        if problem:
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance.uuid, reason=problem)
+        device.show(ramfb=wanted is extra_specs.Display.RAMFB)
+    LOG.info('vGPU display on (%s) for %s', wanted.value,
+             ', '.join(d.device_id for d in devices), instance=instance)
 
 
 # -- claims ------------------------------------------------------------------
