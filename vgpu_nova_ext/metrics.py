@@ -28,6 +28,7 @@ from prometheus_client import registry as prom_registry
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext import inventory
+from vgpu_nova_ext.placement import ownership
 
 LOG = logging.getLogger(__name__)
 
@@ -168,7 +169,6 @@ def _manager_metrics(view: HostView):
 def manager_rows(snapshot: model.HostSnapshot, entries,
                  links: dict[str, str]) -> tuple[ManagerRow, ...] | None:
     """NVML's vGPUs of the host's GPUs, each marked stale or not."""
-    from vgpu_nova_ext.placement import ownership
     if all(g.manager_vgpus is None for g in snapshot.gpus):
         return None
     found = ownership.manager_findings(entries, links, snapshot)

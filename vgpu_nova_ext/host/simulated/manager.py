@@ -97,34 +97,33 @@ def manager_vgpus(root: str, gpu: model.PhysicalGPU
     """What NVML would list on ``gpu``; None off NVIDIA's GPUs."""
     if gpu.vendor_id != NVIDIA_VENDOR or gpu.virtual:
         return None
-    sys_dir = os.path.join(root, 'sys')
-    parents = {p.address for p in gpu.parents} | {gpu.address}
+    pci = os.path.join(root, 'sys', 'bus', 'pci', 'devices')
     found = []
-    devices = os.path.join(sys_dir, 'bus', 'mdev', 'devices')
-    for device_id in sorted(os.listdir(devices)) \
-            if os.path.isdir(devices) else ():
-        mdev = os.path.realpath(os.path.join(devices, device_id))
-        mark = os.path.join(mdev, kernel.IN_USE_MARK)
-        if os.path.basename(os.path.dirname(mdev)) not in parents or \
-                not os.path.exists(mark):
+    # Each parent's own directory (the GPU's, or its VFs'), as the kernel
+    # lays an mdev below its parent: no walk over the host's every mdev.
+    for parent in sorted({p.address for p in gpu.parents} | {gpu.address}):
+        parent_dir = os.path.join(pci, parent)
+        if not os.path.isdir(parent_dir):
             continue
-        found.append(model.ManagerVgpu(
-            vgpu_uuid=vgpu_uuid(device_id), device_id=device_id,
-            type_id=os.path.basename(os.path.realpath(
-                os.path.join(mdev, 'mdev_type'))),
-            vm_id=_vm(mark)))
-    for parent in sorted(parents):
-        nvidia = os.path.join(sys_dir, 'bus', 'pci', 'devices', parent,
-                              vfio.NVIDIA_DIR)
-        mark = os.path.join(nvidia, kernel.IN_USE_MARK)
-        if not os.path.exists(mark):
-            continue
-        with open(os.path.join(nvidia, vfio.CURRENT)) as f:
-            current = int(f.read().strip() or 0)
-        if current:
+        for name in sorted(os.listdir(parent_dir)):
+            mark = os.path.join(parent_dir, name, kernel.IN_USE_MARK)
+            if name == vfio.NVIDIA_DIR or not os.path.exists(mark):
+                continue
             found.append(model.ManagerVgpu(
-                vgpu_uuid=vgpu_uuid(parent), device_id=None,
-                type_id=vfio.type_id(current), vm_id=_vm(mark)))
+                vgpu_uuid=vgpu_uuid(name), device_id=name,
+                type_id=os.path.basename(os.path.realpath(
+                    os.path.join(parent_dir, name, 'mdev_type'))),
+                vm_id=_vm(mark)))
+        # A VF of NVIDIA's vendor-specific VFIO given a type and in use.
+        mark = os.path.join(parent_dir, vfio.NVIDIA_DIR, kernel.IN_USE_MARK)
+        if os.path.exists(mark):
+            with open(os.path.join(parent_dir, vfio.NVIDIA_DIR,
+                                   vfio.CURRENT)) as f:
+                current = int(f.read().strip() or 0)
+            if current:
+                found.append(model.ManagerVgpu(
+                    vgpu_uuid=vgpu_uuid(parent), device_id=None,
+                    type_id=vfio.type_id(current), vm_id=_vm(mark)))
     for held in _held(root).get(gpu.address, ()):
         found.append(model.ManagerVgpu(**held))
     return tuple(sorted(found, key=lambda v: v.vgpu_uuid))
