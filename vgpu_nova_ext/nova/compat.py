@@ -35,7 +35,7 @@ PRIVATE_METHODS = ('_update_provider_tree_for_vgpu', '_allocate_mdevs',
                    '_get_all_assigned_mediated_devices',
                    '_detach_mediated_devices', '_get_mdevs_from_guest_config',
                    '_create_configdrive', '_hard_reboot',
-                   '_get_mdev_types_from_uuids')
+                   '_get_mdev_types_from_uuids', '_get_guest_config')
 
 
 def nova_version() -> str:
