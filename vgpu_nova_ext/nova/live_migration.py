@@ -25,6 +25,7 @@ hosts.
 
 from nova import exception as nova_exception
 from nova.virt.libvirt import host as libvirt_host
+import os_resource_classes as orc
 from oslo_log import log as logging
 
 from vgpu_nova_ext.host import address
@@ -170,11 +171,15 @@ def _gpu_facts(client, ctxt, allocations: dict):
     'off'}, {the traits}).
     """
     versions, ecc, traits = set(), set(), set()
-    for rp_uuid in sorted(allocations):
-        found = client.get_provider_traits(ctxt, rp_uuid).traits
-        if not any(inventory.is_managed_trait(t) for t in found):
-            continue    # not a GPU provider of this project's
-        for trait in found:
+    for rp_uuid, body in sorted(allocations.items()):
+        # A GPU provider's units are VGPU or a custom class ([mdev_<type>]
+        # mdev_class); the compute node's (VCPU, MEMORY_MB ...) are not
+        # asked for.
+        resources = (body or {}).get('resources', {})
+        if not any(rc == orc.VGPU or rc.startswith(orc.CUSTOM_NAMESPACE)
+                   for rc in resources):
+            continue
+        for trait in client.get_provider_traits(ctxt, rp_uuid).traits:
             version = inventory.manager_version_of(trait)
             if version is not None:
                 versions.add(version)
