@@ -311,11 +311,7 @@ class _Mapper:
                 'nothing to do: the name is read and remembered as soon as a '
                 'VF of this GPU is free again; flavors can require %s '
                 'meanwhile' % os_traits.normalize_name('VGPU_' + type_id))
-        info = self.vendors.describe_type(
-            type_id, gpu.vendor_id, name, gpu.type_description(type_id))
-        if gpu.type_max_per_vm(type_id) is not None:
-            info = dataclasses.replace(
-                info, max_per_vm=gpu.type_max_per_vm(type_id))
+        info = self.vendors.describe_on(gpu, type_id)
         max_unit = claim.type_config.max_unit
         # As many as a rule can tell apart: two (a pair refused), or one
         # past the type's most per VM.

@@ -77,7 +77,8 @@ class TestFitWholeTable(base.TestCase):
     def test_every_layout(self):
         models = mig_models()
         self.assertEqual(
-            {'a100-mig-vfio', 'h100-vfio', 'h200-vfio'},
+            {'a100-mig-vfio', 'h100-vfio', 'h200-vfio',
+             'rtx-pro-6000-bw-vfio'},
             {k.split('/')[0] for k in models})
         for model, profiles in models.items():
             feasible = arrangements(profiles)

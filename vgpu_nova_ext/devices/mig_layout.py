@@ -144,9 +144,7 @@ def _plan_gpu(tconf, gpu, snapshot, remembered, vendors, problems
     if not gpu.gpu_instance_profiles:
         problems.append(_not_mig_capable(gpu, option, tconf))
         return None
-    info = vendors.describe_type(
-        tconf.type_id, gpu.vendor_id, gpu.type_name(tconf.type_id),
-        gpu.type_description(tconf.type_id))
+    info = vendors.describe_on(gpu, tconf.type_id)
     own = info.gpu_instance_profile
     if own is not None and own not in wanted:
         problems.append(findings.Finding(

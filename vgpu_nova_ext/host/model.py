@@ -41,6 +41,13 @@ class VGPUType:
     description: str | None = None
     max_per_vm: int | None = None
     """Most of the type in one guest, where the driver says (NVML)."""
+    gpu_instance_profile: str | None = None
+    """The GPU instance profile a MIG-backed type runs on, where the driver
+    says (NVML); None: time-sliced, or not known."""
+    max_per_gi: int | None = None
+    """Most of a MIG-backed type on one GPU instance, where the driver says
+    (NVML); more than one where the type is time-sliced on the instance
+    (Blackwell)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +144,18 @@ class PhysicalGPU:
         return None
 
     def type_max_per_vm(self, type_id: str) -> int | None:
+        return self._type_fact(type_id, 'max_per_vm')
+
+    def type_mig(self, type_id: str) -> tuple[str | None, int | None]:
+        """(GPU instance profile, most per instance) where NVML says."""
+        return (self._type_fact(type_id, 'gpu_instance_profile'),
+                self._type_fact(type_id, 'max_per_gi'))
+
+    def _type_fact(self, type_id: str, field: str):
         for parent in self.parents:
             found = parent.type(type_id)
-            if found is not None and found.max_per_vm is not None:
-                return found.max_per_vm
+            if found is not None and getattr(found, field) is not None:
+                return getattr(found, field)
         return None
 
     def type_description(self, type_id: str) -> str | None:

@@ -42,6 +42,9 @@ class GpuFacts:
     """(type id as ``nvidia-<n>``, name) of every supported type."""
     max_per_vm: tuple[tuple[str, int], ...] = ()
     """(type id, most of it in one VM) of every supported type."""
+    type_gi: tuple[tuple[str, str, int], ...] = ()
+    """(type id, GPU instance profile, most per instance) of each
+    MIG-backed type."""
     mig: 'mig_mod.MigState | None' = None
     """MIG mode and GPU instances; None: not MIG-capable or not known."""
     gpu_instance_profiles: tuple['mig_mod.GIProfile', ...] = ()
@@ -80,7 +83,8 @@ class Nvml(FactsSource):
         try:
             handle = nvml.nvmlDeviceGetHandleByPciBusId(gpu.address)
             names, per_vm = [], []
-            for number in nvml.nvmlDeviceGetSupportedVgpus(handle):
+            supported = nvml.nvmlDeviceGetSupportedVgpus(handle)
+            for number in supported:
                 type_id = vfio.type_id(int(number))
                 name = nvml.nvmlVgpuTypeGetName(number)
                 if isinstance(name, bytes):
@@ -93,15 +97,47 @@ class Nvml(FactsSource):
             except nvml.NVMLError:
                 mixed = None    # a driver older than mixed-size mode
             profiles, state = self._mig(handle)
+            type_gi = self._type_gi(supported, profiles)
         except nvml.NVMLError as exc:
             LOG.debug('NVML knows nothing of GPU %s: %s', gpu.address, exc)
             return None
         return GpuFacts(mixed_size=mixed, type_names=tuple(names),
-                        max_per_vm=tuple(per_vm), mig=state,
+                        max_per_vm=tuple(per_vm), type_gi=type_gi,
+                        mig=state,
                         gpu_instance_profiles=profiles,
                         manager_vgpus=self._manager_vgpus(gpu, handle),
                         manager_version=self._driver_version(),
                         ecc=self._ecc(handle))
+
+    def _type_gi(self, supported, profiles) -> tuple[tuple[str, str, int],
+                                                     ...]:
+        """Each MIG-backed type's GPU instance profile and most per one.
+
+        nvmlVgpuTypeGetGpuInstanceProfileId names the profile (INVALID for
+        a time-sliced type); nvmlVgpuTypeGetMaxInstancesPerGpuInstance
+        (R550 and later) says how many share one instance: one on Ampere
+        and Hopper, several where Blackwell time-slices an instance. A
+        driver without the latter call has one per instance.
+        """
+        nvml = self._nvml
+        by_id = {p.id: p.name for p in profiles}
+        found = []
+        for number in supported:
+            try:
+                profile_id = int(
+                    nvml.nvmlVgpuTypeGetGpuInstanceProfileId(number))
+            except (nvml.NVMLError, AttributeError):
+                continue
+            name = by_id.get(profile_id)
+            if name is None:
+                continue    # time-sliced (INVALID), or a +me variant
+            try:
+                per_gi = int(
+                    nvml.nvmlVgpuTypeGetMaxInstancesPerGpuInstance(number))
+            except (nvml.NVMLError, AttributeError):
+                per_gi = 1
+            found.append((vfio.type_id(int(number)), name, max(per_gi, 1)))
+        return tuple(found)
 
     def _driver_version(self) -> str | None:
         nvml = self._nvml
@@ -250,11 +286,16 @@ def apply(snapshot: model.HostSnapshot,
         changed = True
         known = dict(facts.type_names)
         per_vm = dict(facts.max_per_vm)
+        on_gi = {type_id: (profile, most)
+                 for type_id, profile, most in facts.type_gi}
 
         def told(t: model.VGPUType) -> model.VGPUType:
+            profile, most = on_gi.get(t.id, (t.gpu_instance_profile,
+                                             t.max_per_gi))
             return dataclasses.replace(
                 t, name=t.name or known.get(t.id),
-                max_per_vm=per_vm.get(t.id, t.max_per_vm))
+                max_per_vm=per_vm.get(t.id, t.max_per_vm),
+                gpu_instance_profile=profile, max_per_gi=most)
 
         parents = tuple(dataclasses.replace(parent, types=tuple(
             told(t) for t in parent.types)) for parent in gpu.parents)

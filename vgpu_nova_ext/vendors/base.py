@@ -140,6 +140,24 @@ class Vendors:
             plugin.describe_type(type_id, name, description),
             vendor=plugin.name)
 
+    def describe_on(self, gpu, type_id: str) -> TypeInfo:
+        """A type as the plugin names it and ``gpu``'s driver says it.
+
+        What the driver says (NVML, on a :class:`model.PhysicalGPU`) wins
+        over what the plugin reads from the name: the most per VM, and a
+        MIG-backed type's GPU instance profile and most per instance.
+        """
+        info = self.describe_type(
+            type_id, gpu.vendor_id, gpu.type_name(type_id),
+            gpu.type_description(type_id))
+        per_vm = gpu.type_max_per_vm(type_id)
+        profile, per_gi = gpu.type_mig(type_id)
+        return dataclasses.replace(
+            info,
+            max_per_vm=per_vm if per_vm is not None else info.max_per_vm,
+            gpu_instance_profile=profile or info.gpu_instance_profile,
+            max_per_gi=per_gi or info.max_per_gi)
+
     def combination_problem(self, vgpus: list[TypeInfo]) -> str | None:
         """Why one guest may not hold these vGPUs together, or None."""
         if len(vgpus) < 2:

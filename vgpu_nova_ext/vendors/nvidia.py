@@ -61,6 +61,19 @@ _PUBLISHED_MAX = {'H200X-8C': 16, 'H200-8C': 16,
 # H800 type, and a lower bound on every table read (so never a capacity
 # the GPU cannot give).
 _MIXED_AS_EQUAL = ('H200', 'H200X', 'RTX PRO 6000 BLACKWELL DC')
+# Boards whose MIG-backed types are time-sliced on their GPU instance:
+# {board: {compute slices: the GPU instance's memory in GB}}. There a
+# type's name gives its own framebuffer, not its instance's (DC-2-8C runs
+# on the 2-slice instance, four to one instance), so the profile is the
+# board's instance of that many slices and the most per instance its
+# memory divided by the type's (NVIDIA's Blackwell vGPU type tables for
+# the RTX PRO 4500; the RTX PRO 6000's instances from NVIDIA's MIG user
+# guide, "Supported MIG Profiles": 1g.24gb x4, 2g.48gb x2, 4g.96gb x1).
+# NVML's answer (nvmlVgpuTypeGetMaxInstancesPerGpuInstance) wins where
+# the host has it.
+_TIME_SLICED_GI_GB = {
+    'RTX PRO 6000 BLACKWELL DC': {1: 24, 2: 48, 4: 96},
+}
 # Maxwell (M6, M10, M60) and Pascal (P4, P6, P40, P100...) boards.
 _OLD_BOARD_RE = re.compile(r'^[MP]\d')
 _COMBINING_SERIES = ('Q', 'C')
@@ -102,12 +115,18 @@ class NvidiaVendor(base.VendorPlugin):
                 board in BOARD_FRAMEBUFFER_GB:
             max_per_gpu = _PUBLISHED_MAX.get(short.upper(), (
                 BOARD_FRAMEBUFFER_GB[board] * 1024 // framebuffer))
-        gi_profile = None
+        gi_profile = per_gi = None
         if named and named['slices']:
             # A100-2-10C runs on a 2g.10gb instance, one per instance on
             # Ampere and Hopper (NVIDIA's MIG-backed type tables). Only the
             # GPU instances carved say how many a GPU holds.
-            gi_profile = '%sg.%sgb' % (named['slices'], named['gb'])
+            slices, gb = int(named['slices']), int(named['gb'])
+            gi_gb = _TIME_SLICED_GI_GB.get(board, {}).get(slices)
+            if gi_gb and gb:
+                gi_profile, per_gi = '%dg.%dgb' % (slices, gi_gb), max(
+                    gi_gb // gb, 1)
+            else:
+                gi_profile, per_gi = '%dg.%dgb' % (slices, gb), 1
             max_per_gpu = _int(fields.get('max_instance'))
         mixed = None
         if max_per_gpu:
@@ -119,7 +138,7 @@ class NvidiaVendor(base.VendorPlugin):
             framebuffer_mb=framebuffer, max_per_gpu=max_per_gpu,
             board=named['board'] if named else None,
             max_per_gpu_mixed=mixed, gpu_instance_profile=gi_profile,
-            max_per_gi=1 if gi_profile else None)
+            max_per_gi=per_gi)
 
     def combination_problem(self, vgpus: list[base.TypeInfo]) -> str | None:
         """NVIDIA's rules for several vGPUs in one VM.

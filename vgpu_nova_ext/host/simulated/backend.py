@@ -121,6 +121,9 @@ class SimulatedNvml(nvml.FactsSource):
             mixed_size=spec.mixed_size, max_per_vm=tuple(
                 (t.id, t.max_per_vm) for t in spec.model.types
                 if t.max_per_vm is not None),
+            type_gi=tuple((t.id, t.gpu_instance_profile, t.max_per_gi)
+                          for t in spec.model.types
+                          if t.gpu_instance_profile is not None),
             mig=(self._store.state(gpu.address)
                  if spec.model.mig_profiles else None),
             gpu_instance_profiles=spec.model.mig_profiles,

@@ -245,7 +245,7 @@ def _parse_model(r: _Reader, name: str, spec) -> specs.ModelSpec:
             max_per_vm=r.get(row, 'max_per_vm', int, twhere, None),
             gpu_instance_profile=r.get(row, 'gpu_instance_profile', str,
                                        twhere, None),
-            max_per_gi=r.get(row, 'max_per_gi', int, twhere, 1),
+            max_per_gi=_per_gi(r, row, twhere),
             max_instance_mixed=r.get(row, 'max_instance_mixed', int, twhere,
                                      None)))
     if not types:
@@ -299,6 +299,16 @@ def _parse_model(r: _Reader, name: str, spec) -> specs.ModelSpec:
         sriov_vfs=vfs, pool_units=r.get(spec, 'pool_units', int, where, 0),
         vfio=use_vfio, mig_profiles=tuple(profiles),
         mig_mode_after_reboot=after_reboot)
+
+
+def _per_gi(r: '_Reader', row, where: str) -> int:
+    """A MIG-backed type's most per GPU instance (1 unless time-sliced)."""
+    most = r.get(row, 'max_per_gi', int, where, 1)
+    if most < 1 or (most > 1 and not r.get(row, 'gpu_instance_profile',
+                                           str, where, None)):
+        raise r.fail(where + '.max_per_gi', '%r: give 1 or more, and more '
+                     'than 1 only with gpu_instance_profile' % most)
+    return most
 
 
 def _parse_mdevs(r: _Reader, data: dict, gpus: list[specs.GPUSpec]):
