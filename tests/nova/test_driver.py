@@ -532,6 +532,45 @@ class TestMigBoot(DriverTestBase):
             if g.address == self.GPU).mig)
 
 
+class TestMigTimeSliced(DriverTestBase):
+    """Blackwell: several servers' vGPUs on one GPU instance."""
+
+    profile = 'rtx-pro-6000-bw-vfio'
+    enabled_types = 'nvidia-2725'     # DC-2-12C: four per 2g.48gb
+    GPU = '0001:04:00.0'
+
+    def setUp(self):
+        super().setUp()
+        self.device_addresses('nvidia-2725', self.GPU)
+        devices_conf.register_type_opts(nova_conf.CONF, 'nvidia-2725')
+        self.flags(mig_gpu_instances='2g.48gb:1', group='mdev_nvidia-2725')
+
+    def test_four_servers_on_one_gpu_instance(self):
+        self.compute = self.start_vgpu_compute('host1')
+        gpu = next(g for g in self.compute.driver._vgpu_ext().backend.scan()
+                   .gpus if g.address == self.GPU)
+        (gi,) = gpu.mig.instances
+        rp = self._get_provider_uuid_by_name('host1_pci_0001_04_00_0')
+        self.assertEqual(4, self._get_provider_inventory(rp)[orc.VGPU][
+            'total'])
+        flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
+        root = self.compute.driver._vgpu_ext().backend.root
+        vfs = []
+        for _ in range(4):
+            server = self._create_server(
+                image_uuid=IMAGE, flavor_id=flavor, networks='none',
+                expected_state='ACTIVE')
+            (vf,) = self.guest_devices(self.compute, server)
+            vfs.append(vf)
+            with open(os.path.join(root, 'sys', 'bus', 'pci', 'devices', vf,
+                                   'nvidia', 'gpu_instance_id')) as f:
+                self.assertEqual(gi.id, int(f.read()))
+        self.assertEqual(4, len(set(vfs)))
+        self.assertEqual(4, self.provider_usage('host1_pci_0001_04_00_0'))
+        self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                            networks='none', expected_state='ERROR')
+
+
 class TestOperatorTraits(TwoTypesTestBase):
     """An operator's own traits on GPU providers survive the driver.
 
