@@ -19,12 +19,14 @@ simulated driver places several vGPUs on one instance.
 """
 
 import collections
+import json
 import os
 import types
 
 from tests import configs
 from tests.unit import base
 from tests.unit import lifecycle
+from tests.unit import test_cli
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import mapping
 from vgpu_nova_ext.host import mig
@@ -198,3 +200,31 @@ class TestSeveralOnOneInstance(base.TestCase):
             open(os.path.join(self.al.backend.root, 'sys', 'bus', 'pci',
                               'devices', device.device_id, 'nvidia',
                               vfio.CURRENT)).read().strip())
+
+
+class TestCommands(test_cli.CLITestCase):
+    """inventory says how many share one instance (table and JSON)."""
+
+    def test_inventory(self):
+        conf = os.path.join(self.root, 'nova.conf')
+        with open(conf, 'w') as f:
+            f.write('[devices]\nenabled_mdev_types = nvidia-2723\n'
+                    '[mdev_nvidia-2723]\ndevice_addresses = %s\n'
+                    'mig_gpu_instances = 1g.24gb:4\n' % GPU)
+        common = ('--simulate', 'rtx-pro-6000-bw-vfio', '--config-file',
+                  conf, '--state-path', os.path.join(self.root, 'state'))
+        code, out, err = self.run_cli(*common, 'reconcile')
+        self.assertEqual(0, code, err)
+        code, out, err = self.run_cli(*common, 'inventory')
+        self.assertEqual(0, code, err)
+        self.assertIn('MIG GPU instances: %s 1g.24gb: 4 (nvidia-2723: 4 per '
+                      'instance)' % GPU, out)
+        code, out, err = self.run_cli(*common, 'inventory', '--format',
+                                      'json')
+        body = json.loads(out)
+        self.assertEqual([{'address': GPU, 'layout': '1g.24gb: 4',
+                           'type': 'nvidia-2723', 'vgpus_per_instance': 4}],
+                         body['gpu_instances'])
+        (provider,) = body['providers']
+        self.assertEqual(16, provider['total'])
+        self.assertNoTraceback(out, err)

@@ -47,7 +47,26 @@ def as_dict(plan: common.Plan) -> dict:
             'traits': list(p.traits),
         } for p in plan.providers],
         'problems': [_problem(p) for p in plan.assignment.problems],
+        'gpu_instances': [{
+            'address': address, 'layout': layout, 'type': type_id,
+            'vgpus_per_instance': per_gi}
+            for address, layout, type_id, per_gi in _carved(plan)],
     }
+
+
+def _carved(plan: common.Plan) -> list[tuple]:
+    """(GPU, layout, type served, its vGPUs per instance) in MIG mode."""
+    served = {a.gpu.address: a for a in plan.assignment.gpus
+              if a.type_info.gpu_instance_profile is not None}
+    out = []
+    for gpu in plan.snapshot.gpus:
+        if gpu.mig is None or not gpu.mig.enabled:
+            continue
+        found = served.get(gpu.address)
+        out.append((gpu.address, mig.words(gpu.mig.layout()) or 'none',
+                    found.type_id if found else None,
+                    (found.type_info.max_per_gi or 1) if found else None))
+    return out
 
 
 def _problem(finding) -> dict:
@@ -87,13 +106,13 @@ def render_table(plan: common.Plan) -> str:
               ' '.join(t for t in p.traits
                        if t.startswith(os_traits.CUSTOM_NAMESPACE))]
              for p in plan.providers]))
-    carved = [(g.address, g.mig.layout()) for g in plan.snapshot.gpus
-              if g.mig is not None and g.mig.enabled]
+    carved = _carved(plan)
     if carved:
         lines.append('')
         lines.append('MIG GPU instances: %s' % '; '.join(
-            '%s %s' % (address, mig.words(layout) or 'none')
-            for address, layout in carved))
+            '%s %s%s' % (address, layout, ' (%s: %d per instance)' % (
+                type_id, per_gi) if type_id else '')
+            for address, layout, type_id, per_gi in carved))
     if plan.mig.problems or plan.assignment.problems:
         lines.append('')
         lines.append('Problems (run "check" for the fixes):')
