@@ -75,6 +75,9 @@ GPU_FOREIGN_DEVICES = 'gpu.foreign_devices'
 GPU_MIXED_SIZE = 'gpu.mixed_size'
 GPU_CAPACITY_BEYOND_TABLE = 'gpu.capacity_beyond_table'
 GPU_BRING_UP_FAILED = 'gpu.bring_up_failed'
+GPU_SCHEDULER_PENDING = 'gpu.scheduler_pending'
+GPU_SCHEDULER_UNKNOWN = 'gpu.scheduler_unknown'
+GPU_SCHEDULER_FAILED = 'gpu.scheduler_failed'
 
 # -- MIG layouts (the MIG planner) ----------------------------------------
 MIG_NOT_CAPABLE = 'mig.not_capable'

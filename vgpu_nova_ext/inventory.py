@@ -25,6 +25,7 @@ import uuid as uuidlib
 import os_traits
 
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import vgpu_scheduler
 from vgpu_nova_ext import mapping
 
 # Fixed namespace of this project's uuid5 provider UUIDs: a provider created
@@ -102,13 +103,18 @@ ECC_OFF = MANAGED_TRAIT_PREFIX + 'ECC_OFF'
 
 
 def host_traits(gpu: model.PhysicalGPU) -> tuple[str, ...]:
-    """The GPU's manager version and ECC traits, where NVML says them."""
+    """The GPU's manager version, ECC and vGPU scheduler traits, where
+    NVML says them."""
     out = []
     if gpu.manager_version:
         out.append(os_traits.normalize_name(
             TRAIT_PREFIX + 'MANAGER_' + gpu.manager_version))
     if gpu.ecc is not None:
         out.append(ECC_ON if gpu.ecc else ECC_OFF)
+    if gpu.vgpu_scheduler is not None:
+        # The policy in force, not the declared one: a GPU waiting to be
+        # idle is not yet what a flavor requiring it asks for.
+        out.append(vgpu_scheduler.trait(gpu.vgpu_scheduler.policy))
     return tuple(out)
 
 

@@ -62,7 +62,8 @@ class TestInventory(CLITestCase):
                                           'inventory', '--format', 'json')
             self.assertEqual(0, code, err)
             data = json.loads(out)
-            self.assertEqual({'host', 'providers', 'problems'}, set(data))
+            self.assertEqual({'host', 'providers', 'problems',
+                              'gpu_instances', 'vgpu_schedulers'}, set(data))
             self.assertEqual('cn1', data['host'])
             self.assertTrue(data['providers'], name)
             for provider in data['providers']:

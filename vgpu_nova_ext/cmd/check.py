@@ -27,6 +27,7 @@ from vgpu_nova_ext.cmd import nova_checks
 from vgpu_nova_ext.devices import bring_up
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import mig_layout
+from vgpu_nova_ext.devices import scheduling
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import mig
@@ -78,8 +79,10 @@ def run(args) -> int:
         str(plan.ledger_error),
         'as the message says, before nova-compute starts')] \
         if plan.ledger_error is not None else []
+    schedulers = scheduling.plan(plan.device_config, plan.assignment)
     problems = (ledger + list(plan.mig.problems) +
                 list(plan.assignment.problems) +
+                scheduling.problems(schedulers) +
                 licensing_checks.check(
         common.CONF, plan.device_config, plan.config_files) +
         nova_checks.check(plan.config_files) + _host_findings(args, plan))
@@ -108,16 +111,23 @@ def run(args) -> int:
                   'instances)%s' % (
                       gpu_plan.gpu, gpu_plan.words, gpu_plan.type_id,
                       '; shown below as carved' if args.simulate else ''))
+    for step in schedulers:
+        if step.action == scheduling.Action.APPLY:
+            print('SCHEDULE %s: vGPU scheduler %s (in force %s), at '
+                  'nova-compute\'s next start or periodic task' % (
+                      step.gpu, step.declared.words(),
+                      step.actual.words() if step.actual else 'not known'))
     for gpu in plan.assignment.gpus:
         layout = gpu.gpu.mig.layout() if gpu.gpu.mig and \
             gpu.gpu.mig.enabled else None
-        print('OK       %s (%s) serves %s%s: %d of %d in use, %s%s' % (
+        print('OK       %s (%s) serves %s%s: %d of %d in use, %s%s%s' % (
             gpu.gpu.address, gpu.gpu.name, gpu.type_id,
             ' (%s)' % gpu.type_name if gpu.type_name else '', gpu.used,
             gpu.capacity, 'listed in device_addresses'
             if gpu.source == 'device_addresses' else 'default type',
             ', MIG GPU instances %s' % mig.words(layout) if layout
-            else ''))
+            else '', ', vGPU scheduler %s' % gpu.gpu.vgpu_scheduler.words()
+            if gpu.gpu.vgpu_scheduler else ''))
     worst = max((r.code for r in results),
                 default=upgradecheck.Code.SUCCESS)
     errors = sum(1 for r in results if r.code == upgradecheck.Code.FAILURE)

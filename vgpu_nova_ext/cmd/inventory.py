@@ -18,6 +18,7 @@ import sys
 import os_traits
 
 from vgpu_nova_ext.cmd import common
+from vgpu_nova_ext.devices import scheduling
 from vgpu_nova_ext.host import mig
 
 
@@ -51,6 +52,12 @@ def as_dict(plan: common.Plan) -> dict:
             'address': address, 'layout': layout, 'type': type_id,
             'vgpus_per_instance': per_gi}
             for address, layout, type_id, per_gi in _carved(plan)],
+        'vgpu_schedulers': [{
+            'address': p.gpu, 'type': p.type_id,
+            'declared': p.declared.words(),
+            'in_force': p.actual.words() if p.actual else None,
+            'action': str(p.action)}
+            for p in scheduling.plan(plan.device_config, plan.assignment)],
     }
 
 
@@ -113,6 +120,11 @@ def render_table(plan: common.Plan) -> str:
             '%s %s%s' % (address, layout, ' (%s: %d per instance)' % (
                 type_id, per_gi) if type_id else '')
             for address, layout, type_id, per_gi in carved))
+    schedulers = scheduling.plan(plan.device_config, plan.assignment)
+    if schedulers:
+        lines.append('')
+        lines.append('vGPU schedulers: %s' % '; '.join(
+            '%s %s' % (p.gpu, p.words()) for p in schedulers))
     if plan.mig.problems or plan.assignment.problems:
         lines.append('')
         lines.append('Problems (run "check" for the fixes):')

@@ -31,6 +31,7 @@ from vgpu_nova_ext.conf import raw
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import vgpu_scheduler
 
 #: The largest inventory value Placement takes (its database's integer).
 PLACEMENT_MAX_INT = 2147483647
@@ -151,6 +152,33 @@ def _type_opts(old_group: str | None = None) -> list[cfg.Opt]:
                  '(``vgpu-nova-ext check`` says what to do). Unset: the '
                  'GPU instances already there are used as they are. Not '
                  'read by Nova.'),
+        cfg.StrOpt(
+            'vgpu_scheduler',
+            choices=[(str(p), d) for p, d in (
+                (vgpu_scheduler.Policy.BEST_EFFORT,
+                 'each vGPU runs while it has work (NVIDIA\'s default)'),
+                (vgpu_scheduler.Policy.EQUAL_SHARE,
+                 'the running vGPUs share the GPU equally'),
+                (vgpu_scheduler.Policy.FIXED_SHARE,
+                 'each vGPU has a fixed share, whatever else runs'))],
+            deprecated_group=old_group,
+            help='NVIDIA\'s vGPU scheduler on each GPU serving this type '
+                 '(time-sliced vGPUs). Set through NVML (``pip install '
+                 'vgpu-nova-ext[nvml]``) while the GPU runs no vGPU, as '
+                 'NVML allows; a GPU in use keeps its policy until it is '
+                 'idle, and ``vgpu-nova-ext check`` says so. Each GPU '
+                 'provider carries the policy in force as a trait '
+                 '(``CUSTOM_VGPU_SCHED_FIXED_SHARE``) that flavors can '
+                 'require. Unset: left as the driver has it. Not read by '
+                 'Nova.'),
+        cfg.IntOpt(
+            'vgpu_scheduler_timeslice_ms',
+            min=vgpu_scheduler.TIMESLICE_MS_RANGE[0],
+            max=vgpu_scheduler.TIMESLICE_MS_RANGE[1],
+            deprecated_group=old_group,
+            help='The time slice of ``vgpu_scheduler`` equal_share or '
+                 'fixed_share, in milliseconds (NVIDIA documents 1 to 30). '
+                 'Unset: the driver\'s default. Not read by Nova.'),
     ]
 
 
@@ -169,6 +197,8 @@ class TypeConfig:
     feature_type: str | None = None
     mig_layout: tuple[tuple[str, int], ...] = ()
     """``mig_gpu_instances`` as (profile, count), sorted; () when unset."""
+    scheduler: vgpu_scheduler.SchedulerState | None = None
+    """``vgpu_scheduler`` and its time slice; None when unset."""
     ignored_old: tuple[str, ...] = ()
     """Options written under ``[vgpu_<type>]`` that Nova reads only under
     ``[mdev_<type>]`` (so neither reads them)."""
@@ -201,6 +231,11 @@ _EXPECTED = {
     'mig_gpu_instances': 'expected <profile>:<count>, for example '
                          '1g.18gb:7',
     'device_addresses': 'expected a comma-separated list of addresses',
+    'vgpu_scheduler': 'expected best_effort, equal_share or fixed_share',
+    'vgpu_scheduler_timeslice_ms': 'expected a whole number of '
+                                   'milliseconds from 1 to 30, with '
+                                   'vgpu_scheduler equal_share or '
+                                   'fixed_share',
     'enabled_mdev_types': 'expected a comma-separated list of type ids',
 }
 
@@ -243,6 +278,25 @@ class _Values:
             self.errors.append('[%s] %s = %r: %s (%s)' % (
                 shown, name, text, exc, _EXPECTED[name]))
             return ()
+
+    def scheduler(self, group: str, shown: str
+                  ) -> vgpu_scheduler.SchedulerState | None:
+        """``vgpu_scheduler`` with its time slice, checked together."""
+        policy = self.get(group, 'vgpu_scheduler', shown)
+        ms = self.get(group, 'vgpu_scheduler_timeslice_ms', shown)
+        if ms is not None and policy not in (
+                vgpu_scheduler.Policy.EQUAL_SHARE,
+                vgpu_scheduler.Policy.FIXED_SHARE):
+            self.errors.append(
+                '[%s] vgpu_scheduler_timeslice_ms = %d with vgpu_scheduler '
+                '= %s: a time slice is for equal_share and fixed_share '
+                'only (set one of them, or unset the time slice)' % (
+                    shown, ms, policy or '(unset)'))
+            return None
+        if policy is None:
+            return None
+        return vgpu_scheduler.SchedulerState(vgpu_scheduler.Policy(policy),
+                                             ms)
 
     def raise_if_any(self) -> None:
         if self.errors:
@@ -347,6 +401,7 @@ def _read(conf: cfg.ConfigOpts) -> DeviceConfig:
             reserved=values.get(group, 'reserved', shown, 0),
             feature_type=values.get(group, 'feature_type', shown),
             mig_layout=values.layout(group, 'mig_gpu_instances', shown),
+            scheduler=values.scheduler(group, shown),
             ignored_old=tuple(
                 name for name in NEW_GROUP_ONLY
                 if written.has_option(old, name))))

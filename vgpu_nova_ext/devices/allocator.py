@@ -48,6 +48,7 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mdevctl
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext.devices import reconcile as reconcile_mod
+from vgpu_nova_ext.devices import scheduling
 from vgpu_nova_ext.devices import targets as targets_mod
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import base as host_base
@@ -157,6 +158,18 @@ class Allocator:
                 with self.view.changing():
                     mig_layout.carve(self.backend, gpu_plan, self.ledger)
             return result
+
+    # -- vGPU schedulers ---------------------------------------------------
+    def set_vgpu_schedulers(self, planned):
+        """Set each idle GPU's declared vGPU scheduler (see scheduling).
+
+        Under the host lock, so that no claim makes a GPU busy meanwhile.
+        :returns: (the GPUs set, a finding per GPU that refused).
+        """
+        if not any(p.action == scheduling.Action.APPLY for p in planned):
+            return [], []
+        with self._lock(), self.view.changing():
+            return scheduling.apply(self.backend, planned)
 
     # -- claim -------------------------------------------------------------
     def check_combination(self, consumer: str, allocations: dict) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import re
 
 from vgpu_nova_ext.host import mig as mig_mod
+from vgpu_nova_ext.host import vgpu_scheduler as vgpu_scheduler_mod
 
 #: An mdev type id as the kernel names its directory under
 #: ``mdev_supported_types`` (``nvidia-35``, ``i915-GVTg_V5_4``,
@@ -126,6 +127,8 @@ class PhysicalGPU:
     ecc: bool | None = None
     """ECC mode (current), where NVML says; None: not known, or a board
     without ECC."""
+    vgpu_scheduler: vgpu_scheduler_mod.SchedulerState | None = None
+    """NVIDIA's vGPU scheduler in force, where NVML says; None: not known."""
 
     @property
     def sriov(self) -> bool:

@@ -28,6 +28,7 @@ from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import mig as mig_mod
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext.host import vgpu_scheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class GpuFacts:
     """The host driver's (vGPU manager's) version; None: not known."""
     ecc: bool | None = None
     """ECC mode now; None: not known or not supported."""
+    vgpu_scheduler: 'vgpu_scheduler.SchedulerState | None' = None
+    """The vGPU scheduler in force; None: not known or not supported."""
 
 
 class FactsSource:
@@ -107,7 +110,8 @@ class Nvml(FactsSource):
                         gpu_instance_profiles=profiles,
                         manager_vgpus=self._manager_vgpus(gpu, handle),
                         manager_version=self._driver_version(),
-                        ecc=self._ecc(handle))
+                        ecc=self._ecc(handle),
+                        vgpu_scheduler=self._scheduler(handle))
 
     def _type_gi(self, supported, profiles) -> tuple[tuple[str, str, int],
                                                      ...]:
@@ -156,6 +160,43 @@ class Nvml(FactsSource):
         except nvml.NVMLError:
             return None     # NVML_ERROR_NOT_SUPPORTED: a board without ECC
         return bool(current)
+
+    def _scheduler(self, handle) -> 'vgpu_scheduler.SchedulerState | None':
+        nvml = self._nvml
+        try:
+            state = nvml.nvmlDeviceGetVgpuSchedulerState(handle)
+        except (nvml.NVMLError, AttributeError):
+            return None     # pre-Pascal, or a driver without the call
+        params = state.schedulerParams
+        # Adaptive round robin (ARR) keeps the time slice in its own half
+        # of the union.
+        timeslice = (params.vgpuSchedDataWithARR.timeslice
+                     if state.arrMode == nvml.NVML_VGPU_SCHEDULER_ARR_ENABLE
+                     else params.vgpuSchedData.timeslice)
+        return vgpu_scheduler.from_nvml(int(state.schedulerPolicy),
+                                        int(timeslice))
+
+    def set_vgpu_scheduler(self, pci_address: str,
+                           state: 'vgpu_scheduler.SchedulerState') -> None:
+        """The GPU's vGPU scheduler (privileged; NVML refuses while a VM
+        runs on it).
+
+        :raises DeviceError: naming the GPU, the policy and NVML's word.
+        """
+        nvml = self._nvml
+        try:
+            handle = nvml.nvmlDeviceGetHandleByPciBusId(pci_address.encode())
+            wanted = nvml.c_nvmlVgpuSchedulerSetState_t()
+            wanted.schedulerPolicy = vgpu_scheduler.NVML_NUMBERS[
+                state.policy]
+            wanted.enableARRMode = nvml.NVML_VGPU_SCHEDULER_ARR_DEFAULT
+            wanted.schedulerParams.vgpuSchedData.timeslice = \
+                vgpu_scheduler.nanoseconds(state)
+            nvml.nvmlDeviceSetVgpuSchedulerState(handle, wanted)
+        except nvml.NVMLError as exc:
+            raise exception.DeviceError(
+                'NVML could not set the vGPU scheduler of GPU %s to %s: %s'
+                % (pci_address, state.words(), exc))
 
     def _manager_vgpus(self, gpu, handle):
         """NVML's active vGPUs of the GPU; None where NVML cannot say."""
@@ -303,7 +344,8 @@ def apply(snapshot: model.HostSnapshot,
             gpu, parents=parents, mixed_size=facts.mixed_size,
             mig=facts.mig, gpu_instance_profiles=facts.gpu_instance_profiles,
             manager_vgpus=facts.manager_vgpus,
-            manager_version=facts.manager_version, ecc=facts.ecc))
+            manager_version=facts.manager_version, ecc=facts.ecc,
+            vgpu_scheduler=facts.vgpu_scheduler))
     if not changed:
         return snapshot
     return dataclasses.replace(snapshot, gpus=tuple(gpus))

@@ -41,6 +41,7 @@ from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext.host import vgpu_scheduler
 
 # Names in sysfs and in mdevctl.d: the kernel's device and type names
 # (0000:84:00.0, mtty, nvidia-18, i915-GVTg_V5_4); never "/" or "..".
@@ -197,6 +198,8 @@ MIG_COMMANDS = {
     'sriov_manage': ('/usr/lib/nvidia/sriov-manage', '-e', '{gpu}'),
     'create_gpu_instance': ('nvidia-smi', 'mig', '-i', '{gpu}', '-cgi',
                             '{arg}', '-C'),
+    # NVML only (nvmlDeviceSetVgpuSchedulerState): <policy>:<ms or 0>.
+    'vgpu_scheduler': None,
 }
 
 
@@ -215,9 +218,23 @@ def mig_command(sysfs_root: str, gpu_address: str, command: str,
                                % (argument,))
     if command == 'create_gpu_instance':
         profile, start = _gpu_instance(argument)
+    if command == 'vgpu_scheduler':
+        try:
+            scheduler = vgpu_scheduler.parse_argument(argument)
+        except ValueError as exc:
+            raise InvalidHostWrite('%s; nothing was run' % exc)
     _sys(sysfs_root)
     if through is not None:
         through.mig_command(command, gpu, argument)
+        return
+    if command == 'vgpu_scheduler':
+        found = nvml.open_nvml()
+        if found is None:
+            raise exception.DeviceError(
+                'the vGPU scheduler of GPU %s is set through NVML, which is '
+                'not there (pip install vgpu-nova-ext[nvml] where NVIDIA\'s '
+                'driver is loaded); nothing was changed' % gpu)
+        found.set_vgpu_scheduler(gpu, scheduler)
         return
     if command == 'create_gpu_instance':
         # At the planned placement where NVML is there to take one; else

@@ -22,6 +22,7 @@ from vgpu_nova_ext import conf as conf_pkg
 from vgpu_nova_ext.devices import factory
 from vgpu_nova_ext.devices import planning
 from vgpu_nova_ext.devices import quiet
+from vgpu_nova_ext.devices import scheduling
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext import inventory
@@ -58,6 +59,9 @@ class Extension:
         self._planned: tuple | None = None
         self.bring_up()
         self.carve_mig_layouts()
+        self._schedulers_declared = any(t.scheduler
+                                        for t in self.config.types)
+        self._scheduler_told: set[str] = set()
         self.refresh()
 
     def bring_up(self) -> None:
@@ -103,8 +107,8 @@ class Extension:
         return self._planned[0].snapshot
 
     def refresh(self, existing_uuids: dict[str, str] | None = None,
-                allocated: dict[str, int] | None = None
-                ) -> inventory.DesiredTree:
+                allocated: dict[str, int] | None = None,
+                _again: bool = False) -> inventory.DesiredTree:
         """Plan the host again; returns the desired GPU providers.
 
         :param allocated: as for :func:`inventory.provider_tree`.
@@ -134,4 +138,24 @@ class Extension:
             LOG.warning('vGPU inventory: %s', problem)
         self.allocator.targets = host_plan.targets
         self._planned = (host_plan, existing_uuids, allocated)
+        if self._schedulers_declared and not _again and \
+                self.set_vgpu_schedulers():
+            # Set: plan again on what NVML says now (the traits change).
+            self._planned = None
+            return self.refresh(existing_uuids, allocated, _again=True)
         return host_plan.tree
+
+    def set_vgpu_schedulers(self) -> bool:
+        """The declared vGPU schedulers of the idle GPUs (each new plan).
+
+        :returns: whether a GPU's scheduler was set.
+        """
+        planned = scheduling.plan(self.config, self.assignment)
+        done, failed = self.allocator.set_vgpu_schedulers(planned)
+        found = scheduling.problems(planned) + failed
+        # Each once while it lasts: the periodic task plans every minute.
+        for problem in found:
+            if problem.why not in self._scheduler_told:
+                LOG.warning('vGPU scheduler: %s', problem)
+        self._scheduler_told = {p.why for p in found}
+        return bool(done)

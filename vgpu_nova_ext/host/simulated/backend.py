@@ -25,6 +25,7 @@ from vgpu_nova_ext.host.simulated import mig_state
 from vgpu_nova_ext.host.simulated import parse
 from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host.simulated import tree
+from vgpu_nova_ext.host.simulated import vgpu_scheduler_state
 from vgpu_nova_ext.host import sysfs_backend
 
 
@@ -110,13 +111,15 @@ class SimulatedNvml(nvml.FactsSource):
         if vgpus is None:
             return None     # not NVIDIA's: NVML knows nothing of it
         version, ecc = manager.host_facts(self._root, gpu.address)
+        scheduler = vgpu_scheduler_state.read(self._root, gpu.address)
         spec = self._gpus.get(gpu.address)
         if spec is None:
             # What the host read of it stays as it is.
             return nvml.GpuFacts(
                 mixed_size=gpu.mixed_size, mig=gpu.mig,
                 gpu_instance_profiles=gpu.gpu_instance_profiles,
-                manager_vgpus=vgpus, manager_version=version, ecc=ecc)
+                manager_vgpus=vgpus, manager_version=version, ecc=ecc,
+                vgpu_scheduler=scheduler)
         return nvml.GpuFacts(
             mixed_size=spec.mixed_size, max_per_vm=tuple(
                 (t.id, t.max_per_vm) for t in spec.model.types
@@ -127,4 +130,5 @@ class SimulatedNvml(nvml.FactsSource):
             mig=(self._store.state(gpu.address)
                  if spec.model.mig_profiles else None),
             gpu_instance_profiles=spec.model.mig_profiles,
-            manager_vgpus=vgpus, manager_version=version, ecc=ecc)
+            manager_vgpus=vgpus, manager_version=version, ecc=ecc,
+            vgpu_scheduler=scheduler)

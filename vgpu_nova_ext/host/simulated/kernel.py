@@ -30,8 +30,10 @@ from vgpu_nova_ext.host.simulated import mig_state
 from vgpu_nova_ext.host.simulated import parse
 from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host.simulated import tree
+from vgpu_nova_ext.host.simulated import vgpu_scheduler_state
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext.host import vgpu_scheduler
 
 
 _KERNELS: dict[tuple[str, int], 'SimulatedKernel'] = {}
@@ -133,6 +135,9 @@ class SimulatedKernel:
             self.recover()
             gpu = next((g for g in self.profile.gpus
                         if g.address == gpu_address), None)
+            if command == 'vgpu_scheduler' and gpu is not None:
+                self._set_scheduler(gpu, argument)
+                return
             if gpu is None or not (
                     gpu.model.vfio or command == 'sriov_manage' and
                     gpu.model.sharing == specs.SRIOV):
@@ -164,6 +169,24 @@ class SimulatedKernel:
             elif enabled:
                 self._recompute(self._parent_dir(
                     self.model._parents(gpu)[0][0]))
+
+    def _set_scheduler(self, gpu: specs.GPUSpec, argument: str) -> None:
+        """NVML's set of the vGPU scheduler: refused while a VM runs."""
+        if gpu.model.vendor_id != '0x10de':
+            raise _fail(errno.ENODEV)
+        for name, _ in self.model._parents(gpu):
+            parent = self._parent_dir(name)
+            marks = [os.path.join(parent, vfio.NVIDIA_DIR, IN_USE_MARK)] + [
+                os.path.join(parent, entry, IN_USE_MARK)
+                for entry in self.reader._listdir(parent)]
+            if any(os.path.exists(m) for m in marks):
+                # NVML_ERROR_IN_USE: "allowed to set only when no VM is
+                # running".
+                raise _fail(errno.EBUSY)
+        if not vgpu_scheduler_state.write(
+                self.root, gpu.address,
+                vgpu_scheduler.parse_argument(argument)):
+            raise _fail(errno.EOPNOTSUPP)   # NVML_ERROR_NOT_SUPPORTED
 
     def _race(self, gpu_address: str) -> None:
         """NVIDIA's sriov-manage race right after boot, where a test asks.
@@ -203,7 +226,8 @@ class SimulatedKernel:
         Gone: every mdev, every VF of an SR-IOV GPU (until ``sriov-manage
         -e``; a vendor-VFIO VF comes back untyped), every GPU instance,
         MIG mode where the model says so (``mig_mode_after_reboot``), a
-        change in progress. Kept: the GPUs, their types, MIG mode where the
+        change in progress, each GPU's vGPU scheduler (a driver reload
+        forgets it). Kept: the GPUs, their types, MIG mode where the
         model keeps it, and whatever lies outside sysfs (mdevctl's
         definitions, the service's state). mdevctl's start of its
         definitions at boot (udev's, on a real host) is not simulated: the
@@ -222,6 +246,7 @@ class SimulatedKernel:
                                        'vgpus': {}}
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._journal_path())
+            vgpu_scheduler_state.forget(self.root)
             shutil.rmtree(os.path.join(self.root, 'sys'))
             tree.lay_out(self.profile, self.root, devices=(),
                          mig_states=states, vfs_enabled=False)

@@ -17,7 +17,6 @@ one the kernel no longer shows: :func:`hold` leaves such a stale vGPU on a
 GPU, as a removed mdev or a leftover ``nvidia-vgpu-mgr`` would.
 """
 
-import json
 import os
 import uuid
 
@@ -48,21 +47,8 @@ def _vm(mark: str) -> str | None:
         return None
 
 
-def _load(root: str, name: str) -> dict:
-    try:
-        with open(os.path.join(root, name)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
-
-
-def _save(root: str, name: str, content: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
-    tree.replace_file(os.path.join(root, name), json.dumps(content), 0o644)
-
-
 def _held(root: str) -> dict:
-    return _load(root, STORE)
+    return tree.read_json(root, STORE)
 
 
 def set_host(root: str, driver_version: str | None = None,
@@ -71,14 +57,14 @@ def set_host(root: str, driver_version: str | None = None,
 
     As NVML would give them; unset, NVML says nothing of them.
     """
-    _save(root, HOST_STORE, {'driver_version': driver_version,
-                             'ecc': dict(ecc or {})})
+    tree.write_json(root, HOST_STORE, {'driver_version': driver_version,
+                                       'ecc': dict(ecc or {})})
 
 
 def host_facts(root: str, gpu_address: str) -> tuple[str | None,
                                                      bool | None]:
     """(driver version, ECC mode) of a GPU, as :func:`set_host` set."""
-    facts = _load(root, HOST_STORE)
+    facts = tree.read_json(root, HOST_STORE)
     return facts.get('driver_version'), facts.get('ecc', {}).get(
         gpu_address)
 
@@ -89,7 +75,7 @@ def hold(root: str, gpu_address: str, vgpu: model.ManagerVgpu) -> None:
     held.setdefault(gpu_address, []).append({
         'vgpu_uuid': vgpu.vgpu_uuid, 'device_id': vgpu.device_id,
         'type_id': vgpu.type_id, 'vm_id': vgpu.vm_id})
-    _save(root, STORE, held)
+    tree.write_json(root, STORE, held)
 
 
 def manager_vgpus(root: str, gpu: model.PhysicalGPU

@@ -28,6 +28,7 @@ host. The layout follows the kernel's:
   by ``physfn`` (and from it by ``virtfnN``).
 """
 
+import json
 import os
 
 from vgpu_nova_ext.host import address
@@ -36,6 +37,21 @@ from vgpu_nova_ext.host.simulated import capacity
 from vgpu_nova_ext.host.simulated import mig_state
 from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host import vfio
+
+
+def read_json(root: str, name: str) -> dict:
+    """A simulated driver's state file under ``root``; {} until written."""
+    try:
+        with open(os.path.join(root, name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def write_json(root: str, name: str, content: dict) -> None:
+    """Replace a simulated driver's state file (one atomic rename)."""
+    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+    replace_file(os.path.join(root, name), json.dumps(content), 0o644)
 
 
 def replace_file(path: str, content: str, mode: int = 0o444) -> None:
