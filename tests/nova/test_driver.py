@@ -52,6 +52,8 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host.simulated import manager as simulated_manager
+from vgpu_nova_ext.host.simulated import vgpu_scheduler_state as \
+    simulated_scheduler
 from vgpu_nova_ext import inventory
 from vgpu_nova_ext.nova import compat
 from vgpu_nova_ext.nova import driver as vgpu_driver
@@ -569,6 +571,77 @@ class TestMigTimeSliced(DriverTestBase):
         self.assertEqual(4, self.provider_usage('host1_pci_0001_04_00_0'))
         self._create_server(image_uuid=IMAGE, flavor_id=flavor,
                             networks='none', expected_state='ERROR')
+
+
+class TestVgpuScheduler(DriverTestBase):
+    """[mdev_<type>] vgpu_scheduler: set when idle, a trait flavors use."""
+
+    enabled_types = 'nvidia-18,nvidia-22'
+    FIXED = 'CUSTOM_VGPU_SCHED_FIXED_SHARE'
+    BEST = 'CUSTOM_VGPU_SCHED_BEST_EFFORT'
+
+    def setUp(self):
+        super().setUp()
+        self.device_addresses('nvidia-18', '0000:84:00.0')
+        self.device_addresses('nvidia-22', '0000:85:00.0')
+        devices_conf.register_type_opts(nova_conf.CONF, 'nvidia-18')
+        # The simulated host's NVML offers the scheduler (Pascal and
+        # newer on a real host), before nova-compute starts.
+        simulated_scheduler.offer(os.path.join(self.state, 'host1',
+                                               'simulated-host'))
+
+    def traits(self, address):
+        return set(self._get_provider_traits(self._get_provider_uuid_by_name(
+            'host1_pci_%s' % address.replace(':', '_').replace('.', '_'))))
+
+    def test_set_at_start_and_required_by_a_flavor(self):
+        self.flags(vgpu_scheduler='fixed_share', vgpu_scheduler_timeslice_ms=4,
+                   group='mdev_nvidia-18')
+        self.compute = self.start_vgpu_compute('host1')
+        self.assertIn(self.FIXED, self.traits('0000:84:00.0'))
+        self.assertNotIn(self.BEST, self.traits('0000:84:00.0'))
+        self.assertIn(self.BEST, self.traits('0000:85:00.0'))
+        gpu = next(g for g in self.compute.driver._vgpu_ext().backend.scan()
+                   .gpus if g.address == '0000:84:00.0')
+        self.assertEqual('fixed_share, 4 ms time slice',
+                         gpu.vgpu_scheduler.words())
+        flavor = self._create_flavor(extra_spec={
+            'resources:VGPU': '1', 'trait:%s' % self.FIXED: 'required'})
+        rp = self._get_provider_uuid_by_name('host1_pci_0000_84_00_0')
+        for _ in range(3):
+            server = self._create_server(image_uuid=IMAGE, flavor_id=flavor,
+                                         networks='none',
+                                         expected_state='ACTIVE')
+            self.assertEqual([rp], [
+                u for u, a in self._get_allocations_by_server_uuid(
+                    server['id']).items() if orc.VGPU in a['resources']])
+
+    def test_a_busy_gpu_keeps_its_policy_until_idle(self):
+        self.compute = self.start_vgpu_compute('host1')
+        self.assertIn(self.BEST, self.traits('0000:84:00.0'))
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self._create_flavor(extra_spec={
+                'resources:VGPU': '1',
+                'trait:CUSTOM_VGPU_M60_2Q': 'required'}),
+            networks='none', expected_state='ACTIVE')
+        (device,) = self.guest_devices(self.compute, server)
+        # The guest runs its vGPU (QEMU holds the device): NVML refuses.
+        mark = os.path.join(self.compute.driver._vgpu_ext().backend.root,
+                            'sys', 'bus', 'mdev', 'devices', device,
+                            simulated.IN_USE_MARK)
+        with open(mark, 'w') as f:
+            f.write(server['id'])
+        self.flags(vgpu_scheduler='fixed_share', group='mdev_nvidia-18')
+        self.compute = self.restart_compute_service('host1')
+        self._run_periodics()
+        self.assertIn(self.BEST, self.traits('0000:84:00.0'))
+        self.assertNotIn(self.FIXED, self.traits('0000:84:00.0'))
+        # Idle (QEMU gone with the server): the periodic task sets it.
+        os.unlink(mark)
+        self._delete_server(server)
+        self._run_periodics()
+        self.assertIn(self.FIXED, self.traits('0000:84:00.0'))
+        self.assertNotIn(self.BEST, self.traits('0000:84:00.0'))
 
 
 class TestOperatorTraits(TwoTypesTestBase):
