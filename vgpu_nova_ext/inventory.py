@@ -103,8 +103,7 @@ ECC_OFF = MANAGED_TRAIT_PREFIX + 'ECC_OFF'
 
 
 def host_traits(gpu: model.PhysicalGPU) -> tuple[str, ...]:
-    """The GPU's manager version, ECC and vGPU scheduler traits, where
-    NVML says them."""
+    """The manager version, ECC and vGPU scheduler traits NVML gives."""
     out = []
     if gpu.manager_version:
         out.append(os_traits.normalize_name(

@@ -49,6 +49,7 @@ from tests.unit import test_vfio_profiles
 from vgpu_nova_ext.conf import devices as devices_conf
 from vgpu_nova_ext.devices import guest as guest_mod
 from vgpu_nova_ext.devices import ledger as ledger_mod
+from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host.simulated import manager as simulated_manager
@@ -382,6 +383,134 @@ class TestDisplayOnVf(DriverTestBase):
         self.assertEqual({}, {e.device_id: e.consumer for e in
                               self.computes['host1'].driver._vgpu_ext()
                               .ledger.all() if e.consumer is not None})
+
+
+class TestVgpuParams(DriverTestBase):
+    """vgpu_nova_ext:vgpu_params:*, through Nova's API and its moves."""
+
+    profile = 'v100x8'
+    enabled_types = 'nvidia-197'      # GRID V100DX-8Q (Volta, Q series)
+    PARAMS = 'vgpu_nova_ext:vgpu_params:'
+
+    def setUp(self):
+        super().setUp()
+        # As in Nova's own vGPU tests: the fake instances have no disks to
+        # move.
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.LibvirtDriver._get_instance_disk_info',
+            return_value=[]))
+        self.useFixture(fixtures.MockPatch('os.rename'))
+        self.flags(allow_resize_to_same_host=True)
+        self.compute = self.start_vgpu_compute('host1')
+
+    def flavor(self, memory_mb=256, **params):
+        return self._create_flavor(memory_mb=memory_mb, extra_spec=dict(
+            {'resources:VGPU': '1'},
+            **{self.PARAMS + k: v for k, v in params.items()}))
+
+    def params(self, server):
+        """What the server's device holds, as NVIDIA's driver reads it."""
+        (device,) = self.guest_devices(self.compute, server)
+        with open(os.path.join(self.compute.driver._vgpu_ext().backend.root,
+                               'sys', 'bus', 'mdev', 'devices', device,
+                               'nvidia', 'vgpu_params')) as f:
+            return f.read().strip()
+
+    def test_nova_api_refuses_what_is_wrong(self):
+        flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
+        for key, value, said in (
+                (self.PARAMS + 'enable_uvm', 'yes', '0'),
+                (self.PARAMS + 'enable_uvn', '1', self.PARAMS + 'enable_uvn'),
+        ):
+            exc = self.assertRaises(
+                client.OpenStackApiException, self.api.post_extra_spec,
+                flavor, {'extra_specs': {key: value}})
+            self.assertEqual(400, exc.response.status_code)
+            self.assertIn(said, exc.response.text)
+        self.api.post_extra_spec(flavor, {'extra_specs': {
+            self.PARAMS + 'frame_rate_limiter': '0'}})
+
+    def test_written_kept_and_changed_by_a_resize(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor(enable_uvm='1',
+                                                    enable_profiling='1'),
+            networks='none', expected_state='ACTIVE')
+        self.assertEqual('enable_profiling=1,enable_uvm=1',
+                         self.params(server))
+        # Lost (a device made again bare): a hard reboot writes them again.
+        (device,) = self.guest_devices(self.compute, server)
+        self.compute.driver._vgpu_ext().backend.set_vgpu_params(
+            'mdev', device, ())
+        self.assertEqual('', self.params(server))
+        self._reboot_server(server, hard=True)
+        self.assertEqual('enable_profiling=1,enable_uvm=1',
+                         self.params(server))
+        # A resize to a flavor with other parameters: the new device gets
+        # those, and nothing of the old ones.
+        self._resize_server(server, self.flavor(memory_mb=512,
+                                                frame_rate_limiter='0'))
+        self.assertEqual('frame_rate_limiter=0', self.params(server))
+        self._revert_resize(server)
+        self.assertEqual('enable_profiling=1,enable_uvm=1',
+                         self.params(server))
+        # A flavor without any: none.
+        self._resize_server(server, self.flavor(memory_mb=512))
+        self.assertEqual('', self.params(server))
+
+    def test_a_write_refused_while_the_guest_runs(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor(enable_uvm='1'),
+            networks='none', expected_state='ACTIVE')
+        (device,) = self.guest_devices(self.compute, server)
+        ext = self.compute.driver._vgpu_ext()
+        with open(os.path.join(ext.backend.root, 'sys', 'bus', 'mdev',
+                               'devices', device, simulated.IN_USE_MARK),
+                  'w') as f:
+            f.write(server['id'])
+        exc = self.assertRaises(exception.DeviceError,
+                                ext.backend.set_vgpu_params, 'mdev', device,
+                                (('enable_uvm', '0'),))
+        self.assertIn(device, str(exc))
+        self.assertEqual('enable_uvm=1', self.params(server))
+
+
+class TestVgpuParamsRefused(DriverTestBase):
+    """A parameter the type does not take: the build fails, with why."""
+
+    def test_unified_memory_on_maxwell(self):
+        self.compute = self.start_vgpu_compute('host1')
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self._create_flavor(extra_spec={
+                'resources:VGPU': '1',
+                'vgpu_nova_ext:vgpu_params:enable_uvm': '1'}),
+            networks='none', expected_state='ERROR')
+        fault = self.api.get_server(server['id'])['fault']['message']
+        self.assertIn('enable_uvm', fault)
+        self.assertIn('Maxwell', fault)
+        self._delete_server(server)
+        self.assertEqual({}, {e.device_id: e.consumer for e in
+                              self.compute.driver._vgpu_ext().ledger.all()
+                              if e.consumer is not None})
+
+
+class TestVgpuParamsOnVf(DriverTestBase):
+    """NVIDIA's vendor-specific VFIO: the VF's own nvidia/vgpu_params."""
+
+    profile = 'l40s-vfio'
+    enabled_types = 'nvidia-1150'
+
+    def test_written_to_the_vf(self):
+        compute = self.start_vgpu_compute('host1')
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self._create_flavor(extra_spec={
+                'resources:VGPU': '1',
+                'vgpu_nova_ext:vgpu_params:enable_debugging': '1'}),
+            networks='none', expected_state='ACTIVE')
+        (vf,) = self.guest_devices(compute, server)
+        with open(os.path.join(compute.driver._vgpu_ext().backend.root,
+                               'sys', 'bus', 'pci', 'devices', vf, 'nvidia',
+                               'vgpu_params')) as f:
+            self.assertEqual('enable_debugging=1', f.read().strip())
 
 
 class TwoTypesTestBase(DriverTestBase):

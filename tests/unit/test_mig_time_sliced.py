@@ -28,12 +28,12 @@ from tests.unit import base
 from tests.unit import lifecycle
 from tests.unit import test_cli
 from vgpu_nova_ext import exception
-from vgpu_nova_ext import mapping
 from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext import mapping
 from vgpu_nova_ext.vendors import base as vendors_base
 from vgpu_nova_ext.vendors import nvidia
 
@@ -152,11 +152,11 @@ class TestSeveralOnOneInstance(base.TestCase):
 
     def setUp(self):
         super().setUp()
+        config = ('[devices]\nenabled_mdev_types = %s\n[mdev_%s]\n'
+                  'device_addresses = %s\nmig_gpu_instances = 1g.24gb:4\n'
+                  % (self.TYPE, self.TYPE, GPU))
         self.al = lifecycle.build(self.root, 'rtx-pro-6000-bw-vfio',
-                                  config=(
-            '[devices]\nenabled_mdev_types = %s\n[mdev_%s]\n'
-            'device_addresses = %s\nmig_gpu_instances = 1g.24gb:4\n' % (
-                self.TYPE, self.TYPE, GPU)))
+                                  config=config)
         self.addCleanup(self.al.ledger.close)
         self.conf = configs.device_config(
             [os.path.join(self.root, 'nova.conf')])

@@ -20,25 +20,25 @@ of pynvml's calls (no NVIDIA driver can be loaded here).
 import ctypes
 import dataclasses
 import itertools
+import json
 import os
 import types
-import json
 import uuid
 
 from tests import configs
 from tests.unit import base
 from tests.unit import lifecycle
 from tests.unit import test_cli
+from vgpu_nova_ext.devices import scheduling
 from vgpu_nova_ext import exception
 from vgpu_nova_ext import findings
-from vgpu_nova_ext import inventory
-from vgpu_nova_ext import mapping
-from vgpu_nova_ext.devices import scheduling
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host.simulated import vgpu_scheduler_state
 from vgpu_nova_ext.host import vgpu_scheduler as vs
 from vgpu_nova_ext.host import writes
+from vgpu_nova_ext import inventory
+from vgpu_nova_ext import mapping
 
 GPU = '0000:84:00.0'
 FIXED = vs.SchedulerState(vs.Policy.FIXED_SHARE)
@@ -103,22 +103,16 @@ class TestOptions(base.TestCase):
             self.assertEqual(expected, tconf.scheduler, lines)
 
     def test_refused_naming_the_option_and_value(self):
-        cases = {
-            ('vgpu_scheduler = round_robin',): 'vgpu_scheduler',
-            ('vgpu_scheduler = fixed_share',
-             'vgpu_scheduler_timeslice_ms = 31'):
-                'vgpu_scheduler_timeslice_ms',
-            ('vgpu_scheduler = fixed_share',
-             'vgpu_scheduler_timeslice_ms = 0'):
-                'vgpu_scheduler_timeslice_ms',
-            ('vgpu_scheduler = best_effort',
-             'vgpu_scheduler_timeslice_ms = 4'):
-                'vgpu_scheduler_timeslice_ms = 4 with vgpu_scheduler = '
-                'best_effort',
-            ('vgpu_scheduler_timeslice_ms = 4',):
-                'vgpu_scheduler = (unset)',
-        }
-        for lines, named in cases.items():
+        slice_ms = 'vgpu_scheduler_timeslice_ms'
+        cases = [
+            (('vgpu_scheduler = round_robin',), 'vgpu_scheduler'),
+            (('vgpu_scheduler = fixed_share', slice_ms + ' = 31'), slice_ms),
+            (('vgpu_scheduler = fixed_share', slice_ms + ' = 0'), slice_ms),
+            (('vgpu_scheduler = best_effort', slice_ms + ' = 4'),
+             slice_ms + ' = 4 with vgpu_scheduler = best_effort'),
+            ((slice_ms + ' = 4',), 'vgpu_scheduler = (unset)'),
+        ]
+        for lines, named in cases:
             exc = self.assertRaises(exception.ConfigError, self.read, *lines)
             self.assertIn('[mdev_nvidia-18]', str(exc), lines)
             self.assertIn(named, str(exc), lines)
@@ -154,11 +148,14 @@ class TestPlan(base.TestCase):
             (step,) = scheduling.plan(_config(declared), _assignment(seen))
             same = actual is not None and actual.policy == declared.policy \
                 and declared.timeslice_ms in (None, actual.timeslice_ms)
-            expected = (scheduling.Action.KEEP if same
-                        else scheduling.Action.UNKNOWN
-                        if actual is None or running is None
-                        else scheduling.Action.WAIT if running
-                        else scheduling.Action.APPLY)
+            if same:
+                expected = scheduling.Action.KEEP
+            elif actual is None or running is None:
+                expected = scheduling.Action.UNKNOWN
+            elif running:
+                expected = scheduling.Action.WAIT
+            else:
+                expected = scheduling.Action.APPLY
             self.assertEqual(expected, step.action,
                              (declared, actual, running))
             codes = [p.code for p in scheduling.problems((step,))]

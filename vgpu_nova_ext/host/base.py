@@ -96,6 +96,17 @@ class HostBackend(abc.ABC):
     def device_exists(self, device_id: str) -> bool:
         raise NotImplementedError
 
+    def read_vgpu_params(self, kind: str, device_id: str
+                         ) -> tuple[tuple[str, str], ...] | None:
+        """A device's ``nvidia/vgpu_params``; None where it has none."""
+        return None
+
+    def set_vgpu_params(self, kind: str, device_id: str,
+                        params: tuple[tuple[str, str], ...]) -> None:
+        """Write a device's plugin parameters (``()`` clears them)."""
+        raise NotImplementedError(
+            'the %s backend cannot write vGPU parameters' % self.describe())
+
     def mig_command(self, gpu_address: str, command: str,
                     argument: str = '') -> None:
         """One MIG step on one GPU (``writes.MIG_COMMANDS``)."""

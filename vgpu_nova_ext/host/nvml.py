@@ -178,8 +178,9 @@ class Nvml(FactsSource):
 
     def set_vgpu_scheduler(self, pci_address: str,
                            state: 'vgpu_scheduler.SchedulerState') -> None:
-        """The GPU's vGPU scheduler (privileged; NVML refuses while a VM
-        runs on it).
+        """Set the GPU's vGPU scheduler (privileged).
+
+        NVML refuses while a VM runs on the GPU.
 
         :raises DeviceError: naming the GPU, the policy and NVML's word.
         """

@@ -92,6 +92,11 @@ def set_vf_vgpu_type(vf_address: str, type_number: int) -> None:
 
 
 @vgpu_pctxt.entrypoint
+def set_vgpu_params(kind: str, device_id: str, content: str) -> None:
+    writes.set_vgpu_params(_configured()[0], kind, device_id, content)
+
+
+@vgpu_pctxt.entrypoint
 def write_mdevctl(parent: str, device_uuid: str, type_id: str) -> None:
     writes.write_mdevctl(_mdevctl_path(), parent, device_uuid, type_id)
 
@@ -157,6 +162,11 @@ class DaemonWriter:
                     argument: str = '') -> None:
         self._root(sysfs_root)
         mig_command(gpu_address, command, argument)
+
+    def set_vgpu_params(self, sysfs_root: str, kind: str, device_id: str,
+                        content: str) -> None:
+        self._root(sysfs_root)
+        set_vgpu_params(kind, device_id, content)
 
     def write_mdevctl(self, mdevctl_path: str, parent: str,
                       device_uuid: str, type_id: str) -> None:

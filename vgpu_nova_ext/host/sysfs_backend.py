@@ -28,6 +28,7 @@ from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import privsep
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext.host import vgpu_params
 
 _ERRNO = {
     errno.ENOSPC: (exception.DeviceCapacityError,
@@ -227,6 +228,31 @@ class SysfsBackend(base.HostBackend):
             # What the kernel said to a write the step made.
             raise exception.DeviceError('%s on GPU %s failed: %s' % (
                 command, gpu_address, exc.strerror or exc))
+
+    def _params_path(self, kind: str, device_id: str) -> str:
+        device = (os.path.join(self.reader.sys, 'bus', 'pci', 'devices',
+                               device_id) if kind == model.VF
+                  else self._device_dir(device_id))
+        return os.path.join(device, vfio.NVIDIA_DIR, vgpu_params.ATTRIBUTE)
+
+    def read_vgpu_params(self, kind: str, device_id: str
+                         ) -> tuple[tuple[str, str], ...] | None:
+        path = self._params_path(kind, device_id)
+        if not os.path.exists(path):
+            return None     # not NVIDIA's, or gone
+        try:
+            return vgpu_params.parse(self.reader._read(path) or '')
+        except (ValueError, exception.HostReadError):
+            # Written by someone else in a form of theirs: not ours, so
+            # never equal to what a flavor asks.
+            return (('?', '?'),)
+
+    def set_vgpu_params(self, kind: str, device_id: str,
+                        params: tuple[tuple[str, str], ...]) -> None:
+        what = 'writing the vGPU parameters of %s device %s' % (
+            kind, device_id)
+        self._write(what, self.writer.set_vgpu_params, kind, device_id,
+                    vgpu_params.text(params))
 
     def device_exists(self, device_id: str) -> bool:
         vf_dir = self._vf_of(device_id)

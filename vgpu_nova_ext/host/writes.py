@@ -41,6 +41,7 @@ from vgpu_nova_ext.host import mig
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host import nvml
 from vgpu_nova_ext.host import vfio
+from vgpu_nova_ext.host import vgpu_params
 from vgpu_nova_ext.host import vgpu_scheduler
 
 # Names in sysfs and in mdevctl.d: the kernel's device and type names
@@ -187,6 +188,31 @@ def set_vf_vgpu_type(sysfs_root: str, vf_address: str, type_number: int,
     attribute = (_pci(vf_address), vfio.NVIDIA_DIR, vfio.CURRENT)
     _write_attribute(sysfs_root, ('bus', 'pci', 'devices') + attribute,
                      str(type_number), expect=attribute, through=through)
+
+
+def set_vgpu_params(sysfs_root: str, kind: str, device_id: str,
+                    content: str, through: Kernel | None = None) -> None:
+    """A device's ``nvidia/vgpu_params`` <- ``name=value,...`` ('' clears).
+
+    :param kind: ``mdev`` (``/sys/bus/mdev/devices/<uuid>/nvidia``) or
+        ``vf`` (``/sys/bus/pci/devices/<VF>/nvidia``).
+    """
+    if kind == model.MDEV:
+        device = ('bus', 'mdev', 'devices', _uuid(device_id))
+    elif kind == model.VF:
+        device = ('bus', 'pci', 'devices', _pci(device_id))
+    else:
+        raise InvalidHostWrite('device kind %r is not %s or %s; nothing was '
+                               'written' % (kind, model.MDEV, model.VF))
+    try:
+        pairs = vgpu_params.parse(content)
+    except ValueError as exc:
+        raise InvalidHostWrite('%s; nothing was written' % exc)
+    attribute = (device[-1], vfio.NVIDIA_DIR, vgpu_params.ATTRIBUTE)
+    # What NVIDIA's guide writes: the pairs (a newline clears them).
+    _write_attribute(sysfs_root, device + attribute[1:],
+                     vgpu_params.text(pairs) or '\n', expect=attribute,
+                     through=through)
 
 
 # -- MIG: nvidia-smi and sriov-manage ------------------------------------

@@ -99,9 +99,13 @@ class LibvirtVGPUDriver(libvirt_driver.LibvirtDriver):
 
     def _get_guest_config(self, instance, *args, **kwargs):
         # Every guest config Nova builds (spawn, hard reboot, resize, ...):
-        # the flavor's vgpu_nova_ext:display on its vGPUs.
+        # the flavor's vgpu_nova_ext:display on its vGPUs ...
         conf = super()._get_guest_config(instance, *args, **kwargs)
         hooks.apply_display(self._vgpu_ext(), instance, conf)
+        # ... and its vgpu_nova_ext:vgpu_params, before the domain starts.
+        hooks.apply_vgpu_params(self._vgpu_ext(), instance, [
+            (d.kind, d.device_id) for d in conf.devices
+            if isinstance(d, hooks.Hostdev)])
         return conf
 
     def _guest_add_mdevs(self, guest, chosen_mdevs):

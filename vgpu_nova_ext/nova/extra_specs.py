@@ -23,6 +23,12 @@ the others, and a generic ``vgpu:`` could be taken by Nova one day.
   vendor-specific VFIO is a PCI ``<hostdev>``, which has no display, and a
   C-series type is a compute profile.
 
+- ``vgpu_nova_ext:vgpu_params:<name>``: a vGPU plugin parameter written
+  to each of the guest's vGPUs (``nvidia/vgpu_params``) before it starts,
+  for example ``vgpu_nova_ext:vgpu_params:enable_uvm=1``. The names and
+  values are the vendor plugins' (``VendorPlugin.vgpu_params``); whether
+  one applies to the type is the plugin's rule, checked on the host.
+
 nova-api validates them where this package is installed beside it (Nova's
 ``nova.api.extra_spec_validators`` entry point, :func:`register`); the
 driver reads them again in any case (:func:`read`).
@@ -34,9 +40,11 @@ import enum
 
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.vendors import base as vendors_base
 
 NAMESPACE = 'vgpu_nova_ext'
 DISPLAY = NAMESPACE + ':display'
+VGPU_PARAMS = NAMESPACE + ':vgpu_params:'
 
 
 class Display(enum.Enum):
@@ -55,6 +63,8 @@ class FlavorVgpu:
     """What a flavor asks of its vGPUs beyond Placement's resources."""
 
     display: Display = Display.OFF
+    vgpu_params: tuple[tuple[str, str], ...] = ()
+    """(name, value) of each ``vgpu_nova_ext:vgpu_params:<name>``."""
 
 
 def read(extra_specs: Mapping[str, str] | None) -> FlavorVgpu:
@@ -63,12 +73,29 @@ def read(extra_specs: Mapping[str, str] | None) -> FlavorVgpu:
     :raises FlavorSpecError: naming the key, the value and what is allowed.
     """
     specs = dict(extra_specs or {})
+    allowed = vendors_base.loaded().vgpu_param_values()
+    params = []
     for key in sorted(specs):
-        if key.startswith(NAMESPACE + ':') and key not in _KNOWN:
+        if key.startswith(VGPU_PARAMS):
+            name = key[len(VGPU_PARAMS):]
+            if name not in allowed:
+                raise exception.FlavorSpecError(
+                    'flavor extra spec %s: %r is not a vGPU plugin '
+                    'parameter the installed vendors allow (%s)' % (
+                        key, name, ', '.join(allowed) or 'none'))
+            value = str(specs[key]).strip()
+            if value not in allowed[name]:
+                raise exception.FlavorSpecError(
+                    'flavor extra spec %s = %r: give one of %s' % (
+                        key, str(specs[key])[:80],
+                        ', '.join(allowed[name])))
+            params.append((name, value))
+        elif key.startswith(NAMESPACE + ':') and key not in _KNOWN:
             raise exception.FlavorSpecError(
-                'flavor extra spec %s is not one of this project\'s (%s); '
-                'correct its name (openstack flavor unset --property %s)'
-                % (key, ', '.join(_KNOWN), key))
+                'flavor extra spec %s is not one of this project\'s (%s, '
+                '%s<name>); correct its name (openstack flavor unset '
+                '--property %s)' % (key, ', '.join(_KNOWN), VGPU_PARAMS,
+                                    key))
     value = specs.get(DISPLAY, Display.OFF.value)
     try:
         display = Display(str(value).strip().lower())
@@ -77,7 +104,7 @@ def read(extra_specs: Mapping[str, str] | None) -> FlavorVgpu:
             'flavor extra spec %s = %r: give one of %s' % (
                 DISPLAY, str(value)[:80],
                 ', '.join(d.value for d in Display)))
-    return FlavorVgpu(display=display)
+    return FlavorVgpu(display=display, vgpu_params=tuple(params))
 
 
 def display_problem(kind: str, type_id: str | None,
@@ -105,4 +132,13 @@ def register():
             'boot console before the guest driver loads) or "off" (the '
             'default). mdev vGPUs of a graphics type only '
             '(vgpu-nova-ext).'),
-        value={'type': str, 'enum': [d.value for d in Display]})]
+        value={'type': str, 'enum': [d.value for d in Display]})] + [
+        base.ExtraSpecValidator(
+            name=VGPU_PARAMS + name,
+            description=(
+                'The vGPU plugin parameter %s, written to each of the '
+                'guest\'s vGPUs before it starts; whether it applies to the '
+                'type is checked on the host (vgpu-nova-ext).' % name),
+            value={'type': str, 'enum': list(values)})
+        for name, values in
+        vendors_base.loaded().vgpu_param_values().items()]

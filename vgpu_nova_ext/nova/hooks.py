@@ -85,6 +85,69 @@ def apply_display(ext: extension.Extension, instance, guest_conf) -> None:
              ', '.join(d.device_id for d in devices), instance=instance)
 
 
+def apply_vgpu_params(ext: extension.Extension, instance,
+                      devices: list[tuple[str, str]]) -> None:
+    """The flavor's ``vgpu_nova_ext:vgpu_params:*`` on its vGPUs, now.
+
+    Before the guest starts (each guest config Nova builds, and a live
+    migration's destination): every device gets exactly the flavor's
+    parameters, none where it asks none, so that a device made again
+    (after a reboot, a repair) or kept from another guest carries no other.
+    Only where the device's parameters differ: a guest holding vGPUs whose
+    flavor asks none costs a read per device.
+
+    :param devices: (kind, device id) of each of the guest's vGPUs here.
+    :raises BuildAbortException: naming the extra spec and why (a wrong
+        value, a parameter the type does not take, a device that refused).
+    """
+    if not devices:
+        return
+    try:
+        wanted = extra_specs.read(instance.flavor.extra_specs).vgpu_params
+    except exception.FlavorSpecError as exc:
+        raise nova_exception.BuildAbortException(
+            instance_uuid=instance.uuid, reason=str(exc))
+    infos = {a.type_id: a.type_info
+             for a in (ext.assignment.gpus
+                       if getattr(ext, 'assignment', None) else ())}
+    for kind, device_id in devices:
+        current = ext.backend.read_vgpu_params(kind, device_id)
+        if current is None:
+            if wanted:
+                raise nova_exception.BuildAbortException(
+                    instance_uuid=instance.uuid, reason=(
+                        'the flavor sets vGPU plugin parameters (%s), but '
+                        'device %s has no nvidia/vgpu_params: not a vGPU '
+                        'of a vendor that takes them' % (
+                            ', '.join('%s=%s' % p for p in wanted),
+                            device_id)))
+            continue
+        entry = ext.ledger.get(device_id)
+        info = infos.get(entry.type_id) if entry is not None else None
+        if wanted and info is not None:
+            plugin = ext.allocator.vendors.by_name(info.vendor) \
+                if info.vendor else None
+            problem = plugin.vgpu_params_problem(info, wanted) \
+                if plugin is not None else None
+            if problem:
+                raise nova_exception.BuildAbortException(
+                    instance_uuid=instance.uuid, reason=(
+                        'flavor extra specs %s*: %s' % (
+                            extra_specs.VGPU_PARAMS, problem)))
+        if current == wanted:
+            continue
+        try:
+            ext.backend.set_vgpu_params(kind, device_id, wanted)
+        except (exception.DeviceError, NotImplementedError) as exc:
+            raise nova_exception.BuildAbortException(
+                instance_uuid=instance.uuid, reason=(
+                    'the vGPU parameters of device %s could not be '
+                    'written: %s' % (device_id, exc)))
+        LOG.info('vGPU parameters of %s: %s', device_id,
+                 ', '.join('%s=%s' % p for p in wanted) or 'none',
+                 instance=instance)
+
+
 # -- claims ------------------------------------------------------------------
 def claim(ext: extension.Extension, instance: str, rebuild: bool,
           allocations) -> list[str]:

@@ -103,6 +103,16 @@ def map_at_destination(ext: extension.Extension, host, instance,
             reason='instance %s: the devices claimed here (%s) do not match '
                    'its devices on the source (%s)' % (
                        instance.uuid, types, source))
+    try:
+        # The flavor's plugin parameters, before the incoming guest starts
+        # (the domain XML comes from the source: no guest config is built
+        # here).
+        hooks.apply_vgpu_params(ext, instance, [
+            (ext.ledger.get(d).kind, d) for d in claimed])
+    except nova_exception.BuildAbortException as exc:
+        hooks.log_freed(ext.allocator.release(instance.uuid), instance)
+        raise nova_exception.MigrationPreCheckError(
+            reason=exc.format_message())
     LOG.info('live migration: source vGPU devices map to %s here', target,
              instance=instance)
     # An mdev's <hostdev> is rewritten by its UUID, a VF's by its PCI

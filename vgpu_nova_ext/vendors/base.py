@@ -87,6 +87,23 @@ class VendorPlugin(abc.ABC):
         """
         return None
 
+    #: The plugin parameters a flavor may set on the vendor's vGPUs
+    #: (``vgpu_nova_ext:vgpu_params:<name>``): {name: allowed values}.
+    vgpu_params: dict[str, tuple[str, ...]] = {}
+
+    def vgpu_params_problem(self, info: TypeInfo,
+                            params: tuple[tuple[str, str], ...]
+                            ) -> str | None:
+        """Why ``params`` do not apply to a vGPU of ``info``, or None.
+
+        Names and values are checked against :attr:`vgpu_params` before;
+        here the vendor's rules by board and series.
+        """
+        if params:
+            return ('%s vGPUs take no plugin parameters' % (
+                self.name or 'these'))
+        return None
+
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
         """The files (and commands) a guest needs to be licensed.
 
@@ -157,6 +174,14 @@ class Vendors:
             max_per_vm=per_vm if per_vm is not None else info.max_per_vm,
             gpu_instance_profile=profile or info.gpu_instance_profile,
             max_per_gi=per_gi or info.max_per_gi)
+
+    def vgpu_param_values(self) -> dict[str, tuple[str, ...]]:
+        """Every plugin's parameters: {name: allowed values} (merged)."""
+        found: dict[str, set[str]] = {}
+        for plugin in self.plugins:
+            for name, values in plugin.vgpu_params.items():
+                found.setdefault(name, set()).update(values)
+        return {name: tuple(sorted(v)) for name, v in sorted(found.items())}
 
     def combination_problem(self, vgpus: list[TypeInfo]) -> str | None:
         """Why one guest may not hold these vGPUs together, or None."""

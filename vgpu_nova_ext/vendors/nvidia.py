@@ -173,6 +173,38 @@ class NvidiaVendor(base.VendorPlugin):
                         first.short_name, first.series, names))
         return None
 
+    #: NVIDIA vGPU user guide, "Setting vGPU Plugin Parameters on a Linux
+    #: with KVM Hypervisor", and the sections on unified memory and the
+    #: CUDA developer tools (debuggers, profilers): each is off unless set.
+    vgpu_params = {
+        'enable_uvm': ('0', '1'),
+        'enable_debugging': ('0', '1'),
+        'enable_profiling': ('0', '1'),
+        'frame_rate_limiter': ('0', '1'),
+    }
+    #: What needs CUDA in the guest: unified memory and the CUDA tools run
+    #: on Q- and C-series vGPUs (the compute-capable profiles) of Pascal and
+    #: later boards, not on B- and A-series ones nor on Maxwell (same
+    #: sections of the guide). The frame rate limiter applies to all.
+    _CUDA_PARAMS = ('enable_uvm', 'enable_debugging', 'enable_profiling')
+    _CUDA_SERIES = ('Q', 'C')
+
+    def vgpu_params_problem(self, info, params):
+        asked = sorted(n for n, v in params if n in self._CUDA_PARAMS
+                       and v == '1')
+        if not asked:
+            return None
+        if info.series not in self._CUDA_SERIES:
+            return ('%s need a Q- or C-series NVIDIA vGPU; %s is %s' % (
+                ', '.join(asked), info.short_name,
+                '%s-series' % info.series if info.series
+                else 'of an unknown series'))
+        if info.board and re.match(r'^M\d', info.board):
+            return ('%s need a Pascal or later board; %s is a Maxwell '
+                    '(%s) vGPU' % (', '.join(asked), info.short_name,
+                                   info.board))
+        return None
+
     def guest_licensing(self, settings, type_id: str | None, os_type: str):
         from vgpu_nova_ext.vendors import nvidia_licensing
         if os_type == vendor_types.WINDOWS:

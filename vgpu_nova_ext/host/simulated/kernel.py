@@ -27,13 +27,14 @@ import uuid as uuidlib
 from vgpu_nova_ext.host import model
 from vgpu_nova_ext.host.simulated import capacity
 from vgpu_nova_ext.host.simulated import mig_state
+from vgpu_nova_ext.host.simulated import nvidia_driver
 from vgpu_nova_ext.host.simulated import parse
 from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host.simulated import tree
 from vgpu_nova_ext.host.simulated import vgpu_scheduler_state
 from vgpu_nova_ext.host import sysfs
 from vgpu_nova_ext.host import vfio
-from vgpu_nova_ext.host import vgpu_scheduler
+from vgpu_nova_ext.host import vgpu_params
 
 
 _KERNELS: dict[tuple[str, int], 'SimulatedKernel'] = {}
@@ -117,6 +118,8 @@ class SimulatedKernel:
             elif name == vfio.CURRENT:
                 self._set_vf_type(os.path.dirname(os.path.dirname(path)),
                                   value.strip())
+            elif name == vgpu_params.ATTRIBUTE:
+                nvidia_driver.set_params(path, value)
             else:
                 raise _fail(errno.EACCES)
 
@@ -136,7 +139,9 @@ class SimulatedKernel:
             gpu = next((g for g in self.profile.gpus
                         if g.address == gpu_address), None)
             if command == 'vgpu_scheduler' and gpu is not None:
-                self._set_scheduler(gpu, argument)
+                nvidia_driver.set_scheduler(
+                    self.root, gpu, [self._parent_dir(name) for name, _ in
+                                     self.model._parents(gpu)], argument)
                 return
             if gpu is None or not (
                     gpu.model.vfio or command == 'sriov_manage' and
@@ -169,24 +174,6 @@ class SimulatedKernel:
             elif enabled:
                 self._recompute(self._parent_dir(
                     self.model._parents(gpu)[0][0]))
-
-    def _set_scheduler(self, gpu: specs.GPUSpec, argument: str) -> None:
-        """NVML's set of the vGPU scheduler: refused while a VM runs."""
-        if gpu.model.vendor_id != '0x10de':
-            raise _fail(errno.ENODEV)
-        for name, _ in self.model._parents(gpu):
-            parent = self._parent_dir(name)
-            marks = [os.path.join(parent, vfio.NVIDIA_DIR, IN_USE_MARK)] + [
-                os.path.join(parent, entry, IN_USE_MARK)
-                for entry in self.reader._listdir(parent)]
-            if any(os.path.exists(m) for m in marks):
-                # NVML_ERROR_IN_USE: "allowed to set only when no VM is
-                # running".
-                raise _fail(errno.EBUSY)
-        if not vgpu_scheduler_state.write(
-                self.root, gpu.address,
-                vgpu_scheduler.parse_argument(argument)):
-            raise _fail(errno.EOPNOTSUPP)   # NVML_ERROR_NOT_SUPPORTED
 
     def _race(self, gpu_address: str) -> None:
         """NVIDIA's sriov-manage race right after boot, where a test asks.
@@ -446,6 +433,4 @@ def _fail(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-#: A file in an mdev's directory that the simulated kernel takes as "a
-#: guest uses this device": removing it fails with EBUSY, as it would.
-IN_USE_MARK = '.in_use'
+IN_USE_MARK = tree.IN_USE_MARK

@@ -63,6 +63,11 @@ class KernelWriter:
         writes.set_vf_vgpu_type(sysfs_root, vf_address, type_number,
                                 through=self.kernel)
 
+    def set_vgpu_params(self, sysfs_root: str, kind: str, device_id: str,
+                        content: str) -> None:
+        writes.set_vgpu_params(sysfs_root, kind, device_id, content,
+                               through=self.kernel)
+
     def mig_command(self, sysfs_root: str, gpu_address: str, command: str,
                     argument: str = '') -> None:
         writes.mig_command(sysfs_root, gpu_address, command, argument,

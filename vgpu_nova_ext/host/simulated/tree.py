@@ -39,6 +39,12 @@ from vgpu_nova_ext.host.simulated import specs
 from vgpu_nova_ext.host import vfio
 
 
+#: A file in an mdev's directory (a VF's ``nvidia/``) that the simulated
+#: kernel takes as "a guest uses this device": removing it fails with
+#: EBUSY, as it would.
+IN_USE_MARK = '.in_use'
+
+
 def read_json(root: str, name: str) -> dict:
     """A simulated driver's state file under ``root``; {} until written."""
     try:
@@ -209,6 +215,11 @@ class SysfsTree:
         self._link(os.path.join(tdir, 'devices', uuid), mdev)
         self._link(os.path.join(mdev, 'subsystem'), self._path('bus', 'mdev'))
         self._write(os.path.join(mdev, 'remove'), '', 0o200)
+        if type_id.startswith('nvidia-'):
+            # NVIDIA's plugin parameters, read when a guest starts.
+            os.makedirs(os.path.join(mdev, vfio.NVIDIA_DIR), exist_ok=True)
+            self._write(os.path.join(mdev, vfio.NVIDIA_DIR, 'vgpu_params'),
+                        '\n', 0o644)
         self._link(self._path('bus', 'mdev', 'devices', uuid), mdev)
         return mdev
 
