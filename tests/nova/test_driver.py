@@ -18,6 +18,7 @@ simulated host backend behind it.
 """
 
 import base64
+import glob
 from importlib import resources
 import json
 import os
@@ -401,6 +402,8 @@ class TestVgpuParams(DriverTestBase):
             return_value=[]))
         self.useFixture(fixtures.MockPatch('os.rename'))
         self.flags(allow_resize_to_same_host=True)
+        self.mdevctl = os.path.join(self.state, 'mdevctl.d')
+        self.flags(mdevctl_path=self.mdevctl, group='vgpu_nova_ext')
         self.compute = self.start_vgpu_compute('host1')
 
     def flavor(self, memory_mb=256, **params):
@@ -437,6 +440,13 @@ class TestVgpuParams(DriverTestBase):
             networks='none', expected_state='ACTIVE')
         self.assertEqual('enable_profiling=1,enable_uvm=1',
                          self.params(server))
+        # mdevctl's definition carries them, for a device it makes at boot.
+        (device,) = self.guest_devices(self.compute, server)
+        (definition,) = glob.glob(os.path.join(self.mdevctl, '*', device))
+        with open(definition) as f:
+            self.assertEqual([{'nvidia/vgpu_params':
+                               'enable_profiling=1,enable_uvm=1'}],
+                             json.load(f)['attrs'])
         # Lost (a device made again bare): a hard reboot writes them again.
         (device,) = self.guest_devices(self.compute, server)
         self.compute.driver._vgpu_ext().backend.set_vgpu_params(

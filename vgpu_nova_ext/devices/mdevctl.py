@@ -20,6 +20,7 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.host import address
 from vgpu_nova_ext.host import base as host_base
 from vgpu_nova_ext.host import model
+from vgpu_nova_ext.host import vgpu_params
 
 
 class Definitions:
@@ -37,12 +38,19 @@ class Definitions:
         return (address.normalize_pci_address(entry.parent)
                 or entry.parent.rsplit('_', 1)[-1])
 
-    def write(self, entry: ledger_mod.Entry) -> None:
-        """``<path>/<parent>/<uuid>``: the kernel side persisted."""
+    def write(self, entry: ledger_mod.Entry,
+              params: tuple[tuple[str, str], ...] = ()) -> None:
+        """``<path>/<parent>/<uuid>``: the kernel side persisted.
+
+        :param params: the device's vGPU plugin parameters, kept in the
+            definition's ``attrs`` (``nvidia/vgpu_params``) so that a
+            device mdevctl makes again at boot has them too.
+        """
         parent = self._parent(entry)
         if parent is not None:
             self.backend.writer.write_mdevctl(
-                self.path, parent, entry.device_id, entry.type_id)
+                self.path, parent, entry.device_id, entry.type_id,
+                vgpu_params.text(params))
 
     def forget(self, entry: ledger_mod.Entry) -> None:
         parent = self._parent(entry)

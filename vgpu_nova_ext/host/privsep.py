@@ -97,8 +97,10 @@ def set_vgpu_params(kind: str, device_id: str, content: str) -> None:
 
 
 @vgpu_pctxt.entrypoint
-def write_mdevctl(parent: str, device_uuid: str, type_id: str) -> None:
-    writes.write_mdevctl(_mdevctl_path(), parent, device_uuid, type_id)
+def write_mdevctl(parent: str, device_uuid: str, type_id: str,
+                  params: str = '') -> None:
+    writes.write_mdevctl(_mdevctl_path(), parent, device_uuid, type_id,
+                         params)
 
 
 @vgpu_pctxt.entrypoint
@@ -169,9 +171,10 @@ class DaemonWriter:
         set_vgpu_params(kind, device_id, content)
 
     def write_mdevctl(self, mdevctl_path: str, parent: str,
-                      device_uuid: str, type_id: str) -> None:
+                      device_uuid: str, type_id: str,
+                      params: str = '') -> None:
         self._same('mdevctl_path', mdevctl_path, _configured()[1])
-        write_mdevctl(parent, device_uuid, type_id)
+        write_mdevctl(parent, device_uuid, type_id, params)
 
     def remove_mdevctl(self, mdevctl_path: str, parent: str,
                        device_uuid: str) -> None:

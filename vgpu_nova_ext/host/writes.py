@@ -312,11 +312,21 @@ def _mdevctl_dir(mdevctl_path: str, parent: str, create: bool) -> int:
 
 
 def write_mdevctl(mdevctl_path: str, parent: str, device_uuid: str,
-                  type_id: str) -> None:
-    """``<mdevctl_path>/<parent>/<uuid>``: the device, for mdevctl."""
+                  type_id: str, params: str = '') -> None:
+    """``<mdevctl_path>/<parent>/<uuid>``: the device, for mdevctl.
+
+    :param params: the device's ``nvidia/vgpu_params`` (``name=value,...``),
+        an attribute mdevctl writes when it makes the device ('' none).
+    """
     name = _uuid(device_uuid)
+    try:
+        pairs = vgpu_params.parse(params)
+    except ValueError as exc:
+        raise InvalidHostWrite('%s; nothing was written' % exc)
+    attrs = [{'%s/%s' % (vfio.NVIDIA_DIR, vgpu_params.ATTRIBUTE):
+              vgpu_params.text(pairs)}] if pairs else []
     body = json.dumps({'mdev_type': _type(type_id), 'start': 'auto',
-                       'attrs': []}, indent=2)
+                       'attrs': attrs}, indent=2)
     dir_fd = _mdevctl_dir(mdevctl_path, parent, create=True)
     try:
         tmp = name + '.tmp'

@@ -143,6 +143,17 @@ def apply_vgpu_params(ext: extension.Extension, instance,
                 instance_uuid=instance.uuid, reason=(
                     'the vGPU parameters of device %s could not be '
                     'written: %s' % (device_id, exc)))
+        if entry is not None:
+            try:
+                # mdevctl's definition too, where one is kept: a device it
+                # makes again at boot gets them.
+                ext.allocator.mdevctl.write(entry, wanted)
+            except OSError as exc:
+                # The device has them; this service writes them again
+                # before the guest's next start in any case.
+                LOG.warning('mdevctl definition of %s not updated with its '
+                            'vGPU parameters: %s', device_id, exc,
+                            instance=instance)
         LOG.info('vGPU parameters of %s: %s', device_id,
                  ', '.join('%s=%s' % p for p in wanted) or 'none',
                  instance=instance)
