@@ -104,6 +104,17 @@ def _attacks(paths: dict) -> dict:
     for state in states:
         become(state)
         out['static_' + state] = _call(privsep.remove_mdev, victim)
+    # The entry is a link to the GPU's directory now: the vGPU parameters
+    # written through it would land in the GPU's.
+    out['params_gpu_link'] = _call(privsep.set_vgpu_params, 'mdev', victim,
+                                   'enable_uvm=1')
+    # 4. The vGPU parameters' other arguments.
+    out['params_root'] = _call(privsep.set_vgpu_params, paths['caller_root'],
+                               'mdev', victim, 'enable_uvm=1')
+    out['params_path'] = _call(privsep.set_vgpu_params, 'mdev',
+                               '../../../outside/victim', 'enable_uvm=1')
+    out['params_content'] = _call(privsep.set_vgpu_params, 'vf', GPU,
+                                  'enable_uvm=1\nremove=1')
     stop = threading.Event()
     errors = []
 
@@ -143,9 +154,12 @@ class TestHostileCaller(timeout.TestCase):
         self.attributes = {
             'gpu_remove': os.path.join(gpu, 'remove'),
             'create': os.path.join(gpu, 'mdev_supported_types', TYPE,
-                                   'create')}
+                                   'create'),
+            # As an mdev's (a GPU has none): what a link to it would reach.
+            'gpu_params': os.path.join(gpu, 'nvidia', 'vgpu_params')}
         # The host's tree, as the kernel lays it out, root's.
         os.makedirs(os.path.dirname(self.attributes['create']))
+        os.makedirs(os.path.dirname(self.attributes['gpu_params']))
         for path in self.attributes.values():
             self._file(path, 0o200)
         for link, climb in (('class/mdev_bus', 2), ('bus/pci/devices', 3)):
@@ -235,6 +249,13 @@ class TestHostileCaller(timeout.TestCase):
                       result['static_absolute_link'])
         self.assertIn('leads to %s' % os.path.join(
             self.host, *GPU_DIR, 'remove'), result['static_gpu_link'])
+        self.assertIn('leads to %s' % os.path.join(
+            self.host, *GPU_DIR, 'nvidia', 'vgpu_params'),
+            result['params_gpu_link'])
+        self.assertTrue(result['params_root'].startswith('TypeError'),
+                        result['params_root'])
+        self.assertIn('is not a UUID', result['params_path'])
+        self.assertIn('are not name=value pairs', result['params_content'])
         self.assertEqual([], result['swap_errors'])
         self.assertGreater(sum(result['race'].values()), 10, result['race'])
         # Nothing outside the host's tree and mdevctl.d changed, and the
@@ -243,5 +264,6 @@ class TestHostileCaller(timeout.TestCase):
             path: found for path, found in base.tree_state(self.top).items()
             if not path.startswith(('host', 'mdevctl.d'))})
         self.assertEqual(0, os.stat(self.attributes['gpu_remove']).st_size)
+        self.assertEqual(0, os.stat(self.attributes['gpu_params']).st_size)
         self.assertEqual(gpu_remove.st_mtime_ns,
                          os.stat(self.attributes['gpu_remove']).st_mtime_ns)

@@ -97,8 +97,9 @@ def set_vgpu_params(kind: str, device_id: str, content: str) -> None:
 
 
 @vgpu_pctxt.entrypoint
-def write_mdevctl(parent: str, device_uuid: str, type_id: str,
+def write_mdevctl(parent: str, device_uuid: str, type_id: str, *,
                   params: str = '') -> None:
+    # params by name only: no root can be slipped in as a fourth argument.
     writes.write_mdevctl(_mdevctl_path(), parent, device_uuid, type_id,
                          params)
 
@@ -174,7 +175,7 @@ class DaemonWriter:
                       device_uuid: str, type_id: str,
                       params: str = '') -> None:
         self._same('mdevctl_path', mdevctl_path, _configured()[1])
-        write_mdevctl(parent, device_uuid, type_id, params)
+        write_mdevctl(parent, device_uuid, type_id, params=params)
 
     def remove_mdevctl(self, mdevctl_path: str, parent: str,
                        device_uuid: str) -> None:
