@@ -23,6 +23,8 @@ import types
 import uuid
 
 from tests.unit import base
+from tests.unit import lifecycle
+from vgpu_nova_ext.devices import allocator
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import simulated
 from vgpu_nova_ext.host import vgpu_params
@@ -198,3 +200,29 @@ class TestMdevctlAttrs(base.TestCase):
         for bad in ('enable_uvm=1"}]', 'x=1\ny=2', None):
             self.assertRaises(writes.InvalidHostWrite, writes.write_mdevctl,
                               path, '0000:84:00.0', device, 'nvidia-18', bad)
+
+
+class TestKeptDevice(base.TestCase):
+    """free_device_policy = keep: a freed device keeps none of its guest's."""
+
+    def test_cleared_when_freed(self):
+        al = lifecycle.build(self.root, 'v100x8', free_policy=allocator.KEEP,
+                             mdevctl_path=os.path.join(self.root, 'mdevctl'),
+                             config='[devices]\nenabled_mdev_types = '
+                                    'nvidia-197\n')
+        self.addCleanup(al.ledger.close)
+        gpu = al.scan().gpus[0]
+        (device,) = al.claim('inst', lifecycle.alloc(al, gpu.name)).devices
+        pairs = (('enable_uvm', '1'),)
+        al.backend.set_vgpu_params('mdev', device.device_id, pairs)
+        al.mdevctl.write(al.ledger.get(device.device_id), pairs)
+        al.release_instance('inst')
+        entry = al.ledger.get(device.device_id)
+        self.assertEqual((None, 'free'), (entry.consumer, entry.state))
+        self.assertEqual((), al.backend.read_vgpu_params('mdev',
+                                                         device.device_id))
+        (definition,) = [os.path.join(d, device.device_id) for d, _, files
+                         in os.walk(os.path.join(self.root, 'mdevctl'))
+                         if device.device_id in files]
+        with open(definition) as f:
+            self.assertEqual([], json.load(f)['attrs'])

@@ -43,6 +43,7 @@ from oslo_log import log as logging
 
 from vgpu_nova_ext.devices import bring_up as bring_up_mod
 from vgpu_nova_ext.devices import checkpoints
+from vgpu_nova_ext.devices import device_params
 from vgpu_nova_ext.devices import host_view
 from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mdevctl
@@ -159,13 +160,8 @@ class Allocator:
                     mig_layout.carve(self.backend, gpu_plan, self.ledger)
             return result
 
-    # -- vGPU schedulers ---------------------------------------------------
     def set_vgpu_schedulers(self, planned):
-        """Set each idle GPU's declared vGPU scheduler (see scheduling).
-
-        Under the host lock, so that no claim makes a GPU busy meanwhile.
-        :returns: (the GPUs set, a finding per GPU that refused).
-        """
+        """Each idle GPU's declared vGPU scheduler, under the host lock."""
         if not any(p.action == scheduling.Action.APPLY for p in planned):
             return [], []
         with self._lock(), self.view.changing():
@@ -372,6 +368,7 @@ class Allocator:
         freed = []
         for entry in entries:
             if self.free_policy == KEEP and entry.state == ledger_mod.ACTIVE:
+                device_params.clear(self.backend, self.mdevctl, entry)
                 with self.ledger.transaction():
                     self.ledger.update(entry.device_id, consumer=None,
                                        state=ledger_mod.FREE,
