@@ -624,23 +624,35 @@ class TestMixedSeriesRefused(DriverTestBase):
             'one board and one series', 'L40S-8A, L40S-8Q')
 
 
-class TestMigBoot(DriverTestBase):
+class MigTestBase(DriverTestBase):
+    """One MIG-backed type on one GPU, its layout declared in nova.conf."""
+
+    LAYOUT = ''
+
+    def setUp(self):
+        super().setUp()
+        self.device_addresses(self.enabled_types, self.GPU)
+        devices_conf.register_type_opts(nova_conf.CONF, self.enabled_types)
+        self.flags(mig_gpu_instances=self.LAYOUT,
+                   group='mdev_' + self.enabled_types)
+
+    def start_and_scan(self):
+        """The compute started, and its view of the GPU."""
+        self.compute = self.start_vgpu_compute('host1')
+        return next(g for g in self.compute.driver._vgpu_ext().backend
+                    .scan().gpus if g.address == self.GPU)
+
+
+class TestMigBoot(MigTestBase):
     """A MIG-backed type declared in nova.conf, carved at start, booted."""
 
     profile = 'h200-vfio'
     enabled_types = 'nvidia-1414'
     GPU = '0000:19:00.0'
-
-    def setUp(self):
-        super().setUp()
-        self.device_addresses('nvidia-1414', self.GPU)
-        devices_conf.register_type_opts(nova_conf.CONF, 'nvidia-1414')
-        self.flags(mig_gpu_instances='1g.18gb:7', group='mdev_nvidia-1414')
+    LAYOUT = '1g.18gb:7'
 
     def test_boot_onto_a_carved_gpu_instance(self):
-        self.compute = self.start_vgpu_compute('host1')
-        gpu = next(g for g in self.compute.driver._vgpu_ext().backend.scan()
-                   .gpus if g.address == self.GPU)
+        gpu = self.start_and_scan()
         self.assertEqual({'1g.18gb': 7}, gpu.mig.layout())
         rp = self._get_provider_uuid_by_name('host1_pci_0000_19_00_0')
         self.assertEqual(7, self._get_provider_inventory(rp)[orc.VGPU][
@@ -673,23 +685,16 @@ class TestMigBoot(DriverTestBase):
             if g.address == self.GPU).mig)
 
 
-class TestMigTimeSliced(DriverTestBase):
+class TestMigTimeSliced(MigTestBase):
     """Blackwell: several servers' vGPUs on one GPU instance."""
 
     profile = 'rtx-pro-6000-bw-vfio'
     enabled_types = 'nvidia-2725'     # DC-2-12C: four per 2g.48gb
     GPU = '0001:04:00.0'
-
-    def setUp(self):
-        super().setUp()
-        self.device_addresses('nvidia-2725', self.GPU)
-        devices_conf.register_type_opts(nova_conf.CONF, 'nvidia-2725')
-        self.flags(mig_gpu_instances='2g.48gb:1', group='mdev_nvidia-2725')
+    LAYOUT = '2g.48gb:1'
 
     def test_four_servers_on_one_gpu_instance(self):
-        self.compute = self.start_vgpu_compute('host1')
-        gpu = next(g for g in self.compute.driver._vgpu_ext().backend.scan()
-                   .gpus if g.address == self.GPU)
+        gpu = self.start_and_scan()
         (gi,) = gpu.mig.instances
         rp = self._get_provider_uuid_by_name('host1_pci_0001_04_00_0')
         self.assertEqual(4, self._get_provider_inventory(rp)[orc.VGPU][

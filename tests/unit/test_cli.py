@@ -49,6 +49,20 @@ class CLITestCase(base.TestCase):
                 code = exc.code
         return code, out.getvalue(), err.getvalue()
 
+    def mig_host(self, profile: str, type_id: str, gpu: str,
+                 layout: str) -> tuple[str, ...]:
+        """A command's arguments on a simulated MIG host with a layout.
+
+        Its nova.conf declares ``layout`` for ``type_id`` on ``gpu``.
+        """
+        conf = os.path.join(self.root, 'nova.conf')
+        with open(conf, 'w') as f:
+            f.write('[devices]\nenabled_mdev_types = %s\n[mdev_%s]\n'
+                    'device_addresses = %s\nmig_gpu_instances = %s\n' % (
+                        type_id, type_id, gpu, layout))
+        return ('--simulate', profile, '--config-file', conf,
+                '--state-path', os.path.join(self.root, 'state'))
+
     def assertNoTraceback(self, *texts):
         for text in texts:
             self.assertNotIn('Traceback', text)

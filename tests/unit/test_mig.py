@@ -463,13 +463,8 @@ class TestCommands(test_cli.CLITestCase):
     """reconcile carves (or says it would); inventory and check show it."""
 
     def test_reconcile_carves_what_nova_conf_declares(self):
-        conf = os.path.join(self.root, 'nova.conf')
-        with open(conf, 'w') as f:
-            f.write('[devices]\nenabled_mdev_types = nvidia-1414\n'
-                    '[mdev_nvidia-1414]\ndevice_addresses = %s\n'
-                    'mig_gpu_instances = 1g.18gb:7\n' % GPU)
-        common = ('--simulate', 'h200-vfio', '--config-file', conf,
-                  '--state-path', os.path.join(self.root, 'state'))
+        common = self.mig_host('h200-vfio', 'nvidia-1414', GPU,
+                               '1g.18gb:7')
         code, out, err = self.run_cli(*common, 'reconcile', '--dry-run')
         self.assertEqual(0, code, err)
         self.assertIn('would carve          %s: GPU instances 1g.18gb: 7'

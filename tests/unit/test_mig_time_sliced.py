@@ -206,13 +206,8 @@ class TestCommands(test_cli.CLITestCase):
     """inventory says how many share one instance (table and JSON)."""
 
     def test_inventory(self):
-        conf = os.path.join(self.root, 'nova.conf')
-        with open(conf, 'w') as f:
-            f.write('[devices]\nenabled_mdev_types = nvidia-2723\n'
-                    '[mdev_nvidia-2723]\ndevice_addresses = %s\n'
-                    'mig_gpu_instances = 1g.24gb:4\n' % GPU)
-        common = ('--simulate', 'rtx-pro-6000-bw-vfio', '--config-file',
-                  conf, '--state-path', os.path.join(self.root, 'state'))
+        common = self.mig_host('rtx-pro-6000-bw-vfio', 'nvidia-2723', GPU,
+                               '1g.24gb:4')
         code, out, err = self.run_cli(*common, 'reconcile')
         self.assertEqual(0, code, err)
         code, out, err = self.run_cli(*common, 'inventory')

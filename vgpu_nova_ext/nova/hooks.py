@@ -52,6 +52,26 @@ class Hostdev(vconfig.LibvirtConfigGuestDevice):
         return lxml_etree.fromstring(self._xml)
 
 
+def _flavor_vgpu(instance) -> extra_specs.FlavorVgpu:
+    """The flavor's ``vgpu_nova_ext:`` extra specs, or the build ends.
+
+    :raises BuildAbortException: naming the extra spec and why: no other
+        host would do better with the same flavor.
+    """
+    try:
+        return extra_specs.read(instance.flavor.extra_specs)
+    except exception.FlavorSpecError as exc:
+        raise nova_exception.BuildAbortException(
+            instance_uuid=instance.uuid, reason=str(exc))
+
+
+def _type_infos(ext: extension.Extension) -> dict:
+    """{type id: vendor's TypeInfo} of the types the host serves now."""
+    assignment = getattr(ext, 'assignment', None)
+    return {a.type_id: a.type_info
+            for a in (assignment.gpus if assignment else ())}
+
+
 def apply_display(ext: extension.Extension, instance, guest_conf) -> None:
     """The flavor's ``vgpu_nova_ext:display`` on the guest's vGPUs.
 
@@ -62,21 +82,16 @@ def apply_display(ext: extension.Extension, instance, guest_conf) -> None:
     devices = [d for d in guest_conf.devices if isinstance(d, Hostdev)]
     if not devices:
         return
-    try:
-        wanted = extra_specs.read(instance.flavor.extra_specs).display
-    except exception.FlavorSpecError as exc:
-        raise nova_exception.BuildAbortException(
-            instance_uuid=instance.uuid, reason=str(exc))
+    wanted = _flavor_vgpu(instance).display
     if wanted is extra_specs.Display.OFF:
         return
-    assignment = getattr(ext, 'assignment', None)
-    series = {a.type_id: a.type_info.series
-              for a in (assignment.gpus if assignment else ())}
+    infos = _type_infos(ext)
     for device in devices:
         entry = ext.ledger.get(device.device_id)
         type_id = entry.type_id if entry is not None else None
-        problem = extra_specs.display_problem(device.kind, type_id,
-                                              series.get(type_id))
+        info = infos.get(type_id)
+        problem = extra_specs.display_problem(
+            device.kind, type_id, info.series if info else None)
         if problem:
             raise nova_exception.BuildAbortException(
                 instance_uuid=instance.uuid, reason=problem)
@@ -102,14 +117,8 @@ def apply_vgpu_params(ext: extension.Extension, instance,
     """
     if not devices:
         return
-    try:
-        wanted = extra_specs.read(instance.flavor.extra_specs).vgpu_params
-    except exception.FlavorSpecError as exc:
-        raise nova_exception.BuildAbortException(
-            instance_uuid=instance.uuid, reason=str(exc))
-    infos = {a.type_id: a.type_info
-             for a in (ext.assignment.gpus
-                       if getattr(ext, 'assignment', None) else ())}
+    wanted = _flavor_vgpu(instance).vgpu_params
+    infos = _type_infos(ext)
     for kind, device_id in devices:
         current = ext.backend.read_vgpu_params(kind, device_id)
         if current is None:
