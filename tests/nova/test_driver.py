@@ -108,6 +108,16 @@ class DriverTestBase(base.ServersTestBase):
         nova_devices.register_dynamic_opts(nova_conf.CONF)
         self.flags(device_addresses=list(addresses), group='mdev_' + type_id)
 
+    def allow_moves(self):
+        """Resizes and migrations on fake libvirt, one host included."""
+        # As in Nova's own vGPU tests: the fake instances have no disks to
+        # move.
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.LibvirtDriver._get_instance_disk_info',
+            return_value=[]))
+        self.useFixture(fixtures.MockPatch('os.rename'))
+        self.flags(allow_resize_to_same_host=True)
+
     def start_vgpu_compute(self, hostname='host1'):
         self.start_compute(hostname=hostname)
         return self.computes[hostname]
@@ -395,13 +405,7 @@ class TestVgpuParams(DriverTestBase):
 
     def setUp(self):
         super().setUp()
-        # As in Nova's own vGPU tests: the fake instances have no disks to
-        # move.
-        self.useFixture(fixtures.MockPatch(
-            'nova.virt.libvirt.LibvirtDriver._get_instance_disk_info',
-            return_value=[]))
-        self.useFixture(fixtures.MockPatch('os.rename'))
-        self.flags(allow_resize_to_same_host=True)
+        self.allow_moves()
         self.mdevctl = os.path.join(self.state, 'mdevctl.d')
         self.flags(mdevctl_path=self.mdevctl, group='vgpu_nova_ext')
         self.compute = self.start_vgpu_compute('host1')
@@ -1350,13 +1354,7 @@ class TestMoves(DriverTestBase):
 
     def setUp(self):
         super().setUp()
-        # As in Nova's own vGPU tests: the fake instances have no disks to
-        # move.
-        self.useFixture(fixtures.MockPatch(
-            'nova.virt.libvirt.LibvirtDriver._get_instance_disk_info',
-            return_value=[]))
-        self.useFixture(fixtures.MockPatch('os.rename'))
-        self.flags(allow_resize_to_same_host=True)
+        self.allow_moves()
         self.compute1 = self.start_vgpu_compute('host1')
         self.flavor = self.small_vgpu_flavor()
         self.bigger = self.small_vgpu_flavor(memory_mb=512)
