@@ -118,6 +118,16 @@ class DriverTestBase(base.ServersTestBase):
         self.useFixture(fixtures.MockPatch('os.rename'))
         self.flags(allow_resize_to_same_host=True)
 
+    def allow_rescue(self):
+        """Rescue on fake libvirt."""
+        # As Nova's own rescue tests: the fake instances have no directory
+        # for rescue's unrescue.xml, nor a rescue disk to touch.
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.imagebackend._update_utime_ignore_eacces'))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.utils.get_instance_path',
+            lambda *a, **k: nova_conf.CONF.instances_path))
+
     def start_vgpu_compute(self, hostname='host1'):
         self.start_compute(hostname=hostname)
         return self.computes[hostname]
@@ -405,7 +415,6 @@ class TestVgpuParams(DriverTestBase):
 
     def setUp(self):
         super().setUp()
-        self.allow_moves()
         self.mdevctl = os.path.join(self.state, 'mdevctl.d')
         self.flags(mdevctl_path=self.mdevctl, group='vgpu_nova_ext')
         self.compute = self.start_vgpu_compute('host1')
@@ -438,6 +447,7 @@ class TestVgpuParams(DriverTestBase):
             self.PARAMS + 'frame_rate_limiter': '0'}})
 
     def test_written_kept_and_changed_by_a_resize(self):
+        self.allow_moves()
         server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor(enable_uvm='1',
                                                     enable_profiling='1'),
@@ -485,6 +495,30 @@ class TestVgpuParams(DriverTestBase):
                                 ext.backend.set_vgpu_params, 'mdev', device,
                                 (('enable_uvm', '0'),))
         self.assertIn(device, str(exc))
+        self.assertEqual('enable_uvm=1', self.params(server))
+
+    def test_a_rescue_beside_the_running_guest(self):
+        # Nova builds the rescue guest while the guest still runs: its
+        # device cannot take a write then, and the rescue goes on.
+        self.allow_rescue()
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor(enable_uvm='1'),
+            networks='none', expected_state='ACTIVE')
+        (device,) = self.guest_devices(self.compute, server)
+        ext = self.compute.driver._vgpu_ext()
+        ext.backend.set_vgpu_params('mdev', device, ())
+        mark = os.path.join(ext.backend.root, 'sys', 'bus', 'mdev',
+                            'devices', device, simulated.IN_USE_MARK)
+        with open(mark, 'w') as f:
+            f.write(server['id'])
+        self.api.post_server_action(server['id'], {'rescue': {}})
+        self._wait_for_state_change(server, 'RESCUE')
+        self.assertEqual('', self.params(server))
+        os.unlink(mark)
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        self._wait_for_state_change(server, 'ACTIVE')
+        # The next start writes them.
+        self._reboot_server(server, hard=True)
         self.assertEqual('enable_uvm=1', self.params(server))
 
 
@@ -1152,13 +1186,7 @@ class TestLifecycle(DriverTestBase):
             'nova.tests.fixtures.libvirt.Domain.attachDevice', attach))
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Domain.detachDevice', detach))
-        # As Nova's own rescue tests: the fake instances have no directory
-        # for rescue's unrescue.xml, nor a rescue disk to touch.
-        self.useFixture(fixtures.MockPatch(
-            'nova.virt.libvirt.imagebackend._update_utime_ignore_eacces'))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.virt.libvirt.utils.get_instance_path',
-            lambda *a, **k: nova_conf.CONF.instances_path))
+        self.allow_rescue()
         self.compute = self.start_vgpu_compute('host1')
         self.flavor = self._create_flavor(extra_spec={'resources:VGPU': '1'})
         self.server = self._create_server(

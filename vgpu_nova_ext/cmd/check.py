@@ -61,8 +61,10 @@ def _host_findings(args, plan) -> list:
         ledger_dir if os.path.lexists(ledger_dir) else state)
     return found + host_checks.privsep_findings(
         conf.vgpu_nova_ext.host_backend,
-        # The MIG context also runs sriov-manage after a reboot.
-        mig=bool(plan.mig.gpus) or any(g.sriov for g in plan.snapshot.gpus))
+        # The MIG context also runs sriov-manage after a reboot, and sets
+        # the declared vGPU schedulers.
+        mig=bool(plan.mig.gpus) or any(g.sriov for g in plan.snapshot.gpus)
+        or any(t.scheduler for t in plan.device_config.types))
 
 
 def run(args) -> int:

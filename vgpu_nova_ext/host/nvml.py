@@ -123,6 +123,8 @@ class Nvml(FactsSource):
         and Hopper, several where Blackwell time-slices an instance. A
         driver without the latter call has one per instance.
         """
+        if not profiles:
+            return ()   # not MIG-capable: no type is MIG-backed
         nvml = self._nvml
         by_id = {p.id: p.name for p in profiles}
         found = []

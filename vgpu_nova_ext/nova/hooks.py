@@ -147,6 +147,12 @@ def apply_vgpu_params(ext: extension.Extension, instance,
             continue
         try:
             ext.backend.set_vgpu_params(kind, device_id, wanted)
+        except exception.DeviceBusyError as exc:
+            # A guest still runs on it: a config built beside the running
+            # domain (a rescue's). Its parameters stay until its next start.
+            LOG.warning('vGPU parameters of %s not written while it is in '
+                        'use: %s', device_id, exc, instance=instance)
+            continue
         except (exception.DeviceError, NotImplementedError) as exc:
             raise nova_exception.BuildAbortException(
                 instance_uuid=instance.uuid, reason=(
