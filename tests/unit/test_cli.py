@@ -366,9 +366,22 @@ class TestDevicesAndReconcile(CLITestCase):
                           'kind': 'mdev', 'gpu': 'pci_0000_84_00_0',
                           'parent': 'pci_0000_84_00_0', 'type': 'nvidia-18',
                           'owner': 'inst-1', 'ledger': 'active',
-                          'host': 'present', 'gpu_instance': None}, row)
+                          'host': 'present', 'gpu_instance': None,
+                          'vgpu_params': ''}, row)
         code, out, _ = self.run_cli(*self.common, 'devices')
         self.assertIn('inst-1', out)
+        self.assertNotIn('VGPU PARAMS', out)
+        # The guest's flavor set some: devices shows what the device holds.
+        with self.allocator() as al:
+            al.backend.set_vgpu_params('mdev', claim.devices[0].device_id,
+                                       (('frame_rate_limiter', '0'),))
+        code, out, err = self.run_cli(*self.common, 'devices', '--format',
+                                      'json')
+        (row,) = json.loads(out)['devices']
+        self.assertEqual('frame_rate_limiter=0', row['vgpu_params'])
+        code, out, _ = self.run_cli(*self.common, 'devices')
+        self.assertIn('VGPU PARAMS', out)
+        self.assertIn('frame_rate_limiter=0', out)
 
     def test_every_command_reads_the_kept_host(self):
         # Three vGPUs on the host kept in --state-path: inventory and

@@ -89,6 +89,9 @@ class Plan:
     ``[vgpu_nova_ext] state_path``, else under Nova's state_path."""
     ledger_error: exception.LedgerError | None = None
     """Why the ledger could not be read, if it could not."""
+    device_params: dict[str, tuple[tuple[str, str], ...] | None] | None = None
+    """{device: its vGPU plugin parameters (None: it has none)}, where the
+    command asked for them (``devices``)."""
 
     @property
     def providers(self) -> tuple[inventory.ProviderSpec, ...]:
@@ -143,8 +146,11 @@ def _backend_args(args, profile: simulated.Profile | None) -> dict:
     return {}
 
 
-def build_plan(args) -> Plan:
-    """Read configuration and host, and plan. Raises VGPUNovaExtError."""
+def build_plan(args, device_params: bool = False) -> Plan:
+    """Read configuration and host, and plan. Raises VGPUNovaExtError.
+
+    :param device_params: read each device's vGPU plugin parameters too.
+    """
     profile = simulated.load_profile(args.simulate) if args.simulate else None
     with _config_files(args, profile) as (files, note):
         shared = conf_pkg.load(files, args.config_dir or ())
@@ -193,6 +199,9 @@ def build_plan(args) -> Plan:
                     mig_layout.carve(backend, gpu_plan)
             snapshot = backend.scan().with_type_names(names)
         description = backend.describe()
+        params = {d.uuid: backend.read_vgpu_params(d.kind, d.uuid)
+                  for d in snapshot.mediated_devices} \
+            if device_params else None
     finally:
         backend.close()
         if scratch is not None:
@@ -206,7 +215,8 @@ def build_plan(args) -> Plan:
         config_note=note, device_config=device_config, snapshot=snapshot,
         assignment=host_plan.assignment, tree=host_plan.tree,
         targets=host_plan.targets, mig=mig_plan,
-        ledger=ledger, ledger_error=ledger_error, state_root=state_root)
+        ledger=ledger, ledger_error=ledger_error, state_root=state_root,
+        device_params=params)
 
 
 def read_ledger(args, plan: Plan) -> ledger_mod.ReadOnlyLedger:

@@ -20,6 +20,7 @@ from vgpu_nova_ext.devices import ledger as ledger_mod
 from vgpu_nova_ext.devices import mig_layout
 from vgpu_nova_ext import exception
 from vgpu_nova_ext.host import address
+from vgpu_nova_ext.host import vgpu_params
 from vgpu_nova_ext import metrics
 
 
@@ -63,8 +64,11 @@ def add_parsers(sub) -> None:
                         remove_foreign=None)
 
 
-def rows(snapshot, entries) -> list[dict]:
-    """The host's devices and the ledger's, for people and JSON."""
+def rows(snapshot, entries, params=None) -> list[dict]:
+    """The host's devices and the ledger's, for people and JSON.
+
+    :param params: {device: its vGPU plugin parameters}, where read.
+    """
     mig_gpus = {g.name for g in snapshot.gpus if g.mig and g.mig.enabled}
     out = []
     for row in metrics.device_rows(snapshot, entries,
@@ -79,15 +83,22 @@ def rows(snapshot, entries) -> list[dict]:
             # The GPU instance a MIG-backed vGPU runs on, as the VF says.
             'gpu_instance': row.gpu_instance if row.gpu in mig_gpus
             else None,
+            # NVIDIA's nvidia/vgpu_params; None: none (not NVIDIA's, or
+            # not on the host).
+            'vgpu_params': _params_text((params or {}).get(row.device)),
         })
     return out
 
 
+def _params_text(pairs) -> str | None:
+    return None if pairs is None else vgpu_params.text(pairs)
+
+
 def run_devices(args) -> int:
-    plan = common.build_plan(args)
+    plan = common.build_plan(args, device_params=True)
     ledger = common.read_ledger(args, plan)
     entries = ledger.all()
-    found = rows(plan.snapshot, entries)
+    found = rows(plan.snapshot, entries, plan.device_params)
     manager = metrics.manager_rows(plan.snapshot, entries, ledger.links())
     if args.format == 'json':
         json.dump({'host': plan.host, 'devices': found,
@@ -100,13 +111,17 @@ def run_devices(args) -> int:
     print('Host %s: %d device(s)' % (plan.host, len(found)))
     if found:
         mig = any(r['gpu_instance'] is not None for r in found)
+        params = any(r['vgpu_params'] for r in found)
         print(common.format_table(
             ['DEVICE', 'GPU', 'TYPE', 'OWNER', 'LEDGER', 'HOST'] +
-            (['GPU INSTANCE'] if mig else []),
+            (['GPU INSTANCE'] if mig else []) +
+            (['VGPU PARAMS'] if params else []),
             [[r['device'], r['gpu'], r['type'], r['owner'],
               r['ledger'] or '-', r['host']] + (
                   [str(r['gpu_instance']) if r['gpu_instance'] is not None
-                   else '-'] if mig else []) for r in found]))
+                   else '-'] if mig else []) + (
+                  [r['vgpu_params'] or '-'] if params else [])
+             for r in found]))
     if manager:
         stale = sum(r.stale for r in manager)
         print()
