@@ -1674,6 +1674,23 @@ class TestLiveMigration(LiveMigrationBase):
                          {h: self.usage(h) for h in ('src', 'dest')})
 
 
+    def test_the_flavor_s_vgpu_params_written_at_the_destination(self):
+        flavor = self._create_flavor(extra_spec={
+            'resources:VGPU': '1',
+            'vgpu_nova_ext:vgpu_params:frame_rate_limiter': '0'})
+        self.server = self._create_server(
+            image_uuid=IMAGE, flavor_id=flavor, networks='none', host='src',
+            expected_state='ACTIVE')
+
+        def params(compute):
+            (device,) = self.guest_devices(compute, self.server)
+            return compute.driver._vgpu_ext().backend.read_vgpu_params(
+                'mdev', device)
+        self.assertEqual((('frame_rate_limiter', '0'),), params(self.src))
+        self._live_migrate(self.server, 'completed')
+        self.assertEqual((('frame_rate_limiter', '0'),), params(self.dest))
+
+
 class TestLiveMigrationFails(LiveMigrationBase):
     """The migration fails: the destination frees what it claimed."""
 
