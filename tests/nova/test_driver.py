@@ -1673,7 +1673,6 @@ class TestLiveMigration(LiveMigrationBase):
         self.assertEqual({'src': 0, 'dest': 1},
                          {h: self.usage(h) for h in ('src', 'dest')})
 
-
     def test_the_flavor_s_vgpu_params_written_at_the_destination(self):
         flavor = self._create_flavor(extra_spec={
             'resources:VGPU': '1',
