@@ -78,6 +78,7 @@ GPU_BRING_UP_FAILED = 'gpu.bring_up_failed'
 GPU_SCHEDULER_PENDING = 'gpu.scheduler_pending'
 GPU_SCHEDULER_UNKNOWN = 'gpu.scheduler_unknown'
 GPU_SCHEDULER_FAILED = 'gpu.scheduler_failed'
+GPU_SCHEDULER_CONFLICT = 'gpu.scheduler_conflict'
 
 # -- MIG layouts (the MIG planner) ----------------------------------------
 MIG_NOT_CAPABLE = 'mig.not_capable'

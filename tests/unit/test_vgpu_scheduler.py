@@ -167,6 +167,36 @@ class TestPlan(base.TestCase):
         self.assertEqual((), scheduling.plan(_config(None),
                                              _assignment(gpu)))
 
+    def test_one_gpu_s_vfs_under_two_types(self):
+        backend = simulated.SimulatedBackend('a100-sriov')
+        self.addCleanup(backend.close)
+        gpu = dataclasses.replace(backend.scan().gpus[0], manager_vgpus=(),
+                                  vgpu_scheduler=vs.SchedulerState(
+                                      vs.Policy.BEST_EFFORT))
+        assignment = types.SimpleNamespace(gpus=(
+            types.SimpleNamespace(gpu=gpu, type_id='nvidia-471'),
+            types.SimpleNamespace(gpu=gpu, type_id='nvidia-472')))
+
+        def config(first, second):
+            return types.SimpleNamespace(types=tuple(
+                types.SimpleNamespace(type_id=t, group='mdev_' + t,
+                                      scheduler=state)
+                for t, state in (('nvidia-471', first),
+                                 ('nvidia-472', second))))
+        # The same policy: one step for the GPU.
+        (step,) = scheduling.plan(config(FIXED, FIXED), assignment)
+        self.assertEqual(scheduling.Action.APPLY, step.action)
+        # Two: neither is set, and check says why.
+        equal = vs.SchedulerState(vs.Policy.EQUAL_SHARE)
+        (step,) = scheduling.plan(config(FIXED, equal), assignment)
+        self.assertEqual(scheduling.Action.CONFLICT, step.action)
+        self.assertEqual([findings.GPU_SCHEDULER_CONFLICT],
+                         [p.code for p in scheduling.problems((step,))])
+        self.assertEqual(([], []), scheduling.apply(None, (step,)))
+        # One declares, the other does not: the one is set.
+        (step,) = scheduling.plan(config(None, equal), assignment)
+        self.assertEqual(scheduling.Action.APPLY, step.action)
+
 
 class TestPrivilegedStep(base.TestCase):
     """The privileged step trusts nothing its caller passes."""

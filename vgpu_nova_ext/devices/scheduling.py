@@ -38,6 +38,8 @@ class Action(enum.StrEnum):
     """vGPUs run on the GPU: set it when none does."""
     UNKNOWN = 'unknown'
     """NVML is not there to read or set it."""
+    CONFLICT = 'conflict'
+    """The GPU's VFs serve types that declare different schedulers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +62,23 @@ class GpuScheduler:
 def plan(config, assignment) -> tuple[GpuScheduler, ...]:
     """Each GPU serving a type whose group declares ``vgpu_scheduler``."""
     declared = {t.type_id: t for t in config.types if t.scheduler}
-    out = []
+    wanted: dict[str, set] = {}
+    for served in assignment.gpus:
+        if served.type_id in declared:
+            wanted.setdefault(served.gpu.address, set()).add(
+                declared[served.type_id].scheduler)
+    out, seen = [], set()
     for served in assignment.gpus:
         tconf = declared.get(served.type_id)
-        if tconf is None:
-            continue
+        if tconf is None or served.gpu.address in seen:
+            continue    # one step per GPU: its VFs may serve several types
+        seen.add(served.gpu.address)
         gpu = served.gpu
+        if len(wanted[gpu.address]) > 1:
+            out.append(GpuScheduler(gpu.address, served.type_id,
+                                    tconf.group, tconf.scheduler,
+                                    gpu.vgpu_scheduler, Action.CONFLICT))
+            continue
         running = len(gpu.manager_vgpus or ())
         if tconf.scheduler.satisfied_by(gpu.vgpu_scheduler):
             action = Action.KEEP
@@ -96,6 +109,15 @@ def problems(planned: tuple[GpuScheduler, ...]) -> list[findings.Finding]:
                 'nothing: the periodic task sets it once the GPU is idle; '
                 'to set it now, migrate its instances away (vgpu-nova-ext '
                 'devices lists them)'))
+        elif p.action == Action.CONFLICT:
+            out.append(findings.Finding(
+                findings.GPU_SCHEDULER_CONFLICT, findings.WARNING, option,
+                p.declared.words(),
+                'the VFs of GPU %s serve types whose groups declare '
+                'different vGPU schedulers, and a GPU has one: none is set'
+                % p.gpu,
+                'declare the same vgpu_scheduler for every type served on '
+                'one GPU'))
         elif p.action == Action.UNKNOWN:
             out.append(findings.Finding(
                 findings.GPU_SCHEDULER_UNKNOWN, findings.WARNING, option,
