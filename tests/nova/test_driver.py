@@ -481,6 +481,22 @@ class TestVgpuParams(DriverTestBase):
         self._resize_server(server, self.flavor(memory_mb=512))
         self.assertEqual('', self.params(server))
 
+    def test_a_refused_mdevctl_definition_does_not_stop_the_guest(self):
+        server = self._create_server(
+            image_uuid=IMAGE, flavor_id=self.flavor(enable_uvm='1'),
+            networks='none', expected_state='ACTIVE')
+        (device,) = self.guest_devices(self.compute, server)
+        self.compute.driver._vgpu_ext().backend.set_vgpu_params(
+            'mdev', device, ())
+        # The parent's definitions directory swapped for a link: the
+        # definition is refused (never written through a link).
+        (parent,) = os.listdir(self.mdevctl)
+        moved = os.path.join(self.state, 'elsewhere')
+        os.rename(os.path.join(self.mdevctl, parent), moved)
+        os.symlink(moved, os.path.join(self.mdevctl, parent))
+        self._reboot_server(server, hard=True)
+        self.assertEqual('enable_uvm=1', self.params(server))
+
     def test_a_write_refused_while_the_guest_runs(self):
         server = self._create_server(
             image_uuid=IMAGE, flavor_id=self.flavor(enable_uvm='1'),

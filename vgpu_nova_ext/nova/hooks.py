@@ -163,7 +163,8 @@ def apply_vgpu_params(ext: extension.Extension, instance,
                 # mdevctl's definition too, where one is kept: a device it
                 # makes again at boot gets them.
                 ext.allocator.mdevctl.write(entry, wanted)
-            except OSError as exc:
+            except (OSError, exception.DeviceError) as exc:
+                # (DeviceError: a refused write, InvalidHostWrite included.)
                 # The device has them; this service writes them again
                 # before the guest's next start in any case.
                 LOG.warning('mdevctl definition of %s not updated with its '
